@@ -1,0 +1,109 @@
+import json
+
+import numpy as np
+import pytest
+
+from toycode.cli import main
+from toycode.problems import builtin_problems, load_problem
+
+
+@pytest.fixture
+def problem_file(tmp_path, between):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(between.to_dict()))
+    return path
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_builtins_load():
+    assert {"between", "box", "ring"} <= set(builtin_problems())
+    for name in builtin_problems():
+        assert load_problem(name).name == name
+
+
+def test_target_command(capsys, tmp_path, problem_file, between):
+    out_file = tmp_path / "t.npz"
+    code, out, _ = run(capsys, "target", "--problem", problem_file, "--n", 300, "--seed", 1,
+                       "--out", out_file)
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["log_z"] == pytest.approx(between.target.log_z)
+    assert summary["kl_to_base"] == pytest.approx(between.target.kl_to_base)
+    assert np.load(out_file)["samples"].shape == (300, 2)
+
+
+@pytest.mark.parametrize("backend", ["analytic", "trained"])
+def test_sample_command(capsys, tmp_path, backend):
+    out_file = tmp_path / "x.npz"
+    code, out, _ = run(capsys, "sample", "--problem", "between", "--backend", backend,
+                       "--method", "code", "--num-candidates", 4, "--block-size", 5,
+                       "--steps", 20, "--n", 50, "--seed", 0, "--out", out_file)
+    assert code == 0
+    data = np.load(out_file)
+    assert data["samples"].shape == (50, 2) and data["rewards"].shape == (50,)
+    assert int(data["nfe"]) == 50 * (1 + 19 * 4) == json.loads(out)["nfe"]
+    assert int(data["reward_calls"]) == 50 * 4 * 4
+
+
+@pytest.mark.parametrize("method, nfe", [("base", 20), ("bon", 1 + 19 * 3), ("svdd", 1 + 19 * 3)])
+def test_method_names(capsys, method, nfe):
+    code, out, _ = run(capsys, "sample", "--problem", "between", "--method", method,
+                       "--num-candidates", 3, "--steps", 20, "--n", 10)
+    result = json.loads(out)
+    assert code == 0 and result["nfe_per_sample"] == nfe
+    assert result["block_size"] == {"base": 20, "bon": 20, "svdd": 1}[method]
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda p: p.pop("lam"), "'lam'"),
+    (lambda p: p["prior"].pop("covs"), "prior.covs"),
+    (lambda p: p["prior"].update(weights=[0.5, 0.5, 0.5]), "sum to 1"),
+    (lambda p: p["prior"].update(covs=[[[1, 0], [0, 1]]] * 2), "mismatch"),
+    (lambda p: p["reward"].update(type="cubic"), "reward.type"),
+    (lambda p: p["reward"].pop("center"), "reward.center"),
+    (lambda p: p.update(lam=-1), "lam"),
+    (lambda p: p.update(reward={"type": "box", "low": [0, 0, 0], "high": [1, 1, 1]}), "reward.low"),
+])
+def test_malformed_problem_files_name_the_field(capsys, tmp_path, between, edit, field):
+    spec = between.to_dict()
+    edit(spec)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(spec))
+    out_file = tmp_path / "never.npz"
+    code, _, err = run(capsys, "sample", "--problem", path, "--n", 5, "--out", out_file)
+    assert code == 2 and field in err and len(err.strip().splitlines()) == 1
+    assert not out_file.exists() and list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("args, name", [(["--num-candidates", "0"], "num_candidates"),
+                                        (["--block-size", "0"], "block_size"),
+                                        (["--steps", "0"], "steps"), (["--steps", "1001"], "steps"),
+                                        (["--lam", "-2"], "lam"), (["--n", "0"], "n")])
+def test_bad_sampler_arguments(capsys, args, name):
+    code, _, err = run(capsys, "sample", "--problem", "between", *args)
+    assert code == 2 and name in err
+
+
+def test_unknown_problem_and_backend(capsys, tmp_path):
+    code, _, err = run(capsys, "sample", "--problem", "nowhere")
+    assert code == 2 and "nowhere" in err
+    code, _, err = run(capsys, "sample", "--problem", "between", "--backend", tmp_path / "m.pt")
+    assert code == 2 and "backend" in err
+    bad = tmp_path / "x.json"
+    bad.write_text("{not json")
+    code, _, err = run(capsys, "target", "--problem", bad)
+    assert code == 2 and "JSON" in err
+
+
+def test_exact_value_needs_positive_lam(capsys, tmp_path, between):
+    spec = between.to_dict()
+    spec["lam"] = 0.0
+    path = tmp_path / "zero.json"
+    path.write_text(json.dumps(spec))
+    code, _, err = run(capsys, "sample", "--problem", path, "--value", "exact", "--n", 3)
+    assert code == 2 and "lam" in err

@@ -1,0 +1,186 @@
+import math
+
+import pytest
+import torch
+
+from toycode import ExactValue, Process, sample_blockwise
+from toycode.backends import analytic_backend
+from toycode.metrics import median_bandwidth, mmd2
+
+
+class CountingBackend:
+    """Wraps a backend and counts denoiser rows itself, independently of the sampler's Ledger."""
+
+    def __init__(self, inner):
+        self.inner, self.rows, self.calls = inner, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def predict(self, x, i):
+        self.rows += x.shape[0]
+        self.calls += 1
+        return self.inner.predict(x, i)
+
+
+class CountingReward:
+    def __init__(self, reward):
+        self.reward, self.rows = reward, 0
+
+    def __call__(self, x):
+        self.rows += len(x)
+        return self.reward(x)
+
+
+def expected_nfe(T, N, B, value):
+    """Per-sample NFE from first principles (see the sampler's docstring)."""
+    if N == 1:
+        return T
+    if value == "tweedie":
+        return 1 + (T - 1) * N
+    blocks = math.ceil(T / B)
+    return (T - blocks) * N + blocks
+
+
+@pytest.mark.parametrize("N, B, value", [(1, 5, "tweedie"), (4, 1, "tweedie"), (4, 5, "tweedie"),
+                                         (4, 7, "tweedie"), (4, 20, "tweedie"), (3, 1, "exact"),
+                                         (3, 5, "exact"), (3, 7, "exact"), (3, 20, "exact")])
+def test_nfe_and_reward_calls_follow_the_formula(between, N, B, value):
+    T, n = 20, 6
+    backend = CountingBackend(analytic_backend(between.prior, Process.make(T)))
+    reward = CountingReward(between.reward)
+    val = "tweedie" if value == "tweedie" else ExactValue(between.with_lam(1.0).target)
+    res = sample_blockwise(backend, reward, n, num_candidates=N, block_size=B, value=val,
+                           selection="softmax", generator=torch.Generator().manual_seed(0))
+    assert backend.rows == res.nfe == n * expected_nfe(T, N, B, value)
+    blocks = math.ceil(T / B)
+    calls = N * blocks if (value == "tweedie" and N > 1) else (N if N > 1 else 1)
+    assert reward.rows == res.reward_calls == n * calls
+    assert res.ess.shape == ((blocks, n) if N > 1 else (0, n))
+
+
+def test_code_costs_less_than_the_official_implementation(between):
+    """1 + (T−1)N against N·T·(1 + 1/B) for the paper's T = 50, B = 5, N = 8."""
+    res = sample_blockwise(analytic_backend(between.prior, Process.make(50)), between.reward, 2,
+                           num_candidates=8, block_size=5)
+    assert res.nfe_per_sample == 1 + 49 * 8 < 8 * 50 * (1 + 1 / 5)
+
+
+def test_same_seed_same_samples_and_different_seed_differs(between):
+    be = analytic_backend(between.prior, Process.make(20))
+    run = [sample_blockwise(be, between.reward, 50, num_candidates=4, block_size=5,
+                            selection="softmax", generator=torch.Generator().manual_seed(s))
+           for s in (7, 7, 8)]
+    assert torch.equal(run[0].samples, run[1].samples)
+    assert not torch.allclose(run[0].samples, run[2].samples)
+
+
+def test_argmax_keeps_the_best_candidate(between):
+    """With the reward injected to favour candidate k of each block, selection must pick it."""
+    seen = []
+    be = analytic_backend(between.prior, Process.make(12))
+    sample_blockwise(be, between.reward, 5, num_candidates=4, block_size=3,
+                     callback=seen.append, generator=torch.Generator().manual_seed(0))
+    assert [b["j"] for b in seen] == [3, 6, 9, 12]
+    for b in seen:
+        assert torch.equal(b["selected"], b["values"].argmax(1))
+        rows = torch.arange(5) * 4 + b["selected"]
+        assert torch.equal(b["x"], b["candidates"][rows])
+        assert torch.equal(b["ess"], torch.ones(5, dtype=torch.float64))
+
+
+def test_base_model_matches_the_prior(between):
+    """N = 1 on the exact denoiser reproduces p within the estimator's noise floor."""
+    n, gen = 1000, torch.Generator().manual_seed(11)
+    ref = between.prior.sample(n, gen)
+    bw = median_bandwidth(ref)
+    floor = sum(mmd2(between.prior.sample(n, gen), ref, bw) for _ in range(10)) / 10
+    res = sample_blockwise(analytic_backend(between.prior, Process.make(100)), between.reward, n,
+                           generator=gen)
+    assert mmd2(res.samples, ref, bw) < 4 * floor
+
+
+@pytest.fixture(scope="module")
+def target_reference(between):
+    """An exact target sample, its kernel bandwidth and the mean MMD² floor of exact samples."""
+    n, gen = 1000, torch.Generator().manual_seed(0)
+    t = between.target
+    ref = t.sample(n, gen)
+    bw = median_bandwidth(ref)
+    floor = sum(mmd2(t.sample(n, gen), ref, bw) for _ in range(10)) / 10
+    return ref, bw, floor
+
+
+def test_softmax_with_exact_values_converges_to_the_target(between, target_reference):
+    """Blockwise SNIS of the optimal policy: N = 64 is within a few floors of p*."""
+    ref, bw, floor = target_reference
+    be = analytic_backend(between.prior, Process.make(100))
+    res = sample_blockwise(be, between.reward, len(ref), num_candidates=64, block_size=10,
+                           selection="softmax", lam=between.lam,
+                           value=ExactValue(between.target),
+                           generator=torch.Generator().manual_seed(1))
+    assert mmd2(res.samples, ref, bw) < 4 * floor
+    t = between.target
+    masses = t.prior.responsibilities(res.samples).mean(0)
+    assert 0.5 * float((masses - t.mode_weights).abs().sum()) < 0.05
+
+
+def test_argmax_collapses_onto_the_reward_mode(between, target_reference):
+    """Argmax is the λ → ∞ limit: reward far above E_{p*}[r], distribution far from p*."""
+    ref, bw, floor = target_reference
+    be = analytic_backend(between.prior, Process.make(100))
+    res = sample_blockwise(be, between.reward, len(ref), num_candidates=64, block_size=10,
+                           selection="argmax", value=ExactValue(between.target),
+                           generator=torch.Generator().manual_seed(1))
+    se = float(res.rewards.std()) / math.sqrt(res.n)
+    assert float(res.rewards.mean()) > between.target.reward_mean + 10 * se
+    assert mmd2(res.samples, ref, bw) > 20 * floor
+
+
+def test_reference_start_and_strength(between):
+    T, n = 20, 8
+    ref = between.prior.sample(n, torch.Generator().manual_seed(0))
+    be = CountingBackend(analytic_backend(between.prior, Process.make(T)))
+    res = sample_blockwise(be, between.reward, n, num_candidates=3, block_size=2,
+                           reference=ref, eta_start=0.5,
+                           generator=torch.Generator().manual_seed(1))
+    assert res.settings["start_index"] == 10
+    assert res.nfe == n * (1 + (10 - 1) * 3)
+    # at strength → 0 the reference is kept; at a small strength it barely moves
+    kept = sample_blockwise(be, between.reward, n, reference=ref, eta_start=0.01)
+    assert torch.equal(kept.samples, ref)
+    near = sample_blockwise(be, between.reward, n, reference=ref, eta_start=0.1,
+                            generator=torch.Generator().manual_seed(2))
+    assert (near.samples - ref).norm(dim=1).max() < 0.5
+
+
+def test_deterministic_steps_refuse_multiple_candidates(between):
+    be = analytic_backend(between.prior, Process.make(10, eta=0.0))
+    with pytest.raises(ValueError, match="stochastic"):
+        sample_blockwise(be, between.reward, 2, num_candidates=4)
+    # N = 1 (plain DDIM) is fine and deterministic
+    a = sample_blockwise(be, between.reward, 3, generator=torch.Generator().manual_seed(0))
+    b = sample_blockwise(be, between.reward, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.samples, b.samples)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_candidates": 0}, "num_candidates"), ({"block_size": 0}, "block_size"),
+    ({"lam": -1.0}, "lam"), ({"selection": "best"}, "selection"), ({"n": 0}, "n "),
+    ({"value": "oracle"}, "value"),
+    ({"reference": torch.zeros(4, 2), "eta_start": 0.0}, "eta_start"),
+    ({"reference": torch.zeros(4, 2), "eta_start": 1.5}, "eta_start"),
+    ({"reference": torch.zeros(3, 2)}, "reference")])
+def test_bad_arguments(between, kwargs, match):
+    be = analytic_backend(between.prior, Process.make(10))
+    args = {"n": 4, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        sample_blockwise(be, between.reward, args.pop("n"), **args)
+
+
+@pytest.mark.parametrize("bad, match", [(lambda x: x[:, 0] * float("nan"), "non-finite"),
+                                        (lambda x: x, "shape")])
+def test_bad_rewards_are_caught(between, bad, match):
+    be = analytic_backend(between.prior, Process.make(10))
+    with pytest.raises(ValueError, match=match):
+        sample_blockwise(be, bad, 4, num_candidates=2, block_size=5)

@@ -1,0 +1,86 @@
+"""The backend contract: the only thing a sampler knows about a model.
+
+    timesteps / num_steps      the descending grid the sampler walks (index i = 0 … T − 1; T clean)
+    abar(i)                    ᾱ at grid index i (1 at the clean end for toys)
+    prior_sample(n, g)         x at index 0
+    predict(x, i)              ONE batched denoiser call → Prediction(eps, x0); the only call that
+                               costs an NFE (counted by the sampler's Ledger, nowhere else)
+    step(x, i, eps, g)         x_{i} → x_{i+1} given ε̂ (no model call)
+    decode(x0)                 what rewards see (identity for toys, VAE decode for SD)
+    noise_to(x0, i, g)         forward process, for CoDe(η) starts from a reference
+    deterministic              True when step() draws no noise (DDIM η = 0)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Protocol
+
+import torch
+
+from ..diffusion import Process
+
+
+class Prediction(NamedTuple):
+    eps: torch.Tensor
+    x0: torch.Tensor
+
+
+class Backend(Protocol):
+    timesteps: torch.Tensor
+
+    @property
+    def num_steps(self) -> int: ...
+    @property
+    def deterministic(self) -> bool: ...
+    def abar(self, i: int) -> float: ...
+    def prior_sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor: ...
+    def predict(self, x: torch.Tensor, i: int) -> Prediction: ...
+    def step(self, x: torch.Tensor, i: int, eps: torch.Tensor,
+             generator: torch.Generator | None) -> torch.Tensor: ...
+    def decode(self, x0: torch.Tensor): ...
+    def noise_to(self, x0: torch.Tensor, i: int,
+                 generator: torch.Generator | None) -> torch.Tensor: ...
+
+
+EpsModel = Callable[[torch.Tensor, int, float], torch.Tensor]
+"""ε̂ = eps_model(x, t, ᾱ_t) for a batch x, training timestep t and its ᾱ."""
+
+
+class ToyBackend:
+    """A vector-valued DDPM: an ε-model (exact or trained) on a :class:`Process` grid."""
+
+    def __init__(self, eps_model: EpsModel, process: Process, dim: int,
+                 dtype: torch.dtype = torch.float64, name: str = "toy"):
+        self.eps_model, self.process, self.dim, self.dtype, self.name = (
+            eps_model, process, dim, dtype, name)
+        self.timesteps = process.timesteps
+
+    @property
+    def num_steps(self) -> int:
+        return self.process.num_steps
+
+    @property
+    def deterministic(self) -> bool:
+        return self.process.eta == 0
+
+    def abar(self, i: int) -> float:
+        return float(self.process.abar[i])
+
+    def prior_sample(self, n, generator=None):
+        return torch.randn(n, self.dim, generator=generator, dtype=self.dtype)
+
+    def predict(self, x, i):
+        eps = self.eps_model(x, int(self.timesteps[i]), self.abar(i))
+        return Prediction(eps, self.process.tweedie(x, i, eps))
+
+    def step(self, x, i, eps, generator=None):
+        return self.process.step(x, i, eps, generator)
+
+    def decode(self, x0):
+        return x0
+
+    def noise_to(self, x0, i, generator=None):
+        return self.process.noise_to(x0.to(self.dtype), i, generator)
+
+    def __repr__(self):
+        return f"ToyBackend({self.name}, T={self.num_steps}, eta={self.process.eta})"

@@ -1,0 +1,123 @@
+"""The `toycode` command line: demo, target, sample, train (each also a function in toycode.api)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+import torch
+
+from . import api
+from .io import save_npz
+from .sampler import SELECTIONS
+
+
+def _demo(args):
+    from .demo import DemoConfig, format_table, run_demo
+    start = time.time()
+    result = run_demo(DemoConfig(problem=args.problem, n=args.n, steps=args.steps,
+                                 num_candidates=args.num_candidates, block_size=args.block_size,
+                                 seed=args.seed, out_dir=args.out_dir,
+                                 backends=tuple(args.backends)))
+    print(f"problem {result['problem'].name}: lam={result['problem'].lam:g}, n={args.n}, "
+          f"T={args.steps}, seed={args.seed}")
+    print(format_table(result))
+    for path in result["figures"]:
+        print(f"wrote {path}")
+    print(f"demo took {time.time() - start:.1f} s")
+
+
+def _target(args):
+    samples, summary = api.target(args.problem, args.n, args.seed)
+    if args.out:
+        save_npz(args.out, samples=samples.numpy())
+    print(json.dumps(summary))
+
+
+def _sample(args):
+    res = api.sample(args.problem, backend=args.backend, method=args.method,
+                     num_candidates=args.num_candidates, block_size=args.block_size,
+                     selection=args.selection, lam=args.lam, value=args.value, steps=args.steps,
+                     n=args.n, seed=args.seed, progress=True)
+    if args.out:
+        save_npz(args.out, samples=torch.as_tensor(res.samples).double().numpy(),
+                 rewards=res.rewards.numpy(), nfe=res.nfe, reward_calls=res.reward_calls,
+                 settings=json.dumps(res.settings))
+    mean, se = float(res.rewards.mean()), float(res.rewards.std() / res.n ** 0.5)
+    print(json.dumps({"reward_mean": mean, "reward_se": se, "nfe": res.nfe,
+                      "nfe_per_sample": res.nfe_per_sample, "reward_calls": res.reward_calls,
+                      **res.settings}))
+
+
+def _train(args):
+    ckpt = api.train(args.problem, args.out, steps=args.steps, seed=args.seed,
+                     batch_size=args.batch_size, resume=not args.restart)
+    print(json.dumps({"out": args.out, "steps": ckpt["step"], "loss": ckpt["loss"]}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="toycode", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="compare base, BoN, SVDD and CoDe against the exact target")
+    d.add_argument("--problem", default="between")
+    d.add_argument("--n", type=int, default=1000)
+    d.add_argument("--steps", type=int, default=100)
+    d.add_argument("--num-candidates", type=int, default=16)
+    d.add_argument("--block-size", type=int, default=10)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--backends", nargs="+", default=["analytic", "trained"])
+    d.add_argument("--out-dir", default="figures")
+    d.set_defaults(func=_demo)
+
+    t = sub.add_parser("target", help="exact samples of the tilted target and its log Z")
+    t.add_argument("--problem", required=True, help="built-in name or problem .json")
+    t.add_argument("--n", type=int, default=1000)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", help="write samples to this .npz")
+    t.set_defaults(func=_target)
+
+    s = sub.add_parser("sample", help="sample a problem with base / bon / svdd / code")
+    s.add_argument("--problem", required=True)
+    s.add_argument("--backend", default="analytic", help="analytic | trained | PATH.pt")
+    s.add_argument("--method", default="code", choices=api.METHODS)
+    s.add_argument("--num-candidates", type=int, default=16)
+    s.add_argument("--block-size", type=int, default=10)
+    s.add_argument("--selection", default="argmax", choices=sorted(SELECTIONS))
+    s.add_argument("--lam", type=float, default=None, help="softmax λ (default: the problem's)")
+    s.add_argument("--value", default="tweedie", choices=["tweedie", "exact"])
+    s.add_argument("--steps", type=int, default=100)
+    s.add_argument("--n", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="write samples, rewards, nfe, reward_calls to this .npz")
+    s.set_defaults(func=_sample)
+
+    tr = sub.add_parser("train", help="train the MLP denoiser on a problem's prior")
+    tr.add_argument("--problem", required=True)
+    tr.add_argument("--out", required=True, help="checkpoint path (.pt)")
+    tr.add_argument("--steps", type=int, default=8000)
+    tr.add_argument("--batch-size", type=int, default=2048)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    tr.set_defaults(func=_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except ValueError as err:
+        print(f"toycode {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
