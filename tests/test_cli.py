@@ -50,13 +50,14 @@ def test_sample_command(capsys, tmp_path, backend):
     assert int(data["reward_calls"]) == 50 * 4 * 4
 
 
-@pytest.mark.parametrize("method, nfe", [("base", 20), ("bon", 1 + 19 * 3), ("svdd", 1 + 19 * 3)])
+@pytest.mark.parametrize("method, nfe", [("base", 20), ("bon", 1 + 19 * 3), ("svdd", 1 + 19 * 3),
+                                         ("smc", 20), ("dps", 20), ("exact-guidance", 20)])
 def test_method_names(capsys, method, nfe):
     code, out, _ = run(capsys, "sample", "--problem", "between", "--method", method,
-                       "--num-candidates", 3, "--steps", 20, "--n", 10)
+                       "--num-candidates", 3, "--steps", 20, "--n", 16, "--particles", 8)
     result = json.loads(out)
     assert code == 0 and result["nfe_per_sample"] == nfe
-    assert result["block_size"] == {"base": 20, "bon": 20, "svdd": 1}[method]
+    assert result["block_size"] == {"bon": 20, "svdd": 1, "smc": 1}.get(method, 20)
 
 
 @pytest.mark.parametrize("edit, field", [
@@ -83,7 +84,13 @@ def test_malformed_problem_files_name_the_field(capsys, tmp_path, between, edit,
 @pytest.mark.parametrize("args, name", [(["--num-candidates", "0"], "num_candidates"),
                                         (["--block-size", "0"], "block_size"),
                                         (["--steps", "0"], "steps"), (["--steps", "1001"], "steps"),
-                                        (["--lam", "-2"], "lam"), (["--n", "0"], "n")])
+                                        (["--lam", "-2"], "lam"), (["--n", "0"], "n"),
+                                        (["--method", "smc", "--particles", "0"], "particles"),
+                                        (["--method", "smc", "--ess-threshold", "2"],
+                                         "ess_threshold"),
+                                        (["--method", "dps", "--scale", "-1"], "scale"),
+                                        (["--method", "universal", "--recurrence", "0"],
+                                         "recurrence")])
 def test_bad_sampler_arguments(capsys, args, name):
     code, _, err = run(capsys, "sample", "--problem", "between", *args)
     assert code == 2 and name in err

@@ -83,8 +83,8 @@ def test_argmax_keeps_the_best_candidate(between):
                      callback=seen.append, generator=torch.Generator().manual_seed(0))
     assert [b["j"] for b in seen] == [3, 6, 9, 12]
     for b in seen:
-        assert torch.equal(b["selected"], b["values"].argmax(1))
-        rows = torch.arange(5) * 4 + b["selected"]
+        assert torch.equal(b["selected"].view(-1), b["values"].argmax(1))
+        rows = torch.arange(5) * 4 + b["selected"].view(-1)
         assert torch.equal(b["x"], b["candidates"][rows])
         assert torch.equal(b["ess"], torch.ones(5, dtype=torch.float64))
 

@@ -16,18 +16,30 @@ from .sampler import SELECTIONS
 
 
 def _demo(args):
-    from .demo import DemoConfig, format_table, run_demo
+    from .demo import format_table, run_demo
     start = time.time()
-    result = run_demo(DemoConfig(problem=args.problem, n=args.n, steps=args.steps,
-                                 num_candidates=args.num_candidates, block_size=args.block_size,
-                                 seed=args.seed, out_dir=args.out_dir,
-                                 backends=tuple(args.backends)))
+    result = run_demo(args.problem, out_dir=args.out_dir, backends=tuple(args.backends), n=args.n,
+                      steps=args.steps, num_candidates=args.num_candidates,
+                      block_size=args.block_size, seed=args.seed)
     print(f"problem {result['problem'].name}: lam={result['problem'].lam:g}, n={args.n}, "
           f"T={args.steps}, seed={args.seed}")
     print(format_table(result))
     for path in result["figures"]:
         print(f"wrote {path}")
     print(f"demo took {time.time() - start:.1f} s")
+
+
+def _compare(args):
+    from .demo import COMPARE_RUNS, compare, format_table
+    from .problems import builtin_problems
+    for name in args.problems or builtin_problems():
+        result = compare(name, COMPARE_RUNS, tuple(args.backends), n=args.n, steps=args.steps,
+                         num_candidates=args.num_candidates, block_size=args.block_size,
+                         seed=args.seed)
+        p = result["problem"]
+        print(f"\n## {p.name}: reward {p.reward.to_dict()['type']}, lam={p.lam:g}, n={args.n}, "
+              f"T={args.steps}, seed={args.seed}\n")
+        print(format_table(result, gradients=True))
 
 
 def _target(args):
@@ -41,14 +53,19 @@ def _sample(args):
     res = api.sample(args.problem, backend=args.backend, method=args.method,
                      num_candidates=args.num_candidates, block_size=args.block_size,
                      selection=args.selection, lam=args.lam, value=args.value, steps=args.steps,
-                     n=args.n, seed=args.seed, progress=True)
+                     n=args.n, seed=args.seed, particles=args.particles,
+                     ess_threshold=args.ess_threshold, scale=args.scale,
+                     backward_steps=args.backward_steps, backward_lr=args.backward_lr,
+                     recurrence=args.recurrence, progress=True)
     if args.out:
         save_npz(args.out, samples=torch.as_tensor(res.samples).double().numpy(),
                  rewards=res.rewards.numpy(), nfe=res.nfe, reward_calls=res.reward_calls,
+                 grad_evals=res.grad_evals,
                  settings=json.dumps(res.settings))
     mean, se = float(res.rewards.mean()), float(res.rewards.std() / res.n ** 0.5)
     print(json.dumps({"reward_mean": mean, "reward_se": se, "nfe": res.nfe,
                       "nfe_per_sample": res.nfe_per_sample, "reward_calls": res.reward_calls,
+                      "grad_evals": res.grad_evals, "backprops": res.backprops,
                       **res.settings}))
 
 
@@ -65,12 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="compare base, BoN, SVDD and CoDe against the exact target")
     d.add_argument("--problem", default="between")
-    d.add_argument("--n", type=int, default=1000)
-    d.add_argument("--steps", type=int, default=100)
-    d.add_argument("--num-candidates", type=int, default=16)
-    d.add_argument("--block-size", type=int, default=10)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--backends", nargs="+", default=["analytic", "trained"])
+    c = sub.add_parser("compare", help="every method (CoDe, SMC, guidance) on the built-in "
+                                       "problems, against the exact targets")
+    c.add_argument("--problems", nargs="+", help="built-in names or files (default: all built-ins)")
+    c.set_defaults(func=_compare)
+    for q, backends in ((d, ["analytic", "trained"]), (c, ["analytic"])):
+        q.add_argument("--n", type=int, default=1024)
+        q.add_argument("--steps", type=int, default=100)
+        q.add_argument("--num-candidates", type=int, default=16)
+        q.add_argument("--block-size", type=int, default=10)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--backends", nargs="+", default=backends)
     d.add_argument("--out-dir", default="figures")
     d.set_defaults(func=_demo)
 
@@ -86,12 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default="analytic", help="analytic | trained | PATH.pt")
     s.add_argument("--method", default="code", choices=api.METHODS)
     s.add_argument("--num-candidates", type=int, default=16)
-    s.add_argument("--block-size", type=int, default=10)
-    s.add_argument("--selection", default="argmax", choices=sorted(SELECTIONS))
+    s.add_argument("--block-size", type=int, default=None, help="default 10 (CoDe), 1 (SMC)")
+    s.add_argument("--selection", default=None, choices=sorted(SELECTIONS),
+                   help="default argmax (CoDe family), systematic (SMC)")
     s.add_argument("--lam", type=float, default=None, help="softmax λ (default: the problem's)")
     s.add_argument("--value", default="tweedie", choices=["tweedie", "exact"])
+    s.add_argument("--particles", type=int, default=32, help="SMC population size K")
+    s.add_argument("--ess-threshold", type=float, default=0.5, help="SMC resamples at ESS < this·K")
+    s.add_argument("--scale", type=float, default=None, help="guidance scale (default λ)")
+    s.add_argument("--backward-steps", type=int, default=0, help="universal guidance m")
+    s.add_argument("--backward-lr", type=float, default=0.1, help="universal guidance step size")
+    s.add_argument("--recurrence", type=int, default=1, help="universal guidance r")
     s.add_argument("--steps", type=int, default=100)
-    s.add_argument("--n", type=int, default=1000)
+    s.add_argument("--n", type=int, default=1024)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="write samples, rewards, nfe, reward_calls to this .npz")
     s.set_defaults(func=_sample)

@@ -1,15 +1,14 @@
-"""`toycode demo`: base, best-of-N, SVDD and CoDe against the exact target of a 2-D problem.
+"""`toycode demo` and `toycode compare`: samplers scored against the exact target of 2-D problems.
 
-Every method runs on the analytic backend (exact denoiser) and on the trained MLP, with the same
-seed, and is scored against an exact sample of p*. The table's "floor" columns are the same
-metrics for an independent exact sample of the same size: a sampler within a few floors of the
-target is indistinguishable from it at this sample size.
+Every run uses the same seed and is scored against one exact sample of p*. The "floor" row is the
+same metrics for an independent exact sample of the same size: a sampler within a few floors of
+the target is indistinguishable from it at this sample size.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,86 +21,115 @@ from .problems import Problem, load_problem
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "DEMO_METHODS", "run_demo", "format_table"]
+__all__ = ["Run", "DEMO_RUNS", "COMPARE_RUNS", "compare", "run_demo", "format_table"]
 
 
-@dataclass
-class DemoConfig:
-    problem: str = "between"          # built-in name or problem file
-    n: int = 1000                     # output samples per method
-    steps: int = 100                  # T, reverse steps (strided from 1000)
-    num_candidates: int = 16          # N for every selecting method
-    block_size: int = 10              # B for CoDe
-    seed: int = 0
-    backends: tuple = ("analytic", "trained")
-    out_dir: str = "figures"
-    progress: bool = True
+@dataclass(frozen=True)
+class Run:
+    """One named sampler configuration: an api.sample method plus its options."""
+
+    label: str
+    method: str
+    options: dict = field(default_factory=dict)
 
 
-# (label, method, selection, value)
-DEMO_METHODS = [
-    ("base", "base", "argmax", "tweedie"),
-    ("best-of-N", "bon", "argmax", "tweedie"),
-    ("SVDD", "svdd", "argmax", "tweedie"),
-    ("CoDe argmax", "code", "argmax", "tweedie"),
-    ("CoDe softmax", "code", "softmax", "tweedie"),
-    ("CoDe softmax exact-V", "code", "softmax", "exact"),
+DEMO_RUNS = [
+    Run("base", "base"),
+    Run("best-of-N", "bon"),
+    Run("SVDD", "svdd"),
+    Run("CoDe argmax", "code"),
+    Run("CoDe softmax", "code", {"selection": "softmax"}),
+    Run("CoDe softmax exact-V", "code", {"selection": "softmax", "value": "exact"}),
+]
+
+COMPARE_RUNS = DEMO_RUNS + [
+    Run("SMC", "smc"),
+    Run("SMC exact-V", "smc", {"value": "exact"}),
+    Run("DPS", "dps"),
+    Run("DPS detached", "dps-detached"),
+    Run("universal (m=3, r=2)", "universal", {"backward_steps": 3, "recurrence": 2}),
+    Run("CoDe-gradient softmax", "code-gradient", {"selection": "softmax"}),
+    Run("exact guidance", "exact-guidance"),
 ]
 
 
-def run_demo(config: DemoConfig = DemoConfig()) -> dict:
-    """Run every method on every backend; write the figures; return rows, floor and target."""
-    problem: Problem = load_problem(config.problem)
+def compare(problem: Problem | str, runs=DEMO_RUNS, backends=("analytic",), *, n: int = 1024,
+            steps: int = 100, num_candidates: int = 16, block_size: int = 10, seed: int = 0,
+            progress: bool = True) -> dict:
+    """Run every configuration on every backend; return rows, samples, floor and target."""
+    problem = problem if isinstance(problem, Problem) else load_problem(problem)
     target = problem.target
-    gen = torch.Generator().manual_seed(config.seed + 10_000)
-    reference = target.sample(config.n, gen)
+    gen = torch.Generator().manual_seed(seed + 10_000)
+    reference = target.sample(n, gen)
     bandwidth = median_bandwidth(reference)
-    floor = noise_floor(target, config.n, gen, reference)
+    floor = noise_floor(target, n, gen, reference)
     rows, samples = [], []
-    jobs = [(b, m) for b in config.backends for m in DEMO_METHODS]
-    for backend, (label, method, selection, value) in tqdm(jobs, desc="demo",
-                                                            disable=not config.progress):
-        res = api.sample(problem, backend=backend, method=method,
-                         num_candidates=config.num_candidates, block_size=config.block_size,
-                         selection=selection, value=value, steps=config.steps, n=config.n,
-                         seed=config.seed)
+    jobs = [(b, r) for b in backends for r in runs]
+    for backend, run in tqdm(jobs, desc=problem.name, disable=not progress):
+        options = {"num_candidates": num_candidates, **run.options}
+        if run.method != "smc":
+            options.setdefault("block_size", block_size)
+        row = {"label": run.label, "backend": backend, "method": run.method}
+        if run.method in api.GRADIENT_METHODS and not getattr(problem.reward, "differentiable",
+                                                              False):
+            rows.append({**row, "skipped": "reward not differentiable"})
+            continue
+        res = api.sample(problem, backend=backend, method=run.method, steps=steps, n=n,
+                         seed=seed, **options)
         metrics = evaluate(res.samples, res.rewards, target, reference, bandwidth)
-        rows.append({"label": label, "backend": backend, "method": method,
-                     "N": res.settings["num_candidates"], "B": res.settings["block_size"],
-                     "selection": selection, "value": value, "nfe": res.nfe_per_sample,
+        rows.append({**row, "N": res.settings["num_candidates"], "B": res.settings["block_size"],
+                     "K": res.settings["particles"], "nfe": res.nfe_per_sample,
+                     "grads": res.grad_evals / res.n, "backprops": res.backprops / res.n,
                      "reward_calls": res.reward_calls / res.n, **metrics})
-        samples.append((f"{label} [{backend}]", res.samples.detach().double()))
-    out = Path(config.out_dir)
-    figures = [save(plot_samples_sheet(problem, reference, samples),
-                    out / f"gmm_{problem.name}_samples.png")]
-    colors = {m[0]: f"C{i}" for i, m in enumerate(DEMO_METHODS)}
+        samples.append((f"{run.label} [{backend}]", res.samples.detach().double()))
+    return {"problem": problem, "rows": rows, "samples": samples, "reference": reference,
+            "floor": floor, "target": target.summary()}
+
+
+def run_demo(problem: str = "between", *, out_dir: str | Path = "figures",
+             backends=("analytic", "trained"), **options) -> dict:
+    """The demo: DEMO_RUNS on both backends, and its two figures."""
+    result = compare(problem, DEMO_RUNS, backends, **options)
+    problem = result["problem"]
+    out = Path(out_dir)
+    result["figures"] = [save(plot_samples_sheet(problem, result["reference"], result["samples"]),
+                              out / f"gmm_{problem.name}_samples.png")]
+    colors = {r.label: f"C{i}" for i, r in enumerate(DEMO_RUNS)}
     points = [{**r, "label": f"{r['label']} [{r['backend']}]", "color": colors[r["label"]]}
-              for r in rows]
-    figures.append(save(plot_tradeoff(problem, points), out / f"gmm_{problem.name}_tradeoff.png"))
-    return {"problem": problem, "rows": rows, "floor": floor, "target": target.summary(),
-            "figures": figures, "config": config}
+              for r in result["rows"]]
+    result["figures"].append(save(plot_tradeoff(problem, points),
+                                  out / f"gmm_{problem.name}_tradeoff.png"))
+    return result
 
 
-def format_table(result: dict) -> str:
-    """The demo's results as a plain-text table (what `toycode demo` prints)."""
+def format_table(result: dict, gradients: bool = False) -> str:
+    """A comparison as a plain-text table; MMD² is in units of its noise floor."""
     floor, tgt = result["floor"], result["target"]
-    head = (f"{'method':22s} {'backend':8s} {'N':>3s} {'B':>4s} {'NFE/sample':>10s} "
-            f"{'reward ± s.e.':>17s} {'MMD² ×1e3':>9s} {'KL(q‖p*)':>9s} {'KL(q‖p)':>8s} "
-            f"{'mode TV':>7s}")
+    grad_head = f" {'grads':>5s} {'backprop':>8s}" if gradients else ""
+    head = (f"{'method':22s} {'backend':8s} {'N':>3s} {'B':>4s} {'NFE/sample':>10s}{grad_head} "
+            f"{'reward ± s.e.':>17s} {'MMD²/floor':>10s} {'KL(q‖p*)':>9s} {'KL(q‖p)':>8s} "
+            f"{'mode TV':>7s} {'distinct':>8s}")
     lines = [head, "-" * len(head)]
     for r in result["rows"]:
-        lines.append(f"{r['label']:22s} {r['backend']:8s} {r['N']:3d} {r['B']:4d} "
-                     f"{r['nfe']:10.0f} {r['reward_mean']:8.3f} ± {r['reward_se']:6.3f} "
-                     f"{1e3 * r['mmd2']:9.2f} {r['kl_to_target']:9.3f} {r['kl_to_base']:8.3f} "
-                     f"{r['mode_tv']:7.3f}")
+        if "skipped" in r:
+            lines.append(f"{r['label']:22s} {r['backend']:8s}   — {r['skipped']}")
+            continue
+        grads = f" {r['grads']:5.0f} {r['backprops']:8.0f}" if gradients else ""
+        size = f"{r['N']:3d}" if r["K"] == 1 else f"K{r['K']:<2d}"
+        lines.append(f"{r['label']:22s} {r['backend']:8s} {size} {r['B']:4d} "
+                     f"{r['nfe']:10.0f}{grads} {r['reward_mean']:8.3f} ± {r['reward_se']:6.3f} "
+                     f"{r['mmd2'] / floor['mmd2']:10.1f} {r['kl_to_target']:9.3f} "
+                     f"{r['kl_to_base']:8.3f} {r['mode_tv']:7.3f} {r['distinct']:8.2f}")
     lines.append("-" * len(head))
-    lines.append(f"{'exact p* (sample)':22s} {'':8s} {'':3s} {'':4s} {'':10s} "
-                 f"{floor['reward_mean']:8.3f} ± {floor['reward_se']:6.3f} "
-                 f"{1e3 * floor['mmd2']:9.2f} {floor['kl_to_target']:9.3f} "
-                 f"{floor['kl_to_base']:8.3f} {floor['mode_tv']:7.3f}")
-    lines.append(f"{'exact p* (closed form)':22s} {'':8s} {'':3s} {'':4s} {'':10s} "
-                 f"{tgt['reward_mean']:8.3f} {'':8s} {'0':>9s} {'0':>9s} "
+    pad = " " * (len(grad_head))
+    lines.append(f"{'exact p* (sample)':22s} {'':8s} {'':3s} {'':4s} {'':10s}{pad} "
+                 f"{floor['reward_mean']:8.3f} ± {floor['reward_se']:6.3f} {1.0:10.1f} "
+                 f"{floor['kl_to_target']:9.3f} {floor['kl_to_base']:8.3f} {floor['mode_tv']:7.3f}")
+    lines.append(f"{'exact p* (closed form)':22s} {'':8s} {'':3s} {'':4s} {'':10s}{pad} "
+                 f"{tgt['reward_mean']:8.3f} {'':8s} {'0':>10s} {'0':>9s} "
                  f"{tgt['kl_to_base']:8.3f} {'0':>7s}")
-    lines.append("MMD², KL and mode-TV of the 'exact p* (sample)' row are the noise floors: the "
-                 "same estimators on an independent exact sample of the same size.")
+    lines.append(f"MMD²/floor: MMD² to an exact sample of p* over the floor {floor['mmd2']:.2e} "
+                 "(two independent exact samples); the 'exact p* (sample)' row's KL and mode TV "
+                 "are their estimators' floors. KL is inf for samples with repeated points "
+                 "(SMC's resampling copies particles; 'distinct' is the share of unique ones).")
     return "\n".join(lines)

@@ -5,7 +5,10 @@
   is measured with the same kernel) and the energy distance, both as V-statistics: their value
   for two independent exact samples of the same size is positive — the noise floor;
 - KL(q‖p*) ≈ −Ĥ(q) − mean log p*(x), Ĥ the Kozachenko–Leonenko k-NN entropy estimate, and the
-  same against the base p (divergence from the pretrained model);
+  same against the base p (divergence from the pretrained model). A sample with repeated points
+  (SMC's resampling copies particles) is an atomic distribution: its entropy is −∞ and both KLs
+  are reported as +∞ rather than as a finite number the estimator cannot support; the share of
+  distinct samples is reported beside it;
 - mode masses: the mean prior responsibility of each component, whose exact value under p* is
   the target's mode weight w*_k, and the total-variation distance between the two.
 """
@@ -56,6 +59,8 @@ def knn_entropy(x: torch.Tensor, k: int = 3) -> float:
     """Kozachenko–Leonenko entropy estimate ψ(n) − ψ(k) + log V_d + (d/n) Σ log ε_k."""
     pts = x.detach().double().reshape(len(x), -1).numpy()
     n, d = pts.shape
+    if len(np.unique(pts, axis=0)) < n:   # atoms: the differential entropy is −∞
+        return float("-inf")
     dist, _ = cKDTree(pts).query(pts, k=k + 1)
     eps = np.maximum(dist[:, -1], 1e-300)
     log_vd = (d / 2) * math.log(math.pi) - gammaln(d / 2 + 1)
@@ -71,6 +76,7 @@ def evaluate(x: torch.Tensor, rewards: torch.Tensor, target, reference: torch.Te
     r_mean, r_se = mean_se(rewards)
     masses = target.prior.responsibilities(x).mean(0)
     return {
+        "distinct": len(torch.unique(x, dim=0)) / len(x),
         "reward_mean": r_mean, "reward_se": r_se,
         "mmd2": mmd2(x, reference, bandwidth), "energy": energy_distance(x, reference),
         "kl_to_target": -entropy - float(target.log_prob(x).mean()),
@@ -81,8 +87,17 @@ def evaluate(x: torch.Tensor, rewards: torch.Tensor, target, reference: torch.Te
 
 
 def noise_floor(target, n: int, generator: torch.Generator | None = None,
-                reference: torch.Tensor | None = None) -> dict:
-    """The metrics of an exact sample of size n against an independent exact reference."""
+                reference: torch.Tensor | None = None, replicates: int = 5) -> dict:
+    """The metrics of exact samples of size n against an independent exact reference.
+
+    Numeric metrics are averaged over ``replicates`` independent exact samples, so the floor
+    is the estimator's expected value under a perfect sampler rather than one noisy draw.
+    """
     reference = target.sample(n, generator) if reference is None else reference
-    exact = target.sample(n, generator)
-    return evaluate(exact, target.reward(exact), target, reference)
+    bandwidth = median_bandwidth(reference)
+    runs = []
+    for _ in range(replicates):
+        exact = target.sample(n, generator)
+        runs.append(evaluate(exact, target.reward(exact), target, reference, bandwidth))
+    return {key: (sum(r[key] for r in runs) / replicates if isinstance(runs[0][key], float)
+                  else runs[0][key]) for key in runs[0]}

@@ -1,10 +1,25 @@
-"""The blockwise sampler — CoDe (Singh et al. 2025, arXiv 2502.00968, Alg. 1) and its edge cases.
+"""The blockwise sampler: CoDe (Singh et al. 2025, arXiv 2502.00968, Alg. 1), its edge cases, and SMC.
 
 Every B reverse steps, each of the n current states spawns N candidate continuations; a value
 estimate scores them at the block end and a selection rule keeps one. N = 1 is the base model,
 B ≥ T is best-of-N, B = 1 is SVDD-PM (Li et al. 2024). With ``selection="softmax"`` at the
 target's λ and exact soft values, each block is self-normalised importance sampling of the
 optimal policy, so the output converges to p* ∝ p e^{λr} as N grows, for any B.
+
+The same loop runs sequential Monte Carlo (Feynman–Kac steering / TDS style): the n states form
+populations of K ``particles``; each particle carries a log-weight, and at a block end the
+children's weights grow by the potential λ(V_new − V_parent). A population is resampled (K draws
+from its K·N children) when its ESS falls below ``ess_threshold``·K, always when N > 1, and always
+at the clean end; otherwise the weights are carried. The initial V is 0, so the weights telescope
+to e^{λ r(x0)}: the intermediate targets are exactly p*_t when V is exact.
+
+    code name     paper symbol
+    ---------     ------------
+    N             candidates per state (CoDe's N, BoN's N)
+    B             block size (CoDe's B); resampling interval for SMC
+    K             particles per SMC population (1 for CoDe)
+    values        V(x_t): r(x̂0(x_t)) ("tweedie") or the exact soft value; r at the clean end
+    logw          SMC log-weights log w_t (0 after every resampling)
 
 Cost (NFE = denoiser evaluations, counted only in :class:`Ledger`). The N candidates of a block
 share their parent's ε̂, and the ε̂ that gives a candidate its Tweedie x̂0 at the block end is the
@@ -13,11 +28,11 @@ n_b = ⌈T/B⌉ blocks:
 
     value = "tweedie" (needs x̂0 of every candidate)   NFE = 1 + (T − 1)·N
     value = exact V_t (scored without the denoiser)    NFE = (T − n_b)·N + n_b
-    N = 1 (base)                                       NFE = T
+    N = 1 (base, SMC)                                  NFE = T
 
 (the official CoDe code spends N·T·(1 + 1/B): an extra UNet pass to score each block and N
 identical passes on the selected state). Starting from a reference at strength η replaces T by
-round(η·T). Reward calls per sample: N per block scored by Tweedie, 1 at the end otherwise.
+round(η·T). Reward calls per sample: N per block scored by Tweedie, N at the end otherwise.
 """
 
 from __future__ import annotations
@@ -41,11 +56,16 @@ class Ledger:
 
     nfe: int = 0
     reward_calls: int = 0
-    grad_evals: int = 0
+    grad_evals: int = 0      # reward gradients
+    backprops: int = 0       # backward passes through the denoiser
 
     def predict(self, backend: Backend, x: torch.Tensor, i: int) -> Prediction:
-        self.nfe += x.shape[0]
-        return backend.predict(x, i)
+        pred = backend.predict(x, i)
+        rows = x.shape[0]
+        self.nfe += rows * pred.nfe
+        self.grad_evals += rows * pred.reward_grads
+        self.backprops += rows * pred.backprops
+        return pred
 
     def reward(self, reward: Callable, decoded) -> torch.Tensor:
         n = len(decoded)
@@ -77,18 +97,28 @@ class ExactValue:
         return self.target.soft_value(x, backend.abar(i))
 
 
-def _argmax(values: torch.Tensor, lam: float, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = values.argmax(1)
-    return idx, torch.nn.functional.one_hot(idx, values.shape[1]).double()
+def _argmax(values, logits, k, generator):
+    return values.topk(k, dim=1).indices
 
 
-def _softmax(values: torch.Tensor, lam: float, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    weights = torch.softmax(lam * values, dim=1)        # λ = 0: a uniform choice
-    return torch.multinomial(weights, 1, generator=generator).squeeze(1), weights
+def _multinomial(values, logits, k, generator):
+    return torch.multinomial(torch.softmax(logits, 1), k, replacement=True, generator=generator)
 
 
-SELECTIONS: dict[str, Callable] = {"argmax": _argmax, "softmax": _softmax}
-"""Selection rules: (values (n, N), λ, generator) → (kept index (n,), weights (n, N))."""
+def _systematic(values, logits, k, generator):
+    """Systematic resampling: one uniform per population, K evenly spaced points on the CDF."""
+    cdf = torch.softmax(logits, 1).cumsum(1)
+    u = (torch.rand(len(cdf), 1, generator=generator, dtype=cdf.dtype)
+         + torch.arange(k, dtype=cdf.dtype)) / k
+    return torch.searchsorted(cdf, u.clamp(max=cdf[:, -1:] * (1 - 1e-12))).clamp(max=cdf.shape[1] - 1)
+
+
+SELECTIONS: dict[str, Callable] = {"argmax": _argmax, "softmax": _multinomial,
+                                   "systematic": _systematic}
+"""Selection rules: (values, logits, K, generator) → K kept indices per population, each row
+of values/logits holding a population's K·N children; logits = log w + λ(V_child − V_parent).
+argmax keeps the best K by value (λ-free); softmax draws K with replacement ∝ e^{logits};
+systematic does so with one uniform per population (lower variance)."""
 
 
 @dataclass
@@ -100,7 +130,8 @@ class SampleResult:
     nfe: int
     reward_calls: int
     grad_evals: int = 0
-    ess: torch.Tensor = field(default_factory=lambda: torch.empty(0))   # (blocks, n)
+    backprops: int = 0
+    ess: torch.Tensor = field(default_factory=lambda: torch.empty(0))   # (blocks, populations)
     settings: dict = field(default_factory=dict)
 
     @property
@@ -112,35 +143,52 @@ class SampleResult:
         return self.nfe / self.n
 
 
+def _ess(weights: torch.Tensor) -> torch.Tensor:
+    return 1.0 / (weights ** 2).sum(1)
+
+
 def _blocks(start: int, stop: int, size: int):
     return [(i, min(i + size, stop)) for i in range(start, stop, size)]
 
 
 def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidates: int = 1,
                      block_size: int = 1, selection: str = "argmax", lam: float = 1.0,
-                     value: str | Any = "tweedie", reference: torch.Tensor | None = None,
+                     value: str | Any = "tweedie", particles: int = 1,
+                     ess_threshold: float = 1.0, reference: torch.Tensor | None = None,
                      eta_start: float = 1.0, generator: torch.Generator | None = None,
                      callback: Callable[[dict], None] | None = None,
                      progress: bool = False) -> SampleResult:
-    """Blockwise controlled denoising (CoDe, arXiv 2502.00968 Alg. 1); N=1 base, B≥T BoN, B=1 SVDD.
+    """Blockwise controlled denoising (CoDe, arXiv 2502.00968 Alg. 1) and SMC, in one loop.
 
-    ``value`` is "tweedie" or an object like :class:`ExactValue`; ``reference`` (n samples) with
+    N = ``num_candidates``, B = ``block_size``; N = 1 is the base model, B ≥ T best-of-N, B = 1
+    SVDD. ``particles`` K > 1 groups the n states into n/K SMC populations. ``value`` is
+    "tweedie" or an object like :class:`ExactValue`; ``reference`` (n samples) with
     ``eta_start`` ∈ (0, 1] starts from the reference noised to that strength (CoDe(η)).
     ``callback`` receives a dict per block: block, i, j, candidates, x0, values, weights,
-    selected, ess, x.
+    selected (K kept child indices per population; identity where weights were carried), ess, x.
     """
-    check_range("n", n, 1, None)
-    check_range("num_candidates", num_candidates, 1, None)
-    check_range("block_size", block_size, 1, None)
+    for name, v, lo in (("n", n, 1), ("num_candidates", num_candidates, 1),
+                        ("block_size", block_size, 1), ("particles", particles, 1)):
+        check_range(name, v, lo, None)
     check_range("lam", lam, 0.0, None)
+    check_range("ess_threshold", ess_threshold, 0.0, 1.0)
     check_choice("selection", selection, SELECTIONS)
     value_fn = TweedieValue(reward) if value == "tweedie" else value
     if not hasattr(value_fn, "needs_x0"):
         raise ValueError(f"value must be 'tweedie' or a value object (ExactValue), got {value!r}")
-    if num_candidates > 1 and backend.deterministic:
-        raise ValueError("num_candidates > 1 needs a stochastic step: with DDIM eta = 0 every "
-                         "candidate of a shared state is identical")
-    steps, big_n = backend.num_steps, num_candidates
+    big_n, k = num_candidates, particles
+    if n % k:
+        raise ValueError(f"n={n} must be a multiple of particles={k}")
+    if k > 1 and big_n > 1:
+        raise ValueError(f"use either num_candidates={big_n} > 1 (CoDe) or particles={k} > 1 "
+                         f"(SMC), not both")
+    if k > 1 and selection == "argmax":   # argmax is the λ → ∞ limit: nothing to resample
+        raise ValueError("SMC (particles > 1) resamples: use selection='softmax' or "
+                         "'systematic', not 'argmax'")
+    if big_n * k > 1 and backend.deterministic:
+        raise ValueError("selection needs a stochastic step: with DDIM eta = 0 every candidate "
+                         "of a shared state is identical and resampled particles never diverge")
+    steps, pops = backend.num_steps, n // k
     start = 0
     if reference is not None:
         check_range("eta_start", eta_start, 0.0, 1.0, low_open=True)
@@ -148,48 +196,68 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
             raise ValueError(f"reference must hold n={n} samples, got {len(reference)}")
         start = steps - round(eta_start * steps)
     ledger = Ledger()
-    score_all = big_n > 1 and value_fn.needs_x0   # every block-end candidate needs its x̂0
+    weighted = big_n * k > 1
+    score_all = weighted and value_fn.needs_x0   # every block-end candidate needs its x̂0
+
+    def predict(x, i):   # a guided predict may move the state (self-recurrence)
+        pred = ledger.predict(backend, x, i)
+        return (x if pred.x is None else pred.x), pred.eps, pred.x0
 
     with torch.no_grad():
         x = (backend.prior_sample(n, generator) if reference is None
              else backend.noise_to(reference, start, generator))
-        eps = ledger.predict(backend, x, start).eps if start < steps else None
-        ess, values, keep = [], None, torch.arange(n)
+        eps = predict(x, start)[1] if start < steps else None
+        v, logw = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        ess, keep, rewards = [], torch.arange(n), None
         blocks = _blocks(start, steps, block_size)
         bar = tqdm(total=steps - start, disable=not progress, desc="sampling", leave=False)
         for b, (i, j) in enumerate(blocks):
             # (1) N candidates per state, sharing the parent's ε̂ for their first step
             xc, ec, x0c = x.repeat_interleave(big_n, 0), eps.repeat_interleave(big_n, 0), None
-            for k in range(i, j):
-                xc = backend.step(xc, k, ec, generator)
-                if k + 1 < steps and (k + 1 < j or score_all):
-                    ec, x0c = ledger.predict(backend, xc, k + 1)
+            for t in range(i, j):
+                xc = backend.step(xc, t, ec, generator)
+                if t + 1 < steps and (t + 1 < j or score_all):
+                    xc, ec, x0c = predict(xc, t + 1)
                 bar.update(1)
-            # (2) score the candidates at the block end and keep one per state
-            if big_n > 1:   # at the clean end every value is the reward itself
+            # (2) value the children (r itself at the clean end) and weight them
+            if weighted:
                 values = (ledger.reward(reward, backend.decode(xc)).double() if j == steps
-                          else value_fn(ledger, backend, xc, x0c, j)).view(n, big_n)
-                idx, weights = SELECTIONS[selection](values, lam, generator)
-                keep = torch.arange(n) * big_n + idx
-                ess.append(1.0 / (weights ** 2).sum(1))
+                          else value_fn(ledger, backend, xc, x0c, j))
+                logits = (logw.repeat_interleave(big_n) + lam * (
+                    values - v.repeat_interleave(big_n))).view(pops, k * big_n)
+                weights = torch.softmax(logits, 1)
+                # (3) each population keeps K of its K·N children (always when N > 1 and at
+                #     the clean end; else when its ESS < threshold·K) or carries its weights
+                redo = (_ess(weights) < ess_threshold * k) | (big_n > 1) | (j == steps)
+                idx = SELECTIONS[selection](values.view(pops, -1), logits, k, generator)
+                idx = torch.where(redo[:, None], idx, torch.arange(k))
+                keep = (torch.arange(pops)[:, None] * (k * big_n) + idx).view(-1)
+                logw = torch.where(redo[:, None], 0.0, logits - logits.logsumexp(1, keepdim=True)
+                                   ).gather(1, idx).view(-1)
+                if selection == "argmax":   # the weights it used are those of its choice
+                    weights = torch.zeros_like(weights).scatter_(1, idx, 1.0)
+                ess.append(_ess(weights))
+                v = values[keep]
                 if callback is not None:
                     callback({"block": b, "i": i, "j": j, "candidates": xc, "x0": x0c,
-                              "values": values, "weights": weights, "selected": idx,
-                              "ess": ess[-1], "x": xc[keep]})
+                              "values": values.view(pops, -1), "weights": weights,
+                              "selected": idx, "ess": ess[-1], "x": xc[keep]})
             x = xc[keep]
-            # (3) the kept state's ε̂ for the next block: reused if scored, else one call
+            # (4) the kept state's ε̂ for the next block: reused if scored, else one call
             if j < steps:
-                eps = ec[keep] if score_all else ledger.predict(backend, x, j).eps
+                if score_all:
+                    eps = ec[keep]
+                else:
+                    x, eps, _ = predict(x, j)
         bar.close()
         out = backend.decode(x)
-        if big_n > 1 and blocks:   # the last block's values are the rewards of its candidates
-            rewards = values.gather(1, idx[:, None]).squeeze(1)
-        else:
-            rewards = ledger.reward(reward, out).double()
+        rewards = v if weighted and blocks else ledger.reward(reward, out).double()
 
     settings = {"num_candidates": big_n, "block_size": block_size, "selection": selection,
                 "lam": lam, "value": value if isinstance(value, str) else type(value).__name__,
-                "steps": steps, "start_index": start}
-    return SampleResult(out, rewards, ledger.nfe, ledger.reward_calls, 0,
-                        torch.stack(ess) if ess else torch.ones(0, n, dtype=torch.float64),
+                "particles": k, "ess_threshold": ess_threshold, "steps": steps,
+                "start_index": start}
+    return SampleResult(out, rewards, ledger.nfe, ledger.reward_calls, ledger.grad_evals,
+                        ledger.backprops,
+                        torch.stack(ess) if ess else torch.ones(0, pops, dtype=torch.float64),
                         settings)

@@ -6,6 +6,7 @@
     predict(x, i)              ONE batched denoiser call → Prediction(eps, x0); the only call that
                                costs an NFE (counted by the sampler's Ledger, nowhere else)
     step(x, i, eps, g)         x_{i} → x_{i+1} given ε̂ (no model call)
+    tweedie(x, i, eps)         x̂0 from ε̂ (no model call)
     decode(x0)                 what rewards see (identity for toys, VAE decode for SD)
     noise_to(x0, i, g)         forward process, for CoDe(η) starts from a reference
     deterministic              True when step() draws no noise (DDIM η = 0)
@@ -21,8 +22,20 @@ from ..diffusion import Process
 
 
 class Prediction(NamedTuple):
+    """ε̂ and x̂0 at a state, and what producing them cost per row.
+
+    A guided predict may also *move* the state it was given (universal guidance's
+    self-recurrence); it then returns the new state as ``x``. Costs are per row and are added up
+    by the sampler's Ledger only: ``nfe`` denoiser forward passes, ``reward_grads`` reward
+    gradients, ``backprops`` backward passes through the denoiser.
+    """
+
     eps: torch.Tensor
     x0: torch.Tensor
+    x: torch.Tensor | None = None
+    nfe: int = 1
+    reward_grads: int = 0
+    backprops: int = 0
 
 
 class Backend(Protocol):
@@ -37,6 +50,7 @@ class Backend(Protocol):
     def predict(self, x: torch.Tensor, i: int) -> Prediction: ...
     def step(self, x: torch.Tensor, i: int, eps: torch.Tensor,
              generator: torch.Generator | None) -> torch.Tensor: ...
+    def tweedie(self, x: torch.Tensor, i: int, eps: torch.Tensor) -> torch.Tensor: ...
     def decode(self, x0: torch.Tensor): ...
     def noise_to(self, x0: torch.Tensor, i: int,
                  generator: torch.Generator | None) -> torch.Tensor: ...
@@ -72,6 +86,9 @@ class ToyBackend:
     def predict(self, x, i):
         eps = self.eps_model(x, int(self.timesteps[i]), self.abar(i))
         return Prediction(eps, self.process.tweedie(x, i, eps))
+
+    def tweedie(self, x, i, eps):
+        return self.process.tweedie(x, i, eps)
 
     def step(self, x, i, eps, generator=None):
         return self.process.step(x, i, eps, generator)
