@@ -5,7 +5,7 @@ import torch
 
 from toycode import ExactValue, Process, sample_blockwise
 from toycode.backends import analytic_backend
-from toycode.metrics import median_bandwidth, mmd2
+from conftest import ExactReference
 
 
 class CountingBackend:
@@ -91,35 +91,26 @@ def test_argmax_keeps_the_best_candidate(between):
 
 def test_base_model_matches_the_prior(between):
     """N = 1 on the exact denoiser reproduces p within the estimator's noise floor."""
-    n, gen = 1000, torch.Generator().manual_seed(11)
-    ref = between.prior.sample(n, gen)
-    bw = median_bandwidth(ref)
-    floor = sum(mmd2(between.prior.sample(n, gen), ref, bw) for _ in range(10)) / 10
-    res = sample_blockwise(analytic_backend(between.prior, Process.make(100)), between.reward, n,
-                           generator=gen)
-    assert mmd2(res.samples, ref, bw) < 4 * floor
+    gen = torch.Generator().manual_seed(11)
+    exact = ExactReference(between.prior.sample, 1000, gen)
+    res = sample_blockwise(analytic_backend(between.prior, Process.make(100)), between.reward,
+                           1000, generator=gen)
+    assert exact.floors(res.samples) < 4
 
 
 @pytest.fixture(scope="module")
 def target_reference(between):
-    """An exact target sample, its kernel bandwidth and the mean MMD² floor of exact samples."""
-    n, gen = 1000, torch.Generator().manual_seed(0)
-    t = between.target
-    ref = t.sample(n, gen)
-    bw = median_bandwidth(ref)
-    floor = sum(mmd2(t.sample(n, gen), ref, bw) for _ in range(10)) / 10
-    return ref, bw, floor
+    return ExactReference(between.target.sample, 1000, torch.Generator().manual_seed(0))
 
 
 def test_softmax_with_exact_values_converges_to_the_target(between, target_reference):
     """Blockwise SNIS of the optimal policy: N = 64 is within a few floors of p*."""
-    ref, bw, floor = target_reference
     be = analytic_backend(between.prior, Process.make(100))
-    res = sample_blockwise(be, between.reward, len(ref), num_candidates=64, block_size=10,
+    res = sample_blockwise(be, between.reward, 1000, num_candidates=64, block_size=10,
                            selection="softmax", lam=between.lam,
                            value=ExactValue(between.target),
                            generator=torch.Generator().manual_seed(1))
-    assert mmd2(res.samples, ref, bw) < 4 * floor
+    assert target_reference.floors(res.samples) < 4
     t = between.target
     masses = t.prior.responsibilities(res.samples).mean(0)
     assert 0.5 * float((masses - t.mode_weights).abs().sum()) < 0.05
@@ -127,14 +118,13 @@ def test_softmax_with_exact_values_converges_to_the_target(between, target_refer
 
 def test_argmax_collapses_onto_the_reward_mode(between, target_reference):
     """Argmax is the λ → ∞ limit: reward far above E_{p*}[r], distribution far from p*."""
-    ref, bw, floor = target_reference
     be = analytic_backend(between.prior, Process.make(100))
-    res = sample_blockwise(be, between.reward, len(ref), num_candidates=64, block_size=10,
+    res = sample_blockwise(be, between.reward, 1000, num_candidates=64, block_size=10,
                            selection="argmax", value=ExactValue(between.target),
                            generator=torch.Generator().manual_seed(1))
     se = float(res.rewards.std()) / math.sqrt(res.n)
     assert float(res.rewards.mean()) > between.target.reward_mean + 10 * se
-    assert mmd2(res.samples, ref, bw) > 20 * floor
+    assert target_reference.floors(res.samples) > 20
 
 
 def test_reference_start_and_strength(between):

@@ -5,7 +5,7 @@ import torch
 
 from toycode import ExactValue, Process, sample_blockwise
 from toycode.backends import analytic_backend
-from toycode.metrics import median_bandwidth, mmd2
+from conftest import ExactReference
 from toycode.sampler import SELECTIONS
 
 
@@ -48,9 +48,6 @@ def test_smc_with_exact_values_converges_as_particles_grow(between):
     """64 populations each: the reward bias shrinks with K, and K = 128 matches p*."""
     t = between.target
     be = analytic_backend(between.prior, Process.make(100))
-    gen = torch.Generator().manual_seed(0)
-    ref = t.sample(2000, gen)
-    bw = median_bandwidth(ref)
     errors = {}
     for k in (2, 128):
         res = sample_blockwise(be, between.reward, 64 * k, particles=k, block_size=1,
@@ -60,8 +57,9 @@ def test_smc_with_exact_values_converges_as_particles_grow(between):
         se = float(per_pop.std()) / 8
         errors[k] = abs(float(res.rewards.mean()) - t.reward_mean) / se
         if k == 128:
-            floor = sum(mmd2(t.sample(64 * k, gen), ref, bw) for _ in range(5)) / 5
-            assert mmd2(res.samples, ref, bw) < 4 * floor
+            exact = ExactReference(t.sample, 2000, torch.Generator().manual_seed(0), n=64 * k,
+                                   replicates=5)
+            assert exact.floors(res.samples) < 4
     assert errors[128] < 3 < 5 < errors[2]
 
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from conftest import ExactReference
 from toycode import Process, sample_blockwise
 from toycode.backends import load_mlp_backend
 from toycode.train import find_mlp_checkpoint, fit, train_mlp
@@ -48,14 +49,11 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, between):
 
 def test_committed_checkpoint_is_a_good_denoiser(between):
     """The committed MLP's base samples match the prior to within a small MMD (tests the file)."""
-    from toycode.metrics import median_bandwidth, mmd2
     be = load_mlp_backend(find_mlp_checkpoint(between.prior), steps=100)
     gen = torch.Generator().manual_seed(0)
-    ref = between.prior.sample(1000, gen)
-    bw = median_bandwidth(ref)
-    floor = sum(mmd2(between.prior.sample(1000, gen), ref, bw) for _ in range(10)) / 10
+    exact = ExactReference(between.prior.sample, 1000, gen)
     res = sample_blockwise(be, between.reward, 1000, generator=gen)
-    assert mmd2(res.samples, ref, bw) < 4 * floor
+    assert exact.floors(res.samples) < 4
 
 
 def test_no_checkpoint_for_an_unknown_prior(quad3d):
