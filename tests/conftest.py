@@ -1,11 +1,13 @@
 """Shared fixtures: small problems and seeded generators (diffusers-style dummy components)."""
 
+import os
+
 import pytest
 import torch
 
 from toycode import GaussianMixture, Problem, Quadratic, load_problem
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("TOYCODE_TEST_THREADS", "2")))
 
 
 @pytest.fixture

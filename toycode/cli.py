@@ -42,6 +42,30 @@ def _compare(args):
         print(format_table(result, gradients=True))
 
 
+def _sd(args):
+    from .backends.sd import load_pipeline
+    from .sd_run import load_image, make_image_reward, sd_sample, write_outputs
+    from .image_rewards import Clip, load_clip
+    reference = load_image(args.reference) if args.reference else None
+    reward = make_image_reward(args.reward, reference=reference, prompt=args.prompt[0],
+                               clip=lambda: Clip(*load_clip(args.clip_model, args.device)),
+                               aesthetic_head=args.aesthetic_head)
+    dtype = {"auto": None, "float32": torch.float32, "float16": torch.float16,
+             "bfloat16": torch.bfloat16}[args.dtype]
+    pipe = load_pipeline(args.model, device=args.device, dtype=dtype)
+    records = sd_sample(pipe, args.prompt, reward, n=args.n, method=args.method,
+                        num_candidates=args.num_candidates, block_size=args.block_size,
+                        selection=args.selection, lam=args.lam, steps=args.steps,
+                        scheduler=args.scheduler, eta=args.eta,
+                        guidance_scale=args.guidance_scale, reference=reference,
+                        eta_start=args.eta_start, seed=args.seed, max_batch=args.max_batch)
+    for path in write_outputs(records, args.out):
+        print(f"wrote {path}")
+    for r in records:
+        print(json.dumps({"index": r["index"], "prompt": r["prompt"], "reward": r["reward"],
+                          "nfe": r["nfe"], "reward_calls": r["reward_calls"]}))
+
+
 def _target(args):
     samples, summary = api.target(args.problem, args.n, args.seed)
     if args.out:
@@ -124,6 +148,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="write samples, rewards, nfe, reward_calls to this .npz")
     s.set_defaults(func=_sample)
+
+    sd = sub.add_parser("sd", help="CoDe / best-of-N / SVDD on a Stable Diffusion pipeline")
+    sd.add_argument("--model", required=True, help="hub id or local folder of an SD 1.x/2.x "
+                                                   "pipeline")
+    sd.add_argument("--prompt", nargs="+", required=True, help="one prompt, or one per image")
+    sd.add_argument("--n", type=int, default=1, help="images to generate")
+    sd.add_argument("--reward", default="jpeg", choices=["jpeg", "clip-image", "clip-text",
+                                                         "aesthetic"])
+    sd.add_argument("--reference", help="reference image (clip-image reward; CoDe(η) start)")
+    sd.add_argument("--clip-model", default="openai/clip-vit-large-patch14")
+    sd.add_argument("--aesthetic-head", help="LAION aesthetic predictor weights (.pth)")
+    sd.add_argument("--method", default="code", choices=["base", "bon", "svdd", "code"])
+    sd.add_argument("--num-candidates", type=int, default=8)
+    sd.add_argument("--block-size", type=int, default=5)
+    sd.add_argument("--selection", default="argmax", choices=["argmax", "softmax"])
+    sd.add_argument("--lam", type=float, default=1.0, help="softmax selection's λ")
+    sd.add_argument("--steps", type=int, default=50)
+    sd.add_argument("--scheduler", default="ddim", choices=["ddim", "ddpm"])
+    sd.add_argument("--eta", type=float, default=1.0, help="DDIM η (selection needs η > 0)")
+    sd.add_argument("--eta-start", type=float, default=None,
+                    help="CoDe(η): start from --reference noised to this strength")
+    sd.add_argument("--guidance-scale", type=float, default=7.5)
+    sd.add_argument("--seed", type=int, default=0)
+    sd.add_argument("--max-batch", type=int, default=8, help="latents per UNet/VAE call")
+    sd.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    sd.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16",
+                                                        "bfloat16"])
+    sd.add_argument("--out", required=True, help="output folder")
+    sd.set_defaults(func=_sd)
 
     tr = sub.add_parser("train", help="train the MLP denoiser on a problem's prior")
     tr.add_argument("--problem", required=True)

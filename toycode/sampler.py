@@ -204,8 +204,10 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
         return (x if pred.x is None else pred.x), pred.eps, pred.x0
 
     with torch.no_grad():
-        x = (backend.prior_sample(n, generator) if reference is None
-             else backend.noise_to(reference, start, generator))
+        if reference is None:
+            x = backend.prior_sample(n, generator)
+        else:   # at strength → 0 no step runs and the reference is returned untouched
+            x = reference if start == steps else backend.noise_to(reference, start, generator)
         eps = predict(x, start)[1] if start < steps else None
         v, logw = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
         ess, keep, rewards = [], torch.arange(n), None

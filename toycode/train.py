@@ -33,8 +33,13 @@ _SCHEDULES = {"linear": linear_schedule, "cosine": cosine_schedule}
 def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Tensor], *,
         out: str | Path, meta: dict, steps: int, batch_size: int = 1024, lr: float = 2e-3,
         schedule: str = "linear", num_train_steps: int = 1000, seed: int = 0,
-        checkpoint_every: int = 1000, resume: bool = True, progress: bool = True) -> dict:
-    """Train an ε-model on batches ``data(batch_size, generator)``; returns the final checkpoint."""
+        checkpoint_every: int = 1000, resume: bool = True, progress: bool = True,
+        ema_decay: float | None = None) -> dict:
+    """Train an ε-model on batches ``data(batch_size, generator)``; returns the final checkpoint.
+
+    With ``ema_decay`` the checkpoint's "model" holds the exponential moving average of the
+    weights (what sampling should use) and "train_model" the raw weights (what resuming needs).
+    """
     check_range("steps", steps, 1, None)
     check_range("batch_size", batch_size, 1, None)
     check_range("lr", lr, 0.0, None, low_open=True)
@@ -46,11 +51,17 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    ema = None
+    if ema_decay is not None:
+        check_range("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
+        ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start = 0
     if resume and out.exists():
         ckpt = torch.load(out, map_location="cpu", weights_only=True)
         if ckpt.get("train", {}).get("steps") == steps and ckpt.get("seed") == seed:
-            model.load_state_dict(ckpt["model"])
+            model.load_state_dict(ckpt["train_model"] if ema is not None else ckpt["model"])
+            if ema is not None:
+                ema = ckpt["model"]
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["lr_schedule"])
             gen.set_state(ckpt["generator"])
@@ -58,16 +69,19 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
             log.info("resuming %s from step %d", out, start)
 
     def checkpoint(step: int, loss: float) -> dict:
-        ckpt = {**meta, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        weights = {"model": ema, "train_model": model.state_dict()} if ema is not None else {
+            "model": model.state_dict()}
+        ckpt = {**meta, **weights, "optimizer": opt.state_dict(),
                 "lr_schedule": sched.state_dict(), "generator": gen.get_state(), "step": step,
                 "seed": seed, "loss": loss,
                 "schedule": {"name": schedule, "num_train_steps": num_train_steps},
-                "train": {"steps": steps, "batch_size": batch_size, "lr": lr}}
+                "train": {"steps": steps, "batch_size": batch_size, "lr": lr,
+                          "ema_decay": ema_decay}}
         atomic_save(ckpt, out)
         return ckpt
 
     model.train()
-    ema, ckpt = float("nan"), None
+    avg, ckpt = float("nan"), None
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress,
                desc=f"training {out.name}")
     for step in bar:
@@ -80,11 +94,18 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
         loss.backward()
         opt.step()
         sched.step()
-        ema = loss.item() if math.isnan(ema) else 0.98 * ema + 0.02 * loss.item()
+        if ema is not None:
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        ema[k].mul_(ema_decay).add_(v.detach(), alpha=1 - ema_decay)
+                    else:
+                        ema[k].copy_(v)
+        avg = loss.item() if math.isnan(avg) else 0.98 * avg + 0.02 * loss.item()
         if step % 50 == 0:
-            bar.set_postfix(loss=f"{ema:.4f}", refresh=False)
+            bar.set_postfix(loss=f"{avg:.4f}", refresh=False)
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            ckpt = checkpoint(step + 1, ema)
+            ckpt = checkpoint(step + 1, avg)
     model.eval()
     return ckpt if ckpt is not None else torch.load(out, map_location="cpu", weights_only=True)
 

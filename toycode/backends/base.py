@@ -61,12 +61,12 @@ EpsModel = Callable[[torch.Tensor, int, float], torch.Tensor]
 
 
 class ToyBackend:
-    """A vector-valued DDPM: an ε-model (exact or trained) on a :class:`Process` grid."""
+    """A DDPM on tensors of a fixed ``shape``: an ε-model (exact or trained) on a Process grid."""
 
-    def __init__(self, eps_model: EpsModel, process: Process, dim: int,
+    def __init__(self, eps_model: EpsModel, process: Process, shape: int | tuple,
                  dtype: torch.dtype = torch.float64, name: str = "toy"):
-        self.eps_model, self.process, self.dim, self.dtype, self.name = (
-            eps_model, process, dim, dtype, name)
+        self.eps_model, self.process, self.dtype, self.name = eps_model, process, dtype, name
+        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
         self.timesteps = process.timesteps
 
     @property
@@ -81,7 +81,7 @@ class ToyBackend:
         return float(self.process.abar[i])
 
     def prior_sample(self, n, generator=None):
-        return torch.randn(n, self.dim, generator=generator, dtype=self.dtype)
+        return torch.randn(n, *self.shape, generator=generator, dtype=self.dtype)
 
     def predict(self, x, i):
         eps = self.eps_model(x, int(self.timesteps[i]), self.abar(i))

@@ -1,0 +1,170 @@
+"""MNIST: the UNet DDPM and the CNN classifier toycode trains, and rewards on images.
+
+Rewards see images in [−1, 1], shape (n, 1, 28, 28), and return one float per image:
+
+    ClassIndicator(c)     1[argmax classifier(x) = c]       not differentiable
+    ClassLogProb(c)       log p_classifier(c | x)           differentiable
+    Ink()                 mean brightness in [0, 1]          differentiable
+    Compressibility(...)  −(JPEG or PNG size in kB)          not differentiable
+                          (toycode.image_rewards, with value_range=(−1, 1))
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .backends.unet import UNetDenoiser
+from .checks import check_range
+from .image_rewards import Compressibility
+from .io import atomic_save
+from .mnist_data import load_split
+from .train import CHECKPOINT_DIR, fit
+
+__all__ = ["Classifier", "train_unet", "train_classifier", "load_classifier", "ClassIndicator",
+           "ClassLogProb", "Ink", "Compressibility", "UNET_PATH", "CLASSIFIER_PATH"]
+
+log = logging.getLogger(__name__)
+UNET_PATH = CHECKPOINT_DIR / "mnist_unet.pt"
+CLASSIFIER_PATH = CHECKPOINT_DIR / "mnist_classifier.pt"
+
+
+def train_unet(out: str | Path = UNET_PATH, *, steps: int = 12000, batch_size: int = 128,
+               lr: float = 2e-3, seed: int = 0, data_dir: str | Path | None = None,
+               progress: bool = True, **options) -> dict:
+    """Train the UNet DDPM on toycode's "ddpm" range of MNIST (test images 0–5999)."""
+    images, _ = load_split("ddpm", data_dir)
+    torch.manual_seed(seed)
+    model = UNetDenoiser()
+
+    def data(n, gen):
+        return images[torch.randint(0, len(images), (n,), generator=gen)]
+
+    meta = {"kind": "unet", "config": model.config, "data": "MNIST test[0:6000]"}
+    return fit(model, data, out=out, meta=meta, steps=steps, batch_size=batch_size, lr=lr,
+               seed=seed, progress=progress, ema_decay=0.999, **options)
+
+
+class Classifier(nn.Module):
+    """A small CNN: two conv blocks, a 64-d feature layer (for Fréchet distances), 10 logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Dropout(0.3), nn.Linear(64 * 49, 64), nn.ReLU())
+        self.head = nn.Linear(64, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def _shift(x: torch.Tensor, gen: torch.Generator, pixels: int = 2) -> torch.Tensor:
+    """Random translations by up to ``pixels`` (background −1), one per image."""
+    n = len(x)
+    padded = nn.functional.pad(x, (pixels,) * 4, value=-1.0)
+    dx = torch.randint(0, 2 * pixels + 1, (n,), generator=gen)
+    dy = torch.randint(0, 2 * pixels + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(28))[:, :, None].expand(n, 28, 28)
+    cols = (dx[:, None] + torch.arange(28))[:, None, :].expand(n, 28, 28)
+    return padded[torch.arange(n)[:, None, None], 0, rows, cols].unsqueeze(1)
+
+
+def train_classifier(out: str | Path = CLASSIFIER_PATH, *, epochs: int = 15,
+                     batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
+                     data_dir: str | Path | None = None, progress: bool = True) -> dict:
+    """Train the CNN on toycode's "classifier" range (test images 6000–8999), with shifts."""
+    check_range("epochs", epochs, 1, None)
+    x, y = load_split("classifier", data_dir)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = Classifier()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    model.train()
+    bar = tqdm(total=steps, disable=not progress, desc="training classifier")
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            loss = nn.functional.cross_entropy(model(_shift(x[idx], gen)), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+    bar.close()
+    model.eval()
+    ckpt = {"kind": "classifier", "model": model.state_dict(), "seed": seed,
+            "data": "MNIST test[6000:9000]", "train": {"epochs": epochs, "lr": lr,
+                                                       "batch_size": batch_size}}
+    atomic_save(ckpt, out)
+    return ckpt
+
+
+def load_classifier(path: str | Path = CLASSIFIER_PATH) -> Classifier:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("kind") != "classifier":
+        raise ValueError(f"{path} is not a classifier checkpoint")
+    model = Classifier()
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+def _digit(c) -> int:
+    if not isinstance(c, int) or not 0 <= c <= 9:
+        raise ValueError(f"digit must be an integer in 0..9, got {c!r}")
+    return c
+
+
+class ClassIndicator:
+    """r(x) = 1[argmax classifier(x) = c]."""
+
+    differentiable = False
+
+    def __init__(self, digit: int, classifier: Classifier | None = None):
+        self.digit, self.classifier = _digit(digit), classifier or load_classifier()
+
+    def __call__(self, x):
+        with torch.no_grad():
+            return (self.classifier(x.float()).argmax(1) == self.digit).double()
+
+    def to_dict(self):
+        return {"type": "class-indicator", "digit": self.digit}
+
+
+class ClassLogProb:
+    """r(x) = log p(c | x) under the classifier."""
+
+    differentiable = True
+
+    def __init__(self, digit: int, classifier: Classifier | None = None):
+        self.digit, self.classifier = _digit(digit), classifier or load_classifier()
+
+    def __call__(self, x):
+        return torch.log_softmax(self.classifier(x.float()), 1)[:, self.digit].to(x.dtype)
+
+    def to_dict(self):
+        return {"type": "class-logprob", "digit": self.digit}
+
+
+class Ink:
+    """r(x) = mean pixel brightness, mapped from [−1, 1] to [0, 1]."""
+
+    differentiable = True
+
+    def __call__(self, x):
+        return ((x.clamp(-1, 1) + 1) / 2).flatten(1).mean(1)
+
+    def to_dict(self):
+        return {"type": "ink"}

@@ -1,0 +1,131 @@
+"""`toycode sd`: the blockwise sampler on a Stable Diffusion pipeline, with image rewards.
+
+One backend per distinct prompt (the prompt is embedded once), the same
+:func:`toycode.sampler.sample_blockwise` as everywhere else, and outputs written atomically:
+one PNG per image, ``rewards.json`` (per image: prompt, reward, NFE, reward calls, seed, all
+settings) and ``grid.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .api import method_settings
+from .backends.sd import StableDiffusionBackend
+from .checks import check_choice, check_range
+from .image_rewards import Aesthetic, Clip, ClipImageSimilarity, ClipTextScore, Compressibility
+from .io import atomic_write
+from .sampler import sample_blockwise
+
+__all__ = ["IMAGE_REWARDS", "SD_METHODS", "make_image_reward", "load_image", "sd_sample",
+           "write_outputs"]
+
+IMAGE_REWARDS = ("jpeg", "clip-image", "clip-text", "aesthetic")
+SD_METHODS = ("base", "bon", "svdd", "code")
+
+
+def load_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """An RGB image file as a (3, H, W) float tensor in [0, 1], resized to (H, W) if given."""
+    from PIL import Image
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"reference image {str(path)!r} is not a file")
+    img = Image.open(path).convert("RGB")
+    if size is not None:
+        img = img.resize((size[1], size[0]), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
+
+
+def make_image_reward(name: str, *, reference: torch.Tensor | None = None,
+                      prompt: str | None = None, clip=None, aesthetic_head=None):
+    """An image reward by name. ``clip`` is a :class:`Clip` or a function returning one (called
+    only once the other arguments have been checked, so a bad call loads no model)."""
+    check_choice("reward", name, IMAGE_REWARDS)
+    if name == "jpeg":
+        return Compressibility("jpeg", quality=95)
+    if name == "clip-image" and reference is None:
+        raise ValueError("reward 'clip-image' needs a reference image (--reference)")
+    if name == "aesthetic" and aesthetic_head is None:
+        raise ValueError("reward 'aesthetic' needs the predictor head's weights "
+                         "(--aesthetic-head PATH)")
+    if clip is None:
+        raise ValueError(f"reward {name!r} needs a CLIP model (--clip-model)")
+    clip = clip() if callable(clip) else clip
+    if name == "clip-image":
+        return ClipImageSimilarity(reference, clip)
+    if name == "clip-text":
+        return ClipTextScore(prompt, clip)
+    return Aesthetic(aesthetic_head, clip)
+
+
+def sd_sample(pipe, prompts: str | list[str], reward, *, n: int = 1, method: str = "code",
+              num_candidates: int = 8, block_size: int = 5, selection: str = "argmax",
+              lam: float = 1.0, steps: int = 50, scheduler: str = "ddim", eta: float = 1.0,
+              guidance_scale: float = 7.5, reference: torch.Tensor | None = None,
+              eta_start: float | None = None, seed: int = 0, max_batch: int = 8,
+              progress: bool = True) -> list[dict]:
+    """n images for one prompt, or one image per prompt; returns one record per image.
+
+    ``reference`` (an image (3, H, W) in [0, 1]) with ``eta_start`` ∈ (0, 1] starts CoDe(η)
+    from the reference encoded by the VAE and noised to that strength.
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    check_range("n", n, 1, None)
+    check_choice("method", method, SD_METHODS)
+    if len(prompts) not in (1, n):
+        raise ValueError(f"got {len(prompts)} prompts for n={n} images: give one prompt, or "
+                         f"exactly n")
+    if eta_start is not None and reference is None:
+        raise ValueError("eta_start needs a reference image (--reference)")
+    groups = {p: [] for p in prompts}   # prompt → image indices, in order
+    for k in range(n):
+        groups[prompts[k % len(prompts)] if len(prompts) == n else prompts[0]].append(k)
+    records = [None] * n
+    for g, (prompt, idx) in enumerate(groups.items()):
+        backend = StableDiffusionBackend(pipe, prompt, steps=steps, scheduler=scheduler, eta=eta,
+                                         guidance_scale=guidance_scale, max_batch=max_batch)
+        start = None
+        if reference is not None and eta_start is not None:
+            h, w = (s * pipe.vae_scale_factor for s in backend.shape[1:])
+            ref = torch.nn.functional.interpolate(reference[None].float(), size=(h, w),
+                                                  mode="bilinear", align_corners=False)
+            start = backend.encode(ref).expand(len(idx), -1, -1, -1)
+        settings = method_settings(method, num_candidates, block_size, backend.num_steps)
+        gen = torch.Generator(device="cpu").manual_seed(seed + g)
+        res = sample_blockwise(backend, reward, len(idx), selection=selection, lam=lam,
+                               reference=start, generator=gen,
+                               eta_start=1.0 if eta_start is None else eta_start,
+                               progress=progress, **settings)
+        common = {"prompt": prompt, "seed": seed + g, "method": method, "steps": steps,
+                  "scheduler": scheduler, "eta": eta, "guidance_scale": guidance_scale,
+                  "eta_start": eta_start, "nfe": res.nfe / len(idx),
+                  "reward_calls": res.reward_calls / len(idx), **res.settings}
+        for j, k in enumerate(idx):
+            records[k] = {**common, "index": k, "reward": float(res.rewards[j]),
+                          "image": res.samples[j].detach().float().cpu()}
+    return records
+
+
+def _png(img: torch.Tensor):
+    from PIL import Image
+    arr = (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return lambda f: Image.fromarray(arr).save(f, format="PNG")
+
+
+def write_outputs(records: list[dict], out: str | Path) -> list[Path]:
+    """image_KKK.png per record, rewards.json and grid.png (a row of images) under ``out``."""
+    out = Path(out)
+    paths = [atomic_write(out / f"image_{r['index']:03d}.png", _png(r["image"])) for r in records]
+    meta = [{k: v for k, v in r.items() if k != "image"} for r in records]
+    paths.append(atomic_write(out / "rewards.json",
+                              lambda f: f.write(json.dumps(meta, indent=2).encode())))
+    cols = min(len(records), 8)
+    images = [r["image"] for r in records]
+    images += [torch.zeros_like(images[0])] * (-len(images) % cols)
+    rows = [torch.cat(images[i:i + cols], dim=2) for i in range(0, len(images), cols)]
+    paths.append(atomic_write(out / "grid.png", _png(torch.cat(rows, dim=1))))
+    return paths
