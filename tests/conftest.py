@@ -8,6 +8,9 @@ import torch
 from toycode import GaussianMixture, Problem, Quadratic, load_problem
 
 torch.set_num_threads(int(os.environ.get("TOYCODE_TEST_THREADS", "2")))
+# tests read the shared MNIST test split; they never download it
+SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+os.environ.setdefault("TOYCODE_DATA", os.path.abspath(SHARED_DATA))
 
 
 @pytest.fixture

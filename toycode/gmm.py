@@ -75,12 +75,15 @@ class GaussianMixture:
 
     def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log w_k + log N(x; μ_k, Σ_k), shape (n, K)."""
-        x = self._check_x(x)
-        diff = (x[:, None, :] - self.means[None]).transpose(0, 1).unsqueeze(-1)   # (K, n, d, 1)
-        z = torch.linalg.solve_triangular(self._chol[:, None], diff, upper=False).squeeze(-1)
+        z = torch.linalg.solve_triangular(self._chol, self._diff(x), upper=False)   # (K, d, n)
         half_logdet = self._chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)          # (K,)
-        log_n = -0.5 * (z ** 2).sum(-1) - half_logdet[:, None] - 0.5 * self.dim * math.log(2 * math.pi)
+        log_n = -0.5 * (z ** 2).sum(1) - half_logdet[:, None] - 0.5 * self.dim * math.log(2 * math.pi)
         return (log_n + self.weights.log()[:, None]).T
+
+    def _diff(self, x: torch.Tensor) -> torch.Tensor:
+        """x − μ_k laid out (K, d, n): one triangular solve per component, not per point."""
+        x = self._check_x(x)
+        return x.T[None] - self.means[:, :, None]
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x), shape (n,)."""
@@ -92,17 +95,19 @@ class GaussianMixture:
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """∇_x log p(x) in closed form: Σ_k resp_k(x) · (−Σ_k⁻¹ (x − μ_k)), shape (n, d)."""
-        x = self._check_x(x)
         resp = self.responsibilities(x)                                             # (n, K)
-        diff = (x[:, None, :] - self.means[None]).transpose(0, 1).unsqueeze(-1)    # (K, n, d, 1)
-        prec_diff = torch.cholesky_solve(diff, self._chol[:, None]).squeeze(-1)    # (K, n, d)
-        return -(resp.T.unsqueeze(-1) * prec_diff).sum(0)
+        prec_diff = torch.cholesky_solve(self._diff(x), self._chol)                # (K, d, n)
+        return -torch.einsum("nk,kdn->nd", resp, prec_diff)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n exact samples, shape (n, d)."""
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        z = torch.randn(n, self.dim, 1, generator=generator, dtype=_F64)
-        return self.means[k] + (self._chol[k] @ z).squeeze(-1)
+        z = torch.randn(n, self.dim, generator=generator, dtype=_F64)
+        x = torch.empty_like(z)
+        for j in range(self.num_components):   # K matrix products, never an (n, d, d) gather
+            rows = k == j
+            x[rows] = self.means[j] + z[rows] @ self._chol[j].T
+        return x
 
     def noised(self, abar: float) -> "GaussianMixture":
         """The law of √ᾱ x0 + √(1 − ᾱ) ε for x0 ~ self."""

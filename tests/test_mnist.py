@@ -1,0 +1,107 @@
+"""MNIST: rewards, checkpoints, the 784-D exact mixture."""
+
+import math
+
+import pytest
+import torch
+
+from toycode import Linear, Problem, sample_blockwise
+from toycode.backends.unet import load_unet_backend
+from toycode.image_rewards import Compressibility
+from toycode.mnist import ClassIndicator, ClassLogProb, Ink, load_classifier, train_unet
+from toycode.mnist_data import load_split
+from toycode.mnist_eval import bon_fraction, classifier_accuracy, tilted_fraction
+from toycode.mnist_gmm import digit_problem, fit_mnist_mixture, project
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return load_classifier()
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    return load_split("heldout_a")
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return fit_mnist_mixture()
+
+
+def test_committed_classifier_accuracy(classifier):
+    acc, se, n = classifier_accuracy(classifier)
+    assert n == 1000 and acc > 0.95
+
+
+def test_image_rewards(classifier, heldout):
+    x, y = heldout
+    ind = ClassIndicator(3, classifier)(x[:200])
+    with torch.no_grad():
+        labels = classifier(x[:200]).argmax(1)
+    assert torch.equal(ind, (labels == 3).double())
+    xg = x[:4].clone().requires_grad_(True)
+    assert torch.autograd.grad(ClassLogProb(3, classifier)(xg).sum(), xg)[0].abs().sum() > 0
+    ink = Ink()(x[:50])
+    assert ((ink > 0) & (ink < 0.5)).all()
+    blank, noisy = -torch.ones(1, 1, 28, 28), torch.rand(1, 1, 28, 28) * 2 - 1
+    comp = Compressibility("png", value_range=(-1, 1))
+    assert float(comp(blank)) > float(comp(noisy))
+    with pytest.raises(ValueError, match="digit"):
+        ClassIndicator(10, classifier)
+
+
+def test_tilted_fraction_formulas():
+    assert tilted_fraction(0.1, 0.0) == pytest.approx(0.1)
+    assert tilted_fraction(0.1, math.log(9)) == pytest.approx(0.5)
+    # best-of-N softmax: N = 1 is the base rate, large N tends to the tilt
+    assert bon_fraction(0.1, 2.0, 1) == pytest.approx(0.1)
+    assert bon_fraction(0.1, 2.0, 4000) == pytest.approx(tilted_fraction(0.1, 2.0), abs=2e-3)
+
+
+def test_unet_checkpoint_round_trip(tmp_path):
+    path = tmp_path / "unet.pt"
+    train_unet(path, steps=3, batch_size=8, progress=False, checkpoint_every=3)
+    runs = [sample_blockwise(load_unet_backend(path, steps=4), Ink(), 3, num_candidates=2,
+                             block_size=2, generator=torch.Generator().manual_seed(1))
+            for _ in range(2)]
+    assert torch.equal(runs[0].samples, runs[1].samples)
+    assert runs[0].samples.shape == (3, 1, 28, 28)
+
+
+def test_mixture_fit_is_a_valid_784d_model(fitted):
+    mixture, axes, var = fitted
+    assert mixture.dim == 784 and mixture.num_components == 10
+    assert torch.allclose(axes.T @ axes, torch.eye(784, dtype=torch.float64), atol=1e-8)
+    x, y = load_split("heldout_a")
+    # held-out digits are most likely under their own component far more often than chance
+    resp = mixture.responsibilities(x.flatten(1).double())
+    assert float((resp.argmax(1) == y).double().mean()) > 0.7
+
+
+def test_784d_exact_score_matches_autograd(fitted):
+    noised = fitted[0].noised(0.3)
+    x = noised.sample(3, torch.Generator().manual_seed(0)).requires_grad_(True)
+    (grad,) = torch.autograd.grad(noised.log_prob(x).sum(), x)
+    assert torch.allclose(noised.score(x.detach()), grad, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("d", [16, 784])
+def test_784d_tilt_matches_importance_sampling(fitted, d):
+    """log Z and E_p*[r] in closed form against importance sampling in d dimensions."""
+    mixture = project(fitted[0], fitted[1], d)
+    gen = torch.Generator().manual_seed(0)
+    direction = torch.randn(d, generator=gen, dtype=torch.float64)
+    problem = Problem(mixture, Linear(direction / direction.norm()), 0.7)
+    x = mixture.sample(40_000, gen)
+    lw = problem.lam * problem.reward(x)
+    w = torch.exp(lw - lw.max())
+    log_z = float(torch.log(w.mean()) + lw.max())
+    se = float(w.std() / w.mean()) / math.sqrt(len(x))
+    assert problem.target.log_z == pytest.approx(log_z, abs=5 * se)
+    q = digit_problem(mixture, precision=0.05)
+    lw = q.lam * q.reward(x)
+    w = torch.exp(lw - lw.max())
+    er = float((w * q.reward(x)).sum() / w.sum())
+    ess = float(w.sum() ** 2 / (w ** 2).sum())
+    assert q.target.reward_mean == pytest.approx(er, abs=5 * float(q.reward(x).std()) / math.sqrt(ess))
