@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -134,6 +135,33 @@ def _mnist_gmm(args):
               f"{r['exact_digit_weight']:6.3f} {r['digit_weight']:6.3f} {r['mode_tv']:7.3f} "
               f"{r['kl_target_base']:8.2f}")
     print(f"wrote {save(plot_dimension_sweep(rows), args.out_dir + '/mnist_gmm_dims.png')}")
+
+
+def _tradeoff(args):
+    from .tradeoff import parse_grid, run_sweep
+    rows = run_sweep(args.problem, args.methods, parse_grid(args.grid), seeds=args.seeds,
+                     out=args.out, n=args.n)
+    print(f"{len(rows)} rows in {args.out}/results.jsonl")
+
+
+def _plot(args):
+    from .plots import plot_genealogy, plot_sweep, save
+    from .problems import load_problem
+    from .tradeoff import read_results
+    rows = read_results(args.results)
+    if not rows:
+        raise ValueError(f"no results in {args.results}/results.jsonl; run `toycode tradeoff` "
+                         f"first")
+    problem = load_problem(rows[0]["problem"])
+    out = args.out or str(Path(args.results) / f"{problem.name}_{args.kind}.png")
+    if args.kind == "genealogy":
+        blocks = []
+        api.sample(problem, method="code", num_candidates=16, block_size=10,
+                   selection="softmax", n=64, seed=0, callback=blocks.append)
+        fig = plot_genealogy(blocks)
+    else:
+        fig = plot_sweep(rows, args.kind, problem)
+    print(f"wrote {save(fig, out)}")
 
 
 def _target(args):
@@ -286,6 +314,23 @@ def build_parser() -> argparse.ArgumentParser:
     for q in (tm, me, md, mg):
         q.add_argument("--data-dir", help="MNIST cache root (default $TOYCODE_DATA or "
                                           "~/.cache/toycode)")
+
+    to = sub.add_parser("tradeoff", help="sweep methods × settings × seeds into a resumable "
+                                         "table (results.jsonl)")
+    to.add_argument("--problem", required=True)
+    to.add_argument("--methods", nargs="+", required=True)
+    to.add_argument("--grid", default="", help='e.g. "N=1,2,4,8;B=5;lam=2;scale=1;K=8,32"')
+    to.add_argument("--seeds", type=int, default=5)
+    to.add_argument("--n", type=int, default=512, help="samples per row")
+    to.add_argument("--out", default="results")
+    to.set_defaults(func=_tradeoff)
+
+    pl = sub.add_parser("plot", help="plots from a tradeoff table")
+    pl.add_argument("results", help="the folder holding results.jsonl")
+    pl.add_argument("--kind", default="frontier",
+                    choices=["frontier", "distance-nfe", "reward-nfe", "genealogy"])
+    pl.add_argument("--out", help="PNG path (default: in the results folder)")
+    pl.set_defaults(func=_plot)
 
     tr = sub.add_parser("train", help="train the MLP denoiser on a problem's prior")
     tr.add_argument("--problem", required=True)

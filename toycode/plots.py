@@ -16,7 +16,7 @@ from .io import atomic_write  # noqa: E402
 from .problems import Problem  # noqa: E402
 
 __all__ = ["density_grid", "exact_frontier", "plot_samples_sheet", "plot_tradeoff",
-           "plot_dimension_sweep", "save"]
+           "plot_dimension_sweep", "plot_sweep", "plot_genealogy", "SWEEP_KINDS", "save"]
 
 
 def save(fig, path: str | Path) -> Path:
@@ -133,5 +133,96 @@ def plot_dimension_sweep(rows: list[dict]):
         ax.legend(fontsize=7)
     fig.suptitle("MNIST mixture, exact tilted targets: equal NFE as the dimension grows",
                  fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _aggregate(rows: list[dict], y: str, x: str):
+    """Mean ± s.e. over seeds of y and mean x, per (method, settings), sorted by x per method."""
+    groups: dict = {}
+    for r in rows:
+        key = (r["method"], tuple(sorted(r["settings"].items())))
+        groups.setdefault(key, []).append(r)
+    curves: dict = {}
+    for (method, settings), rs in groups.items():
+        ys = np.array([r[y] for r in rs], dtype=float)
+        xs = np.array([r[x] for r in rs], dtype=float)
+        se = ys.std(ddof=1) / np.sqrt(len(ys)) if len(ys) > 1 else 0.0
+        curves.setdefault(method, []).append((xs.mean(), ys.mean(), se, dict(settings)))
+    return {m: sorted(v, key=lambda p: p[0]) for m, v in curves.items()}
+
+
+def _label(settings: dict) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in settings.items() if k != "T")
+
+
+SWEEP_KINDS = {
+    "frontier": ("kl_to_base", "reward_mean", "KL(q‖p) (k-NN estimate)", "mean reward"),
+    "distance-nfe": ("nfe", "mmd2_over_floor", "NFE per sample", "MMD² to exact p* / floor"),
+    "reward-nfe": ("nfe", "reward_mean", "NFE per sample", "mean reward"),
+}
+
+
+def plot_sweep(rows: list[dict], kind: str, problem: Problem | None = None):
+    """One of SWEEP_KINDS from a tradeoff table, error bars = ±2 s.e. over seeds."""
+    if kind not in SWEEP_KINDS:
+        raise ValueError(f"kind must be one of {sorted(SWEEP_KINDS) + ['genealogy']}, got {kind!r}")
+    x, y, xlabel, ylabel = SWEEP_KINDS[kind]
+    finite = [r for r in rows if np.isfinite(r[x]) and np.isfinite(r[y])]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    if kind == "frontier" and problem is not None:
+        _, kl, reward = exact_frontier(problem)
+        ax.plot(kl, reward, "k-", lw=1.5, label="exact frontier")
+    for i, (method, pts) in enumerate(sorted(_aggregate(finite, y, x).items())):
+        xs, ys, se, st = zip(*pts)
+        ax.errorbar(xs, ys, yerr=2 * np.array(se), marker="o", ms=4, capsize=2,
+                    color=f"C{i}", label=method)
+        if len(pts) <= 6:
+            for px, py, s in zip(xs, ys, st):
+                ax.annotate(_label(s), (px, py), fontsize=5.5, alpha=0.7,
+                            xytext=(3, 3), textcoords="offset points")
+    if kind == "distance-nfe":
+        ax.axhline(1.0, color="k", lw=1, ls="--", label="noise floor (exact sampler)")
+        ax.set_yscale("log")
+    if kind != "frontier":
+        ax.set_xscale("log")
+    skipped = len(rows) - len(finite)
+    title = f"{rows[0]['problem']}: {ylabel} vs {xlabel}" if rows else kind
+    if skipped:
+        title += f" ({skipped} rows with infinite values left out)"
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel + " (±2 s.e. over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_genealogy(blocks: list[dict], sample: int = 0):
+    """ESS of every CoDe selection, and one sample's candidates and survivors block by block."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ess = np.array([b["ess"].numpy() for b in blocks])            # (blocks, n)
+    n_cand = blocks[0]["weights"].shape[1]
+    ends = [b["j"] for b in blocks]
+    axes[0].plot(ends, ess.mean(1), "o-", color="C0", label="mean over samples")
+    axes[0].fill_between(ends, np.percentile(ess, 10, 1), np.percentile(ess, 90, 1),
+                         color="C0", alpha=0.2, label="10–90 %")
+    axes[0].set_ylim(0, n_cand * 1.05)
+    axes[0].set_xlabel("block end (grid index)")
+    axes[0].set_ylabel(f"ESS of the selection weights (of N = {n_cand})")
+    axes[0].legend(fontsize=7)
+    for b in blocks:
+        v = b["values"][sample].numpy()
+        w = b["weights"][sample].numpy()
+        kept = int(b["selected"][sample].view(-1)[0])
+        axes[1].scatter([b["j"]] * len(v), v, s=10 + 200 * w, color="0.6", alpha=0.7)
+        axes[1].scatter([b["j"]], [v[kept]], s=40, facecolors="none", edgecolors="C3", lw=1.5)
+    axes[1].set_xlabel("block end (grid index)")
+    axes[1].set_ylabel("candidate value (size ∝ selection weight)")
+    axes[1].set_title(f"sample {sample}: the {n_cand} candidates of each block, survivor "
+                      f"circled", fontsize=9)
+    for ax in axes:
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
