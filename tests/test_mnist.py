@@ -105,3 +105,25 @@ def test_784d_tilt_matches_importance_sampling(fitted, d):
     er = float((w * q.reward(x)).sum() / w.sum())
     ess = float(w.sum() ** 2 / (w ** 2).sum())
     assert q.target.reward_mean == pytest.approx(er, abs=5 * float(q.reward(x).std()) / math.sqrt(ess))
+
+
+def test_best_of_n_softmax_matches_the_exact_tilted_fraction(classifier):
+    """Softmax best-of-N on 1[class = c] is SNIS: its class-c rate is E[K e^λ/(K e^λ + N − K)],
+    K ~ Bin(N, π_c), with π_c the base model's rate, to within the combined standard error."""
+    from toycode.mnist import UNET_PATH
+    from toycode.mnist_eval import class_rates
+    c, lam, big_n = 3, 2.0, 4
+    backend = load_unet_backend(UNET_PATH, steps=10)
+    reward = ClassIndicator(c, classifier)
+    base = sample_blockwise(backend, reward, 600, generator=torch.Generator().manual_seed(0))
+    rates, se = class_rates(classifier, base.samples)
+    pi, pi_se = float(rates[c]), float(se[c])
+    assert 0.03 < pi < 0.3                                  # a digit the model does produce
+    res = sample_blockwise(backend, reward, 300, num_candidates=big_n, block_size=10,
+                           selection="softmax", lam=lam,
+                           generator=torch.Generator().manual_seed(1))
+    frac = float(res.rewards.mean())
+    want = bon_fraction(pi, lam, big_n)
+    slope = (bon_fraction(pi + 1e-4, lam, big_n) - bon_fraction(pi - 1e-4, lam, big_n)) / 2e-4
+    sigma = math.sqrt(want * (1 - want) / res.n + (slope * pi_se) ** 2)
+    assert abs(frac - want) < 4 * sigma

@@ -84,6 +84,14 @@ def read_results(folder: str | Path) -> list[dict]:
     return rows
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """A run killed mid-write leaves a last line without its newline: cut it off."""
+    if path.exists():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[:data.rfind(b"\n") + 1])
+
+
 def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
               out: str | Path = "results", n: int = 512, selection: str = "softmax",
               progress: bool = True) -> list[dict]:
@@ -96,6 +104,7 @@ def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
     floor = noise_floor(target, n, gen, reference)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _drop_torn_tail(out / "results.jsonl")
     done = {_key(r) for r in read_results(out)}
     jobs = [(m, s, seed) for m, s in expand(methods, grid) for seed in range(seeds)]
     todo = [j for j in jobs if _key({"problem": prob.name, "method": j[0], "settings": j[1],
