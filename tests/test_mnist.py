@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from toycode import Linear, Problem, sample_blockwise
-from toycode.backends.unet import load_unet_backend
+from toycode.backends import load_trained_backend
 from toycode.image_rewards import Compressibility
 from toycode.mnist import ClassIndicator, ClassLogProb, Ink, load_classifier, train_unet
 from toycode.mnist_data import load_split
@@ -62,7 +62,7 @@ def test_tilted_fraction_formulas():
 def test_unet_checkpoint_round_trip(tmp_path):
     path = tmp_path / "unet.pt"
     train_unet(path, steps=3, batch_size=8, progress=False, checkpoint_every=3)
-    runs = [sample_blockwise(load_unet_backend(path, steps=4), Ink(), 3, num_candidates=2,
+    runs = [sample_blockwise(load_trained_backend(path, steps=4), Ink(), 3, num_candidates=2,
                              block_size=2, generator=torch.Generator().manual_seed(1))
             for _ in range(2)]
     assert torch.equal(runs[0].samples, runs[1].samples)
@@ -113,7 +113,7 @@ def test_best_of_n_softmax_matches_the_exact_tilted_fraction(classifier):
     from toycode.mnist import UNET_PATH
     from toycode.mnist_eval import class_rates
     c, lam, big_n = 3, 2.0, 4
-    backend = load_unet_backend(UNET_PATH, steps=10)
+    backend = load_trained_backend(UNET_PATH, steps=10)
     reward = ClassIndicator(c, classifier)
     base = sample_blockwise(backend, reward, 600, generator=torch.Generator().manual_seed(0))
     rates, se = class_rates(classifier, base.samples)

@@ -3,14 +3,14 @@ import torch
 
 from conftest import ExactReference
 from toycode import Process, sample_blockwise
-from toycode.backends import load_mlp_backend
+from toycode.backends import load_trained_backend
 from toycode.train import find_mlp_checkpoint, fit, train_mlp
 
 
 def test_checkpoint_round_trip_gives_identical_samples(tmp_path, between):
     path = tmp_path / "m.pt"
     train_mlp(between.prior, path, steps=30, batch_size=256, width=32, depth=2, progress=False)
-    runs = [sample_blockwise(load_mlp_backend(path, steps=10), between.reward, 20,
+    runs = [sample_blockwise(load_trained_backend(path, steps=10), between.reward, 20,
                              num_candidates=3, block_size=5,
                              generator=torch.Generator().manual_seed(4)) for _ in range(2)]
     assert torch.equal(runs[0].samples, runs[1].samples)
@@ -49,7 +49,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, between):
 
 def test_committed_checkpoint_is_a_good_denoiser(between):
     """The committed MLP's base samples match the prior to within a small MMD (tests the file)."""
-    be = load_mlp_backend(find_mlp_checkpoint(between.prior), steps=100)
+    be = load_trained_backend(find_mlp_checkpoint(between.prior), steps=100)
     gen = torch.Generator().manual_seed(0)
     exact = ExactReference(between.prior.sample, 1000, gen)
     res = sample_blockwise(be, between.reward, 1000, generator=gen)

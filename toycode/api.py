@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from .backends import analytic_backend, load_mlp_backend
+from .backends import analytic_backend, load_trained_backend
 from .backends.base import Backend
 from .checks import check_choice, check_range
 from .diffusion import Process
@@ -64,7 +64,7 @@ def make_backend(problem: Problem | str | Path, backend: str | Path = "analytic"
     if not path.is_file():
         raise ValueError(f"backend must be 'analytic', 'trained' or a checkpoint path; "
                          f"{str(backend)!r} is none of these")
-    return load_mlp_backend(path, steps, eta)
+    return load_trained_backend(path, steps, eta)
 
 
 def method_settings(method: str, num_candidates: int, block_size: int, steps: int) -> dict:

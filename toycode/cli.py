@@ -80,7 +80,7 @@ def _train_mnist(args):
 
 
 def _mnist_eval(args, quality: bool = True):
-    from .backends.unet import load_unet_backend
+    from .backends import load_trained_backend
     from .mnist import UNET_PATH, load_classifier
     from .mnist_eval import base_quality, classifier_accuracy
     classifier = load_classifier()
@@ -89,7 +89,7 @@ def _mnist_eval(args, quality: bool = True):
           f"± {100 * se:.2f} (n = {count})")
     if not quality:
         return
-    q = base_quality(load_unet_backend(UNET_PATH, steps=args.steps), classifier, n=args.n,
+    q = base_quality(load_trained_backend(UNET_PATH, steps=args.steps), classifier, n=args.n,
                      seed=args.seed, data_dir=args.data_dir)
     print(f"base DDPM, {q['n']} samples, T = {args.steps}:")
     print(f"  classified with confidence ≥ 0.9: {100 * q['confident']:.1f} %")

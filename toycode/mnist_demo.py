@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from .backends.unet import load_unet_backend  # noqa: E402
+from .backends import load_trained_backend  # noqa: E402
 from .guidance import DPS, GuidedBackend  # noqa: E402
 from .mnist import UNET_PATH, ClassIndicator, ClassLogProb, load_classifier  # noqa: E402
 from .mnist_eval import bon_fraction, class_rates, tilted_fraction  # noqa: E402
@@ -62,7 +62,7 @@ def run_mnist_demo(config: MnistDemoConfig = MnistDemoConfig()) -> dict:
     """Sample every method, measure class-c fractions, write figures/mnist_*.png."""
     c, lam = config.digit, config.lam
     classifier = load_classifier()
-    backend = load_unet_backend(UNET_PATH, steps=config.steps)
+    backend = load_trained_backend(UNET_PATH, steps=config.steps)
     indicator = ClassIndicator(c, classifier)
     logprob = ClassLogProb(c, classifier)
     gen = lambda k: torch.Generator().manual_seed(config.seed + k)   # noqa: E731

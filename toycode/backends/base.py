@@ -60,14 +60,10 @@ EpsModel = Callable[[torch.Tensor, int, float], torch.Tensor]
 """ε̂ = eps_model(x, t, ᾱ_t) for a batch x, training timestep t and its ᾱ."""
 
 
-class ToyBackend:
-    """A DDPM on tensors of a fixed ``shape``: an ε-model (exact or trained) on a Process grid."""
+class ProcessSteps:
+    """The contract's model-free half, for backends that own a :class:`Process` (``process``)."""
 
-    def __init__(self, eps_model: EpsModel, process: Process, shape: int | tuple,
-                 dtype: torch.dtype = torch.float64, name: str = "toy"):
-        self.eps_model, self.process, self.dtype, self.name = eps_model, process, dtype, name
-        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        self.timesteps = process.timesteps
+    process: Process
 
     @property
     def num_steps(self) -> int:
@@ -80,18 +76,28 @@ class ToyBackend:
     def abar(self, i: int) -> float:
         return float(self.process.abar[i])
 
+    def step(self, x, i, eps, generator=None):
+        return self.process.step(x, i, eps, generator)
+
+    def tweedie(self, x, i, eps):
+        return self.process.tweedie(x, i, eps)
+
+
+class ToyBackend(ProcessSteps):
+    """A DDPM on tensors of a fixed ``shape``: an ε-model (exact or trained) on a Process grid."""
+
+    def __init__(self, eps_model: EpsModel, process: Process, shape: int | tuple,
+                 dtype: torch.dtype = torch.float64, name: str = "toy"):
+        self.eps_model, self.process, self.dtype, self.name = eps_model, process, dtype, name
+        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.timesteps = process.timesteps
+
     def prior_sample(self, n, generator=None):
         return torch.randn(n, *self.shape, generator=generator, dtype=self.dtype)
 
     def predict(self, x, i):
         eps = self.eps_model(x, int(self.timesteps[i]), self.abar(i))
         return Prediction(eps, self.process.tweedie(x, i, eps))
-
-    def tweedie(self, x, i, eps):
-        return self.process.tweedie(x, i, eps)
-
-    def step(self, x, i, eps, generator=None):
-        return self.process.step(x, i, eps, generator)
 
     def decode(self, x0):
         return x0
@@ -101,3 +107,14 @@ class ToyBackend:
 
     def __repr__(self):
         return f"ToyBackend({self.name}, T={self.num_steps}, eta={self.process.eta})"
+
+
+class ModuleEps:
+    """A trained ε-network ``module(x, t)`` as an EpsModel: float32 in, the state's dtype out."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module.eval()
+
+    def __call__(self, x, t, abar):
+        tt = torch.full((x.shape[0],), t, dtype=torch.long)
+        return self.module(x.float(), tt).to(x.dtype)

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from ..diffusion import Process
-from .base import ToyBackend
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -43,27 +39,3 @@ class MLPDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         emb = timestep_embedding(t, self.config["time_dim"])
         return self.out(self.blocks(self.inp(x) + self.time(emb)))
-
-
-class _EpsAdapter:
-    """Backend-side view of a trained MLP: float32 in, the sampler's dtype preserved."""
-
-    def __init__(self, model: MLPDenoiser):
-        self.model = model.eval()
-
-    def __call__(self, x, t, abar):
-        tt = torch.full((x.shape[0],), t, dtype=torch.long)
-        return self.model(x.float(), tt).to(x.dtype)
-
-
-def load_mlp_backend(path: str | Path, steps: int = 100, eta: float = 1.0) -> ToyBackend:
-    """A backend driving a trained MLP checkpoint (written by ``toycode train``)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("kind") != "mlp":
-        raise ValueError(f"{path} is not an MLP checkpoint (kind={ckpt.get('kind')!r})")
-    model = MLPDenoiser(**ckpt["config"])
-    model.load_state_dict(ckpt["model"])
-    sched = ckpt["schedule"]
-    process = Process.make(steps, sched["name"], sched["num_train_steps"], eta)
-    return ToyBackend(_EpsAdapter(model), process, model.config["dim"], torch.float32,
-                      name=f"mlp:{Path(path).name}")

@@ -18,7 +18,7 @@ import torch
 
 from ..checks import check_choice, check_range
 from ..diffusion import Process
-from .base import Prediction
+from .base import Prediction, ProcessSteps
 
 __all__ = ["StableDiffusionBackend", "load_pipeline", "sd_process"]
 
@@ -58,7 +58,7 @@ def sd_process(scheduler_config, steps: int, scheduler: str = "ddim", eta: float
                    eta=1.0 if scheduler == "ddpm" else eta, final_abar=final)
 
 
-class StableDiffusionBackend:
+class StableDiffusionBackend(ProcessSteps):
     """A loaded StableDiffusionPipeline, one prompt, a timestep grid: the toycode contract.
 
     ``max_batch`` bounds how many latents go through the UNet (twice that with CFG) and the VAE
@@ -87,17 +87,6 @@ class StableDiffusionBackend:
         self.shape = (pipe.unet.config.in_channels, h // f, w // f)
         self.name = f"sd:{getattr(pipe, 'name_or_path', '') or type(pipe).__name__}"
 
-    @property
-    def num_steps(self) -> int:
-        return self.process.num_steps
-
-    @property
-    def deterministic(self) -> bool:
-        return self.process.eta == 0
-
-    def abar(self, i: int) -> float:
-        return float(self.process.abar[i])
-
     def prior_sample(self, n, generator=None):
         # drawn like the pipeline's randn_tensor: on the generator's device, then moved
         device = generator.device if generator is not None else self.device
@@ -117,12 +106,6 @@ class StableDiffusionBackend:
         t = self.timesteps[i].to(self.device)
         eps = torch.cat([self._eps(c, t) for c in x.split(self.max_batch)])
         return Prediction(eps, self.process.tweedie(x, i, eps))
-
-    def step(self, x, i, eps, generator=None):
-        return self.process.step(x, i, eps, generator)
-
-    def tweedie(self, x, i, eps):
-        return self.process.tweedie(x, i, eps)
 
     def decode(self, x0):
         """VAE decode to images in [0, 1], (n, 3, H, W) float32, in chunks of max_batch."""

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from ..diffusion import Process
-from .base import ToyBackend
 from .mlp import timestep_embedding
 
 
@@ -61,26 +57,3 @@ class UNetDenoiser(nn.Module):
         u = self.u2(torch.cat([self.up(u), h2], 1), e)   # 14×14
         u = self.u1(torch.cat([self.up(u), h1], 1), e)   # 28×28
         return self.out(u)
-
-
-class _EpsAdapter:
-    def __init__(self, model: UNetDenoiser):
-        self.model = model.eval()
-
-    def __call__(self, x, t, abar):
-        tt = torch.full((x.shape[0],), t, dtype=torch.long)
-        return self.model(x.float(), tt).to(x.dtype)
-
-
-def load_unet_backend(path: str | Path, steps: int = 100, eta: float = 1.0) -> ToyBackend:
-    """A backend driving a trained MNIST UNet checkpoint (written by ``toycode train-mnist``)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("kind") != "unet":
-        raise ValueError(f"{path} is not a UNet checkpoint (kind={ckpt.get('kind')!r})")
-    model = UNetDenoiser(**ckpt["config"])
-    model.load_state_dict(ckpt["model"])
-    sched = ckpt["schedule"]
-    process = Process.make(steps, sched["name"], sched["num_train_steps"], eta)
-    backend = ToyBackend(_EpsAdapter(model), process, (1, 28, 28), torch.float32,
-                         name=f"unet:{Path(path).name}")
-    return backend

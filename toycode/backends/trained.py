@@ -1,0 +1,34 @@
+"""Backends for the ε-networks toycode trains (checkpoints written by `toycode train*`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..diffusion import Process
+from .base import ModuleEps, ToyBackend
+from .mlp import MLPDenoiser
+from .unet import UNetDenoiser
+
+__all__ = ["load_trained_backend"]
+
+# checkpoint kind → (network class, the shape of one sample given the network's config)
+KINDS = {
+    "mlp": (MLPDenoiser, lambda config: (config["dim"],)),
+    "unet": (UNetDenoiser, lambda config: (1, 28, 28)),
+}
+
+
+def load_trained_backend(path: str | Path, steps: int = 100, eta: float = 1.0) -> ToyBackend:
+    """A backend driving a trained checkpoint on ``steps`` strided steps of its own schedule."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("kind") not in KINDS:
+        raise ValueError(f"{path} is not a toycode denoiser checkpoint (kind={ckpt.get('kind')!r})")
+    cls, shape = KINDS[ckpt["kind"]]
+    model = cls(**ckpt["config"])
+    model.load_state_dict(ckpt["model"])
+    sched = ckpt["schedule"]
+    process = Process.make(steps, sched["name"], sched["num_train_steps"], eta)
+    return ToyBackend(ModuleEps(model), process, shape(ckpt["config"]), torch.float32,
+                      name=f"{ckpt['kind']}:{Path(path).name}")
