@@ -30,7 +30,7 @@ SWEEP_GRID := N=1,2,4,8,16,32;B=10;K=8,32,128;T=100
 # every figure in figures/ and the sweep tables behind them (about 10 minutes on 2 cores)
 figures: $(STAMP)
 	$(TOYCODE) demo --out-dir figures
-	for p in between box; do \
+	for p in between box ring; do \
 		rm -f figures/sweeps/$$p/results.jsonl; \
 		methods="$(SWEEP_METHODS)"; [ $$p = box ] && methods="bon code smc exact-guidance"; \
 		$(TOYCODE) tradeoff --problem $$p --methods $$methods --grid "$(SWEEP_GRID)" \
