@@ -79,7 +79,7 @@ def _shift(x: torch.Tensor, gen: torch.Generator, pixels: int = 2) -> torch.Tens
     return padded[torch.arange(n)[:, None, None], 0, rows, cols].unsqueeze(1)
 
 
-def train_classifier(out: str | Path = CLASSIFIER_PATH, *, epochs: int = 15,
+def train_classifier(out: str | Path = CLASSIFIER_PATH, *, epochs: int = 80,
                      batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
                      data_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Train the CNN on toycode's "classifier" range (test images 6000–8999), with shifts."""

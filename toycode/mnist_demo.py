@@ -107,7 +107,7 @@ def run_mnist_demo(config: MnistDemoConfig = MnistDemoConfig()) -> dict:
         image_grid(ax, res.samples[:64], f"{label}\nclass {c}: {float(res.rewards.mean()):.2f}")
     fig.suptitle(f"reward 1[classifier(x) = {c}], λ = {lam:g}; exact tilted fraction "
                  f"{exact:.2f}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     figures.append(save(fig, out / "mnist_methods.png"))
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     names = ["base"] + [r["method"] for r in rows]
