@@ -34,9 +34,10 @@ figures: $(STAMP)
 		rm -f figures/sweeps/$$p/results.jsonl; \
 		methods="$(SWEEP_METHODS)"; [ $$p = box ] && methods="bon code smc exact-guidance"; \
 		$(TOYCODE) tradeoff --problem $$p --methods $$methods --grid "$(SWEEP_GRID)" \
-			--seeds 5 --n 512 --out figures/sweeps/$$p && \
+			--seeds 5 --n 512 --out figures/sweeps/$$p || exit 1; \
 		for k in frontier distance-nfe; do \
-			$(TOYCODE) plot figures/sweeps/$$p --kind $$k --out figures/$${p}_$$k.png; done; \
+			$(TOYCODE) plot figures/sweeps/$$p --kind $$k --out figures/$${p}_$$k.png || exit 1; \
+		done; \
 	done
 	$(TOYCODE) plot figures/sweeps/between --kind genealogy --out figures/between_genealogy.png
 	$(TOYCODE) mnist-demo --out-dir figures
