@@ -114,3 +114,13 @@ def test_exact_value_needs_positive_lam(capsys, tmp_path, between):
     path.write_text(json.dumps(spec))
     code, _, err = run(capsys, "sample", "--problem", path, "--value", "exact", "--n", 3)
     assert code == 2 and "lam" in err
+
+
+def test_demo_and_compare_commands(capsys, tmp_path):
+    """The demo's table and figures, and compare's gradient columns, on a small run."""
+    code, out, _ = run(capsys, "demo", "--n", 64, "--steps", 10, "--out-dir", tmp_path)
+    assert code == 0 and "CoDe softmax exact-V" in out and "exact p* (closed form)" in out
+    assert {p.name for p in tmp_path.iterdir()} == {"gmm_between_samples.png",
+                                                   "gmm_between_tradeoff.png"}
+    code, out, _ = run(capsys, "compare", "--problems", "box", "--n", 64, "--steps", 10)
+    assert code == 0 and "reward not differentiable" in out and "backprop" in out
