@@ -8,6 +8,13 @@ TORCH  := torch==2.13.0
 
 .PHONY: venv demo test figures checkpoints bench clean
 
+# MNIST: a copy of the official files beside the checkout (../shared/data/mnist) is used when
+# there is one; otherwise $$TOYCODE_DATA or ~/.cache/toycode, downloading with checksums
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)/mnist/t10k-images-idx3-ubyte.gz),)
+export TOYCODE_DATA ?= $(SHARED_DATA)
+endif
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
