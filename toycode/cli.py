@@ -1,4 +1,9 @@
-"""The `toycode` command line: demo, target, sample, train (each also a function in toycode.api)."""
+"""The `toycode` command line: reward-guided sampling checked against exact targets.
+
+2-D problems: demo, compare, target, sample, train, tradeoff, plot. MNIST: train-mnist,
+mnist-eval, mnist-demo, mnist-gmm. Stable Diffusion: sd. Each has a Python counterpart in
+toycode.api, toycode.demo, toycode.tradeoff, toycode.mnist_* or toycode.sd_run.
+"""
 
 from __future__ import annotations
 
@@ -226,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="write samples to this .npz")
     t.set_defaults(func=_target)
 
-    s = sub.add_parser("sample", help="sample a problem with base / bon / svdd / code")
+    s = sub.add_parser("sample", help="sample a problem with any method (CoDe family, SMC, "
+                                      "gradient guidance)")
     s.add_argument("--problem", required=True)
     s.add_argument("--backend", default="analytic", help="analytic | trained | PATH.pt")
     s.add_argument("--method", default="code", choices=api.METHODS)
