@@ -7,7 +7,6 @@ the target is indistinguishable from it at this sample size.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from .metrics import evaluate, median_bandwidth, noise_floor
 from .plots import plot_samples_sheet, plot_tradeoff, save
 from .problems import Problem, load_problem
 
-log = logging.getLogger(__name__)
 
 __all__ = ["Run", "DEMO_RUNS", "COMPARE_RUNS", "compare", "run_demo", "format_table"]
 

@@ -119,12 +119,6 @@ class Process:
         a = self._coef(i, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * randn_like(x0, generator)
 
-    def index_for_strength(self, strength: float) -> int:
-        """The grid index whose timestep is nearest to strength × num_train_steps (CoDe(η))."""
-        check_range("eta_start", strength, 0.0, 1.0, low_open=True)
-        target = strength * (len(self.alphas_cumprod) - 1)
-        return int((self.timesteps.double() - target).abs().argmin())
-
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Standard normal noise shaped like x, drawn on the generator's device then moved to x's."""

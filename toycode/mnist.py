@@ -11,7 +11,6 @@ Rewards see images in [−1, 1], shape (n, 1, 28, 28), and return one float per 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -28,7 +27,6 @@ from .train import CHECKPOINT_DIR, fit
 __all__ = ["Classifier", "train_unet", "train_classifier", "load_classifier", "ClassIndicator",
            "ClassLogProb", "Ink", "Compressibility", "UNET_PATH", "CLASSIFIER_PATH"]
 
-log = logging.getLogger(__name__)
 UNET_PATH = CHECKPOINT_DIR / "mnist_unet.pt"
 CLASSIFIER_PATH = CHECKPOINT_DIR / "mnist_classifier.pt"
 

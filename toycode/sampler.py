@@ -210,7 +210,7 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
             x = reference if start == steps else backend.noise_to(reference, start, generator)
         eps = predict(x, start)[1] if start < steps else None
         v, logw = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
-        ess, keep, rewards = [], torch.arange(n), None
+        ess, keep, decoded = [], torch.arange(n), None
         blocks = _blocks(start, steps, block_size)
         bar = tqdm(total=steps - start, disable=not progress, desc="sampling", leave=False)
         for b, (i, j) in enumerate(blocks):
@@ -223,8 +223,11 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
                 bar.update(1)
             # (2) value the children (r itself at the clean end) and weight them
             if weighted:
-                values = (ledger.reward(reward, backend.decode(xc)).double() if j == steps
-                          else value_fn(ledger, backend, xc, x0c, j))
+                if j == steps:   # decoded once: scored here, and the kept ones are the output
+                    decoded = backend.decode(xc)
+                    values = ledger.reward(reward, decoded).double()
+                else:
+                    values = value_fn(ledger, backend, xc, x0c, j)
                 logits = (logw.repeat_interleave(big_n) + lam * (
                     values - v.repeat_interleave(big_n))).view(pops, k * big_n)
                 weights = torch.softmax(logits, 1)
@@ -252,8 +255,11 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
                 else:
                     x, eps, _ = predict(x, j)
         bar.close()
-        out = backend.decode(x)
-        rewards = v if weighted and blocks else ledger.reward(reward, out).double()
+        if decoded is not None:
+            out, rewards = decoded[keep], v
+        else:
+            out = backend.decode(x)
+            rewards = ledger.reward(reward, out).double()
 
     settings = {"num_candidates": big_n, "block_size": block_size, "selection": selection,
                 "lam": lam, "value": value if isinstance(value, str) else type(value).__name__,

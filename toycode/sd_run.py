@@ -17,7 +17,7 @@ import torch
 from .api import method_settings
 from .backends.sd import StableDiffusionBackend
 from .checks import check_choice, check_range
-from .image_rewards import Aesthetic, Clip, ClipImageSimilarity, ClipTextScore, Compressibility
+from .image_rewards import Aesthetic, ClipImageSimilarity, ClipTextScore, Compressibility
 from .io import atomic_write
 from .sampler import sample_blockwise
 
