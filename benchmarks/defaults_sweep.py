@@ -11,7 +11,7 @@ MMD² to the exact target in units of its noise floor, and the mean reward again
 import torch
 
 from toycode import api, load_problem
-from toycode.metrics import median_bandwidth, mmd2
+from toycode.exact.metrics import median_bandwidth, mmd2
 
 
 def main():

@@ -47,7 +47,7 @@ class ExactReference:
     ``n`` against it (the noise floor a perfect sampler would reach)."""
 
     def __init__(self, sampler, n_ref, gen, n=None, replicates=10):
-        from toycode.metrics import median_bandwidth, mmd2
+        from toycode.exact.metrics import median_bandwidth, mmd2
         self._mmd2 = mmd2
         self.ref = sampler(n_ref, gen)
         self.bandwidth = median_bandwidth(self.ref)

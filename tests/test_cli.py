@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from toycode.cli import main
-from toycode.problems import builtin_problems, load_problem
+from toycode.exact.problems import builtin_problems, load_problem
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 from toycode import GaussianMixture, Linear, Problem, Quadratic
-from toycode.gmm import tilt_linear, tilt_quadratic
+from toycode.exact.gmm import tilt_linear, tilt_quadratic
 
 
 def test_log_prob_matches_scipy(mixture3d, gen):

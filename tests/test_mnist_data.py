@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from toycode.mnist_data import FILES, SPLITS, data_dir, fetch, load_mnist, load_split
+from toycode.mnist.data import FILES, SPLITS, data_dir, fetch, load_mnist, load_split
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from toycode import sample_blockwise
-from toycode.backends.sd import StableDiffusionBackend
-from toycode.backends.sd_tiny import tiny_pipeline
+from toycode.sd.backend import StableDiffusionBackend
+from toycode.sd.tiny import tiny_pipeline
 from toycode.guidance import DPS, GuidedBackend
 from toycode.image_rewards import (Aesthetic, Clip, ClipImageSimilarity, ClipTextScore,
                                    Compressibility)
-from toycode.sd_run import make_image_reward, sd_sample, write_outputs
+from toycode.sd.run import make_image_reward, sd_sample, write_outputs
 
 PROMPT = "a red fox in the snow"
 
@@ -25,7 +25,7 @@ def pipe():
 @pytest.fixture(scope="module")
 def clip():
     from transformers import CLIPConfig, CLIPModel
-    from toycode.backends.sd_tiny import tiny_tokenizer
+    from toycode.sd.tiny import tiny_tokenizer
     torch.manual_seed(0)
     config = CLIPConfig(
         text_config={"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from toycode import Box, Problem, Quadratic, Ring, exact_target
-from toycode.targets import GridTarget, MixtureTarget
+from toycode.exact.targets import GridTarget, MixtureTarget
 
 
 def test_grid_quadrature_agrees_with_closed_form(between):

@@ -7,11 +7,11 @@ gives p* exactly for Gaussian-mixture priors so every sampler can be judged agai
 """
 
 from .diffusion import Process
-from .gmm import GaussianMixture
-from .problems import Problem, builtin_problems, load_problem
-from .rewards import Box, Linear, Quadratic, Reward, Ring
+from .exact.gmm import GaussianMixture
+from .exact.problems import Problem, builtin_problems, load_problem
+from .exact.rewards import Box, Linear, Quadratic, Reward, Ring
 from .sampler import ExactValue, SampleResult, TweedieValue, sample_blockwise
-from .targets import Target, exact_target
+from .exact.targets import Target, exact_target
 
 __version__ = "0.1.0"
 

@@ -38,7 +38,7 @@ from .backends.base import Backend
 from .checks import check_choice, check_range
 from .diffusion import Process
 from .guidance import DPS, ExactGuidance, GuidedBackend, Universal
-from .problems import Problem, load_problem
+from .exact.problems import Problem, load_problem
 from .sampler import ExactValue, SampleResult, sample_blockwise
 from .train import find_mlp_checkpoint, train_mlp
 

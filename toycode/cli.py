@@ -37,7 +37,7 @@ def _demo(args):
 
 def _compare(args):
     from .demo import COMPARE_RUNS, compare, format_table
-    from .problems import builtin_problems
+    from .exact.problems import builtin_problems
     for name in args.problems or builtin_problems():
         result = compare(name, COMPARE_RUNS, tuple(args.backends), n=args.n, steps=args.steps,
                          num_candidates=args.num_candidates, block_size=args.block_size,
@@ -49,8 +49,8 @@ def _compare(args):
 
 
 def _sd(args):
-    from .backends.sd import load_pipeline
-    from .sd_run import load_image, make_image_reward, sd_sample, write_outputs
+    from .sd.backend import load_pipeline
+    from .sd.run import load_image, make_image_reward, sd_sample, write_outputs
     from .image_rewards import Clip, load_clip
     reference = load_image(args.reference) if args.reference else None
     reward = make_image_reward(args.reward, reference=reference, prompt=args.prompt[0],
@@ -73,7 +73,7 @@ def _sd(args):
 
 
 def _train_mnist(args):
-    from .mnist import train_classifier, train_unet
+    from .mnist.models import train_classifier, train_unet
     if args.model == "unet":
         ckpt = train_unet(args.out or None, steps=args.steps, seed=args.seed,
                           data_dir=args.data_dir, resume=not args.restart)
@@ -86,8 +86,8 @@ def _train_mnist(args):
 
 def _mnist_eval(args, quality: bool = True):
     from .backends import load_trained_backend
-    from .mnist import UNET_PATH, load_classifier
-    from .mnist_eval import base_quality, classifier_accuracy
+    from .mnist.models import UNET_PATH, load_classifier
+    from .mnist.eval import base_quality, classifier_accuracy
     classifier = load_classifier()
     acc, se, count = classifier_accuracy(classifier, args.data_dir)
     print(f"classifier accuracy on held-out MNIST test[9000:10000]: {100 * acc:.2f} % "
@@ -106,7 +106,7 @@ def _mnist_eval(args, quality: bool = True):
 
 
 def _mnist_demo(args):
-    from .mnist_demo import MnistDemoConfig, run_mnist_demo
+    from .mnist.demo import MnistDemoConfig, run_mnist_demo
     start = time.time()
     r = run_mnist_demo(MnistDemoConfig(digit=args.digit, lam=args.lam, n=args.n,
                                        steps=args.steps, seed=args.seed, out_dir=args.out_dir))
@@ -123,7 +123,7 @@ def _mnist_demo(args):
 
 
 def _mnist_gmm(args):
-    from .mnist_gmm import dimension_sweep
+    from .mnist.gmm import dimension_sweep
     from .plots import plot_dimension_sweep, save
     rows = dimension_sweep(tuple(args.dims), digit=args.digit, n=args.n,
                            num_candidates=args.num_candidates, block_size=args.block_size,
@@ -152,7 +152,7 @@ def _tradeoff(args):
 
 def _plot(args):
     from .plots import plot_genealogy, plot_sweep, save
-    from .problems import load_problem
+    from .exact.problems import load_problem
     from .tradeoff import read_results
     rows = read_results(args.results)
     if not rows:

@@ -14,9 +14,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import api
-from .metrics import evaluate, median_bandwidth, noise_floor
+from .exact.metrics import evaluate, median_bandwidth, noise_floor
 from .plots import plot_samples_sheet, plot_tradeoff, save
-from .problems import Problem, load_problem
+from .exact.problems import Problem, load_problem
 
 
 __all__ = ["Run", "DEMO_RUNS", "COMPARE_RUNS", "compare", "run_demo", "format_table"]

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .io import atomic_write  # noqa: E402
-from .problems import Problem  # noqa: E402
+from .exact.problems import Problem  # noqa: E402
 
 __all__ = ["density_grid", "exact_frontier", "plot_samples_sheet", "plot_tradeoff",
            "plot_dimension_sweep", "plot_sweep", "plot_genealogy", "SWEEP_KINDS", "save"]

@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import api
-from .metrics import evaluate, median_bandwidth, noise_floor
-from .problems import load_problem
+from .exact.metrics import evaluate, median_bandwidth, noise_floor
+from .exact.problems import load_problem
 
 __all__ = ["parse_grid", "expand", "run_sweep", "read_results", "KNOBS"]
 

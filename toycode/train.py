@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .backends.mlp import MLPDenoiser
 from .checks import check_range
 from .diffusion import cosine_schedule, linear_schedule
-from .gmm import GaussianMixture
+from .exact.gmm import GaussianMixture
 from .io import atomic_save
 
 __all__ = ["fit", "train_mlp", "CHECKPOINT_DIR", "find_mlp_checkpoint"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..diffusion import Process
-from ..gmm import GaussianMixture
+from ..exact.gmm import GaussianMixture
 from .base import ToyBackend
 
 

@@ -17,13 +17,13 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from .backends import analytic_backend
-from .diffusion import Process
-from .gmm import GaussianMixture
-from .mnist_data import load_split
-from .problems import Problem
-from .rewards import Quadratic
-from .sampler import sample_blockwise
+from ..backends import analytic_backend
+from ..diffusion import Process
+from ..exact.gmm import GaussianMixture
+from .data import load_split
+from ..exact.problems import Problem
+from ..exact.rewards import Quadratic
+from ..sampler import sample_blockwise
 
 __all__ = ["fit_mnist_mixture", "project", "digit_problem", "dimension_sweep"]
 

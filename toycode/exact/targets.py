@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from .checks import check_range
+from ..checks import check_range
 from .gmm import GaussianMixture, tilt_linear, tilt_quadratic
 from .rewards import Linear, Quadratic, Reward
 

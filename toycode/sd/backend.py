@@ -18,7 +18,7 @@ import torch
 
 from ..checks import check_choice, check_range
 from ..diffusion import Process
-from .base import Prediction, ProcessSteps
+from ..backends.base import Prediction, ProcessSteps
 
 __all__ = ["StableDiffusionBackend", "load_pipeline", "sd_process"]
 

@@ -9,7 +9,7 @@ A problem file is JSON::
              | {"type": "ring", "radius": R, "width": W},
      "lam": 1.0}
 
-Built-in problems live in ``toycode/problems/*.json`` and are named by their file stem.
+Built-in problems live in ``toycode/exact/builtin/*.json`` and are named by their file stem.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from .checks import check_range
+from ..checks import check_range
 from .gmm import GaussianMixture
 from .rewards import Reward, reward_from_dict
 from .targets import Target, exact_target
 
 __all__ = ["Problem", "load_problem", "builtin_problems"]
 
-PROBLEM_DIR = Path(__file__).parent / "problems"
+PROBLEM_DIR = Path(__file__).parent / "builtin"
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .api import method_settings
-from .backends.sd import StableDiffusionBackend
-from .checks import check_choice, check_range
-from .image_rewards import Aesthetic, ClipImageSimilarity, ClipTextScore, Compressibility
-from .io import atomic_write
-from .sampler import sample_blockwise
+from ..api import method_settings
+from .backend import StableDiffusionBackend
+from ..checks import check_choice, check_range
+from ..image_rewards import Aesthetic, ClipImageSimilarity, ClipTextScore, Compressibility
+from ..io import atomic_write
+from ..sampler import sample_blockwise
 
 __all__ = ["IMAGE_REWARDS", "SD_METHODS", "make_image_reward", "load_image", "sd_sample",
            "write_outputs"]

@@ -21,12 +21,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from .backends import load_trained_backend  # noqa: E402
-from .guidance import DPS, GuidedBackend  # noqa: E402
-from .mnist import UNET_PATH, ClassIndicator, ClassLogProb, load_classifier  # noqa: E402
-from .mnist_eval import bon_fraction, class_rates, tilted_fraction  # noqa: E402
-from .plots import save  # noqa: E402
-from .sampler import sample_blockwise  # noqa: E402
+from ..backends import load_trained_backend  # noqa: E402
+from ..guidance import DPS, GuidedBackend  # noqa: E402
+from .models import UNET_PATH, ClassIndicator, ClassLogProb, load_classifier  # noqa: E402
+from .eval import bon_fraction, class_rates, tilted_fraction  # noqa: E402
+from ..plots import save  # noqa: E402
+from ..sampler import sample_blockwise  # noqa: E402
 
 __all__ = ["MnistDemoConfig", "run_mnist_demo", "image_grid"]
 

@@ -17,12 +17,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .backends.unet import UNetDenoiser
-from .checks import check_range
-from .image_rewards import Compressibility
-from .io import atomic_save
-from .mnist_data import load_split
-from .train import CHECKPOINT_DIR, fit
+from ..backends.unet import UNetDenoiser
+from ..checks import check_range
+from ..image_rewards import Compressibility
+from ..io import atomic_save
+from .data import load_split
+from ..train import CHECKPOINT_DIR, fit
 
 __all__ = ["Classifier", "train_unet", "train_classifier", "load_classifier", "ClassIndicator",
            "ClassLogProb", "Ink", "Compressibility", "UNET_PATH", "CLASSIFIER_PATH"]
