@@ -107,6 +107,18 @@ def test_unknown_problem_and_backend(capsys, tmp_path):
     assert code == 2 and "JSON" in err
 
 
+@pytest.mark.parametrize("content", ["garbage", "truncated"])
+def test_a_corrupt_checkpoint_is_a_one_line_error_naming_the_file(capsys, tmp_path, content):
+    from toycode.train import CHECKPOINT_DIR
+    path = tmp_path / f"{content}.pt"
+    good = (CHECKPOINT_DIR / "mlp_gmm3.pt").read_bytes()
+    path.write_bytes(b"not a checkpoint" if content == "garbage" else good[: len(good) // 2])
+    code, out, err = run(capsys, "sample", "--problem", "between", "--backend", path,
+                         "--n", 4, "--steps", 5)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and str(path) in err and "Traceback" not in err
+
+
 def test_exact_value_needs_positive_lam(capsys, tmp_path, between):
     spec = between.to_dict()
     spec["lam"] = 0.0

@@ -18,7 +18,7 @@ def test_exact_guidance_is_the_tilted_score(between, backend, gen):
     """ε̂ = −√(1 − ᾱ) ∇log p*_t, with p*_t the noised target mixture (closed form)."""
     rule = ExactGuidance(between.target)
     for i in (0, 10, 30, 49):
-        a = backend.abar(i)
+        a = float(backend.process.abar[i])
         x = between.target.mixture.noised(a).sample(64, gen)
         want = -math.sqrt(1 - a) * between.target.mixture.noised(a).score(x)
         assert torch.allclose(rule(backend, x, i).eps, want, atol=1e-9)
@@ -29,7 +29,7 @@ def test_exact_guidance_reaches_the_target(between):
     exact = ExactReference(between.target.sample, 1000, torch.Generator().manual_seed(0))
     res = api.sample(between, method="exact-guidance", steps=1000, n=1000, seed=3)
     assert exact.floors(res.samples) < 4
-    assert res.nfe_per_sample == 1000 and res.grad_evals == 1000 * 1000 and res.backprops == 0
+    assert res.nfe_per_sample == 1000 and res.reward_grads == 1000 * 1000 and res.backprops == 0
 
 
 def _reward_of_tweedie(backend, reward, x, i):
@@ -38,7 +38,7 @@ def _reward_of_tweedie(backend, reward, x, i):
 
 def test_dps_shift_is_the_gradient_through_the_denoiser(between, backend, gen):
     i, s = 20, 0.7
-    a = backend.abar(i)
+    a = float(backend.process.abar[i])
     x = between.prior.noised(a).sample(5, gen)
     eps = DPS(between.reward, s)(backend, x, i).eps
     base = backend.predict(x, i).eps
@@ -54,7 +54,7 @@ def test_dps_shift_is_the_gradient_through_the_denoiser(between, backend, gen):
 
 def test_dps_detached_uses_the_reward_gradient_at_tweedie(between, backend, gen):
     i, s = 20, 0.7
-    a = backend.abar(i)
+    a = float(backend.process.abar[i])
     x = between.prior.noised(a).sample(5, gen)
     pred = backend.predict(x, i)
     c, p = between.reward.center, between.reward.precision
@@ -64,24 +64,24 @@ def test_dps_detached_uses_the_reward_gradient_at_tweedie(between, backend, gen)
 
 
 def test_universal_reduces_to_dps_and_counts_its_work(between, backend, gen):
-    x = between.prior.noised(backend.abar(10)).sample(8, gen)
+    x = between.prior.noised(float(backend.process.abar[10])).sample(8, gen)
     plain = Universal(between.reward, 1.0)(backend, x, 10)
     assert torch.allclose(plain.eps, DPS(between.reward, 1.0)(backend, x, 10).eps)
-    rich = Universal(between.reward, 1.0, backward_steps=3, backward_lr=0.2, recurrence=2,
-                     generator=torch.Generator().manual_seed(0))(backend, x, 10)
+    rich = Universal(between.reward, 1.0, backward_steps=3, backward_lr=0.2, recurrence=2)(
+        backend, x, 10, torch.Generator().manual_seed(0))
     assert rich.x is not None and (rich.nfe, rich.reward_grads, rich.backprops) == (2, 8, 2)
     # backward guidance moves x̂0 uphill in reward
     fwd = Universal(between.reward, 1.0, backward_steps=0)(backend, rich.x, 10)
     back = Universal(between.reward, 1.0, backward_steps=3, backward_lr=0.2)(backend, rich.x, 10)
     assert (between.reward(back.x0) > between.reward(fwd.x0)).all()
     res = api.sample(between, method="universal", backward_steps=3, recurrence=2, steps=20, n=4)
-    assert res.nfe == 4 * 2 * 20 and res.grad_evals == 4 * 2 * 4 * 20 and res.backprops == 4 * 40
+    assert res.nfe == 4 * 2 * 20 and res.reward_grads == 4 * 2 * 4 * 20 and res.backprops == 4 * 40
 
 
 def test_code_gradient_is_guided_proposals_with_selection(between):
     res = api.sample(between, method="code-gradient", num_candidates=4, block_size=5, steps=20,
                      n=6)
-    assert res.nfe_per_sample == 1 + 19 * 4 == res.grad_evals / 6 == res.backprops / 6
+    assert res.nfe_per_sample == 1 + 19 * 4 == res.reward_grads / 6 == res.backprops / 6
     assert res.reward_calls == 6 * 4 * 4
 
 
@@ -103,4 +103,17 @@ def test_bad_guidance_arguments(between):
 def test_guided_backend_keeps_the_gradient_free_path_graph_free(between, backend):
     res = sample_blockwise(GuidedBackend(backend, DPS(between.reward, 1.0)), between.reward, 4,
                            generator=torch.Generator().manual_seed(0))
-    assert not res.samples.requires_grad and res.grad_evals == 4 * 50
+    assert not res.samples.requires_grad and res.reward_grads == 4 * 50
+
+
+def test_universal_recurrence_draws_only_from_the_samplers_generator(between):
+    """Self-recurrence re-noises with the sampler's generator: the same seed gives the same
+    samples, another seed other samples, and the global generator is left untouched."""
+    be = GuidedBackend(analytic_backend(between.prior, Process.make(10)),
+                       Universal(between.reward, 1.0, recurrence=2))
+    state = torch.get_rng_state()
+    runs = [sample_blockwise(be, between.reward, 6, generator=torch.Generator().manual_seed(s))
+            for s in (3, 3, 4)]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(runs[0].samples, runs[1].samples)
+    assert not torch.allclose(runs[0].samples, runs[2].samples)

@@ -130,7 +130,7 @@ def test_base_reproduces_the_pipeline_latents(pipe, eta):
     assert torch.allclose(got, want, atol=1e-5)
 
 
-def test_code_eta_starts_at_the_right_timestep_and_keeps_the_reference(pipe):
+def test_code_strengths_at_the_right_timestep_and_keeps_the_reference(pipe):
     T = 10
     be = StableDiffusionBackend(pipe, PROMPT, steps=T)
     reference = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -138,13 +138,13 @@ def test_code_eta_starts_at_the_right_timestep_and_keeps_the_reference(pipe):
     counter = UNetCounter(pipe.unet)
     try:
         res = sample_blockwise(be, brightness, 1, num_candidates=2, block_size=2,
-                               reference=latents, eta_start=0.4,
+                               reference=latents, strength=0.4,
                                generator=torch.Generator().manual_seed(0))
     finally:
         counter.close()
-    assert res.settings["start_index"] == 6 and counter.t[0] == int(be.timesteps[6])
+    assert res.settings["start_index"] == 6 and counter.t[0] == int(be.process.timesteps[6])
     assert counter.rows == 1 + (4 - 1) * 2
-    kept = sample_blockwise(be, brightness, 1, reference=latents, eta_start=0.01)
+    kept = sample_blockwise(be, brightness, 1, reference=latents, strength=0.01)
     assert kept.nfe == 0
     with torch.no_grad():
         assert torch.allclose(kept.samples, be.decode(latents))
@@ -155,7 +155,7 @@ def test_gradient_guidance_and_smc_run_on_the_same_backend(pipe, clip):
     reward = ClipTextScore("a fox", clip)
     res = sample_blockwise(GuidedBackend(be, DPS(reward, 1.0)), reward, 2,
                            generator=torch.Generator().manual_seed(0))
-    assert res.nfe == 8 and res.grad_evals == 8 and res.backprops == 8
+    assert res.nfe == 8 and res.reward_grads == 8 and res.backprops == 8
     smc = sample_blockwise(be, brightness, 4, particles=2, selection="systematic",
                            generator=torch.Generator().manual_seed(0))
     assert smc.nfe == 16 and smc.ess.shape == (4, 2)
@@ -204,10 +204,10 @@ def test_sd_sample_writes_images_rewards_and_grid(pipe, tmp_path):
     (lambda p: sd_sample(p, "x", brightness, num_candidates=0, steps=2), "num_candidates"),
     (lambda p: sd_sample(p, ["a", "b"], brightness, n=3, steps=2), "2 prompts for n=3"),
     (lambda p: sd_sample(p, "x", brightness, steps=2, reference=torch.rand(3, 64, 64),
-                         eta_start=0.0), "eta_start"),
+                         strength=0.0), "strength"),
     (lambda p: sd_sample(p, "x", brightness, steps=2, reference=torch.rand(3, 64, 64),
-                         eta_start=1.5), "eta_start"),
-    (lambda p: sd_sample(p, "x", brightness, steps=2, eta_start=0.5), "reference"),
+                         strength=1.5), "strength"),
+    (lambda p: sd_sample(p, "x", brightness, steps=2, strength=0.5), "reference"),
     (lambda p: StableDiffusionBackend(p, "x", steps=2, scheduler="euler"), "scheduler"),
     (lambda p: sd_sample(p, "x", brightness, steps=2, eta=0.0, num_candidates=2), "stochastic"),
 ])
@@ -234,3 +234,12 @@ def test_cli_on_a_saved_tiny_pipeline(pipe, tmp_path, monkeypatch, capsys):
     code = main(["sd", "--model", str(tmp_path / "nowhere"), "--prompt", "a fox", "--out",
                  str(tmp_path / "bad")])
     assert code == 2 and "nowhere" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_building_a_tiny_pipeline_leaves_the_global_generator_alone():
+    state = torch.get_rng_state()
+    a = tiny_pipeline(seed=1)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(99)
+    b = tiny_pipeline(seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(a.unet.parameters(), b.unet.parameters()))

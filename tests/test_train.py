@@ -17,6 +17,19 @@ def test_checkpoint_round_trip_gives_identical_samples(tmp_path, between):
     assert runs[0].samples.dtype == torch.float32
 
 
+def test_training_leaves_the_global_generator_alone(tmp_path, between):
+    """Initialisation is seeded without touching the caller's torch.manual_seed state, and the
+    seed still fixes the weights."""
+    state = torch.get_rng_state()
+    a = train_mlp(between.prior, tmp_path / "a.pt", steps=2, batch_size=16, width=8, depth=1,
+                  progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(123)   # a different global state must not change the trained weights
+    b = train_mlp(between.prior, tmp_path / "b.pt", steps=2, batch_size=16, width=8, depth=1,
+                  progress=False)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, between):
     def data(n, gen):
         return between.prior.sample(n, gen).float()

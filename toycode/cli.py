@@ -18,7 +18,9 @@ import torch
 
 from . import api
 from .io import save_npz
+from .methods import METHODS
 from .sampler import SELECTIONS
+from .sd.run import SD_METHODS
 
 
 def _demo(args):
@@ -61,10 +63,11 @@ def _sd(args):
     pipe = load_pipeline(args.model, device=args.device, dtype=dtype)
     records = sd_sample(pipe, args.prompt, reward, n=args.n, method=args.method,
                         num_candidates=args.num_candidates, block_size=args.block_size,
-                        selection=args.selection, lam=args.lam, steps=args.steps,
+                        selection=args.selection, particles=args.particles, lam=args.lam,
+                        steps=args.steps,
                         scheduler=args.scheduler, eta=args.eta,
                         guidance_scale=args.guidance_scale, reference=reference,
-                        eta_start=args.eta_start, seed=args.seed, max_batch=args.max_batch)
+                        strength=args.strength, seed=args.seed, max_batch=args.max_batch)
     for path in write_outputs(records, args.out):
         print(f"wrote {path}")
     for r in records:
@@ -116,7 +119,7 @@ def _mnist_demo(args):
     print(f"{'method':22s} {'class-c fraction':>18s} {'NFE/sample':>10s} {'grads':>6s}")
     for row in r["rows"]:
         print(f"{row['method']:22s} {row['fraction']:9.3f} ± {row['se']:.3f} {row['nfe']:10.0f} "
-              f"{row['grads']:6.0f}")
+              f"{row['reward_grads']:6.0f}")
     for path in r["figures"]:
         print(f"wrote {path}")
     print(f"mnist-demo took {time.time() - start:.1f} s")
@@ -188,12 +191,12 @@ def _sample(args):
     if args.out:
         save_npz(args.out, samples=torch.as_tensor(res.samples).double().numpy(),
                  rewards=res.rewards.numpy(), nfe=res.nfe, reward_calls=res.reward_calls,
-                 grad_evals=res.grad_evals,
+                 reward_grads=res.reward_grads,
                  settings=json.dumps(res.settings))
     mean, se = float(res.rewards.mean()), float(res.rewards.std() / res.n ** 0.5)
     print(json.dumps({"reward_mean": mean, "reward_se": se, "nfe": res.nfe,
                       "nfe_per_sample": res.nfe_per_sample, "reward_calls": res.reward_calls,
-                      "grad_evals": res.grad_evals, "backprops": res.backprops,
+                      "reward_grads": res.reward_grads, "backprops": res.backprops,
                       **res.settings}))
 
 
@@ -235,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "gradient guidance)")
     s.add_argument("--problem", required=True)
     s.add_argument("--backend", default="analytic", help="analytic | trained | PATH.pt")
-    s.add_argument("--method", default="code", choices=api.METHODS)
+    s.add_argument("--method", default="code", choices=list(METHODS))
     s.add_argument("--num-candidates", type=int, default=16)
     s.add_argument("--block-size", type=int, default=None, help="default 10 (CoDe), 1 (SMC)")
     s.add_argument("--selection", default=None, choices=sorted(SELECTIONS),
@@ -264,16 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--reference", help="reference image (clip-image reward; CoDe(η) start)")
     sd.add_argument("--clip-model", default="openai/clip-vit-large-patch14")
     sd.add_argument("--aesthetic-head", help="LAION aesthetic predictor weights (.pth)")
-    sd.add_argument("--method", default="code", choices=["base", "bon", "svdd", "code"])
+    sd.add_argument("--method", default="code", choices=list(SD_METHODS),
+                    help="gradient-free methods (image rewards have no gradient here)")
     sd.add_argument("--num-candidates", type=int, default=8)
     sd.add_argument("--block-size", type=int, default=5)
-    sd.add_argument("--selection", default="argmax", choices=["argmax", "softmax"])
+    sd.add_argument("--selection", default=None, choices=sorted(SELECTIONS),
+                    help="default: the method's (argmax; systematic for SMC)")
+    sd.add_argument("--particles", type=int, default=4, help="SMC population size K")
     sd.add_argument("--lam", type=float, default=1.0, help="softmax selection's λ")
     sd.add_argument("--steps", type=int, default=50)
     sd.add_argument("--scheduler", default="ddim", choices=["ddim", "ddpm"])
     sd.add_argument("--eta", type=float, default=1.0, help="DDIM η (selection needs η > 0)")
-    sd.add_argument("--eta-start", type=float, default=None,
-                    help="CoDe(η): start from --reference noised to this strength")
+    sd.add_argument("--strength", type=float, default=None,
+                    help="CoDe(η): start from --reference noised to this strength in (0, 1]")
     sd.add_argument("--guidance-scale", type=float, default=7.5)
     sd.add_argument("--seed", type=int, default=0)
     sd.add_argument("--max-batch", type=int, default=8, help="latents per UNet/VAE call")
@@ -352,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # commands only write figures to files; library modules leave the backend alone so that a
+    # notebook keeps its inline backend
+    import matplotlib
+    matplotlib.use("Agg")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

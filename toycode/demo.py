@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import api
+from .methods import get_method
 from .exact.metrics import evaluate, median_bandwidth, noise_floor
 from .plots import plot_samples_sheet, plot_tradeoff, save
 from .exact.problems import Problem, load_problem
@@ -64,12 +65,12 @@ def compare(problem: Problem | str, runs=DEMO_RUNS, backends=("analytic",), *, n
     rows, samples = [], []
     jobs = [(b, r) for b in backends for r in runs]
     for backend, run in tqdm(jobs, desc=problem.name, disable=not progress):
+        method = get_method(run.method)
         options = {"num_candidates": num_candidates, **run.options}
-        if run.method != "smc":
+        if method.block == "given" and not method.particles:
             options.setdefault("block_size", block_size)
         row = {"label": run.label, "backend": backend, "method": run.method}
-        if run.method in api.GRADIENT_METHODS and not getattr(problem.reward, "differentiable",
-                                                              False):
+        if method.needs_gradient and not getattr(problem.reward, "differentiable", False):
             rows.append({**row, "skipped": "reward not differentiable"})
             continue
         res = api.sample(problem, backend=backend, method=run.method, steps=steps, n=n,
@@ -77,7 +78,7 @@ def compare(problem: Problem | str, runs=DEMO_RUNS, backends=("analytic",), *, n
         metrics = evaluate(res.samples, res.rewards, target, reference, bandwidth)
         rows.append({**row, "N": res.settings["num_candidates"], "B": res.settings["block_size"],
                      "K": res.settings["particles"], "nfe": res.nfe_per_sample,
-                     "grads": res.grad_evals / res.n, "backprops": res.backprops / res.n,
+                     "reward_grads": res.reward_grads / res.n, "backprops": res.backprops / res.n,
                      "reward_calls": res.reward_calls / res.n, **metrics})
         samples.append((f"{run.label} [{backend}]", res.samples.detach().double()))
     return {"problem": problem, "rows": rows, "samples": samples, "reference": reference,
@@ -112,7 +113,7 @@ def format_table(result: dict, gradients: bool = False) -> str:
         if "skipped" in r:
             lines.append(f"{r['label']:22s} {r['backend']:8s}   — {r['skipped']}")
             continue
-        grads = f" {r['grads']:5.0f} {r['backprops']:8.0f}" if gradients else ""
+        grads = f" {r['reward_grads']:5.0f} {r['backprops']:8.0f}" if gradients else ""
         size = f"{r['N']:3d}" if r["K"] == 1 else f"K{r['K']:<2d}"
         lines.append(f"{r['label']:22s} {r['backend']:8s} {size} {r['B']:4d} "
                      f"{r['nfe']:10.0f}{grads} {r['reward_mean']:8.3f} ± {r['reward_se']:6.3f} "

@@ -92,6 +92,11 @@ class Process:
         """T, the number of reverse steps (grid points)."""
         return len(self.timesteps)
 
+    @property
+    def deterministic(self) -> bool:
+        """True when ``step`` draws no noise (DDIM η = 0): selection then has nothing to pick."""
+        return self.eta == 0
+
     def _coef(self, i: int, like: torch.Tensor) -> torch.Tensor:
         return self.abar[i].to(like.dtype)
 

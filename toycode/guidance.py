@@ -1,7 +1,7 @@
 """Gradient guidance as backend wrappers: the sampler loop is unchanged, only ε̂ is.
 
 ``GuidedBackend(backend, rule)`` answers ``predict`` with a guided ε̂ (k-diffusion's
-wrap-the-model pattern); every other call goes to the wrapped backend. Gradients are enabled
+wrap-the-model pattern); the rest of the contract is the wrapped backend's. Gradients are enabled
 only inside the rules, so gradient-free samplers never build a graph. The guided ε̂ is the base
 one shifted along a score correction g ≈ ∇_{x_t} log E[e^{λ r(x0)} | x_t]:
 
@@ -27,6 +27,7 @@ import torch
 
 from .backends.base import Backend, Prediction
 from .checks import check_range
+from .diffusion import randn_like
 
 __all__ = ["GuidedBackend", "DPS", "Universal", "ExactGuidance", "require_differentiable"]
 
@@ -40,21 +41,35 @@ def require_differentiable(reward, method: str) -> None:
 
 
 class GuidedBackend:
-    """A backend whose ``predict`` returns the guided ε̂ of ``rule``."""
+    """A backend whose ``predict`` returns the guided ε̂ of ``rule``; the rest is the inner one's."""
 
     def __init__(self, inner: Backend, rule):
         self.inner, self.rule = inner, rule
+        self.process = inner.process
         self.name = f"{getattr(inner, 'name', 'backend')}+{type(rule).__name__}"
 
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
+    def prior_sample(self, n, generator=None):
+        return self.inner.prior_sample(n, generator)
 
-    def predict(self, x, i):
-        return self.rule(self.inner, x, i)
+    def predict(self, x, i, generator=None):
+        return self.rule(self.inner, x, i, generator)
+
+    def decode(self, x0):
+        return self.inner.decode(x0)
+
+    def noise_to(self, x0, i, generator=None):
+        return self.inner.noise_to(x0, i, generator)
+
+    def __repr__(self):
+        return f"GuidedBackend({self.inner!r}, {type(self.rule).__name__})"
 
 
-def _shift(backend: Backend, x, i: int, eps, g) -> torch.Tensor:
-    return eps - math.sqrt(1 - backend.abar(i)) * g
+def _abar(backend: Backend, i: int) -> float:
+    return float(backend.process.abar[i])
+
+
+def _shift(backend: Backend, i: int, eps, g) -> torch.Tensor:
+    return eps - math.sqrt(1 - _abar(backend, i)) * g
 
 
 def _reward_grad(reward, backend: Backend, x_in, x0):
@@ -75,19 +90,19 @@ class DPS:
         check_range("scale", scale, 0.0, None)
         self.reward, self.scale, self.detach = reward, scale, detach
 
-    def __call__(self, backend: Backend, x, i: int) -> Prediction:
+    def __call__(self, backend: Backend, x, i: int, generator=None) -> Prediction:
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             if self.detach:
                 with torch.no_grad():
-                    pred = backend.predict(x, i)
-                x0 = pred.x0 + (xg - x) / math.sqrt(backend.abar(i))
+                    pred = backend.predict(x, i, generator)
+                x0 = pred.x0 + (xg - x) / math.sqrt(_abar(backend, i))
             else:
-                pred = backend.predict(xg, i)
+                pred = backend.predict(xg, i, generator)
                 x0 = pred.x0
             g = _reward_grad(self.reward, backend, xg, x0)
-        eps = _shift(backend, x, i, pred.eps.detach(), self.scale * g)
-        return Prediction(eps, backend.tweedie(x, i, eps), reward_grads=1,
+        eps = _shift(backend, i, pred.eps.detach(), self.scale * g)
+        return Prediction(eps, backend.process.tweedie(x, i, eps), reward_grads=1,
                           backprops=0 if self.detach else 1)
 
 
@@ -95,25 +110,25 @@ class Universal:
     """Universal guidance (Bansal et al. 2023, Alg. 1): forward + backward guidance, recurrence.
 
     ``backward_steps`` m ascent steps of size ``backward_lr`` on r(x̂0 + Δ); ``recurrence`` r
-    repeats of (guided step, re-noise back to t) per step, drawing noise from ``generator``.
+    repeats of (guided step, re-noise back to t) per step, drawing noise from the sampler's
+    generator; the re-noised state is returned as the prediction's ``x``.
     """
 
     def __init__(self, reward, scale: float, backward_steps: int = 0, backward_lr: float = 0.1,
-                 recurrence: int = 1, generator: torch.Generator | None = None):
+                 recurrence: int = 1):
         require_differentiable(reward, "universal")
         check_range("scale", scale, 0.0, None)
         check_range("backward_steps", backward_steps, 0, None)
         check_range("backward_lr", backward_lr, 0.0, None)
         check_range("recurrence", recurrence, 1, None)
         self.forward = DPS(reward, scale)
-        self.reward, self.m, self.lr, self.r, self.gen = (reward, backward_steps, backward_lr,
-                                                          recurrence, generator)
+        self.reward, self.m, self.lr, self.r = reward, backward_steps, backward_lr, recurrence
 
-    def _guided(self, backend: Backend, x, i: int) -> torch.Tensor:
-        eps = self.forward(backend, x, i).eps
+    def _guided(self, backend: Backend, x, i: int, generator) -> torch.Tensor:
+        eps = self.forward(backend, x, i, generator).eps
         if self.m:
-            a = backend.abar(i)
-            x0 = backend.tweedie(x, i, eps)
+            a = _abar(backend, i)
+            x0 = backend.process.tweedie(x, i, eps)
             delta = torch.zeros_like(x0)
             for _ in range(self.m):
                 with torch.enable_grad():
@@ -122,14 +137,15 @@ class Universal:
             eps = eps - math.sqrt(a / (1 - a)) * delta
         return eps
 
-    def __call__(self, backend: Backend, x, i: int) -> Prediction:
-        a, a_next = backend.abar(i), backend.abar(i + 1)
+    def __call__(self, backend: Backend, x, i: int, generator=None) -> Prediction:
+        process = backend.process
+        a, a_next = _abar(backend, i), _abar(backend, i + 1)
         for _ in range(self.r - 1):   # self-recurrence: step, then re-noise to the same level
-            x_next = backend.step(x, i, self._guided(backend, x, i), self.gen)
-            z = torch.randn(x.shape, generator=self.gen, dtype=x.dtype).to(x.device)
+            x_next = process.step(x, i, self._guided(backend, x, i, generator), generator)
+            z = randn_like(x, generator)
             x = math.sqrt(a / a_next) * x_next + math.sqrt(1 - a / a_next) * z
-        eps = self._guided(backend, x, i)
-        return Prediction(eps, backend.tweedie(x, i, eps), x=x if self.r > 1 else None,
+        eps = self._guided(backend, x, i, generator)
+        return Prediction(eps, process.tweedie(x, i, eps), x=x if self.r > 1 else None,
                           nfe=self.r, reward_grads=self.r * (1 + self.m), backprops=self.r)
 
 
@@ -139,10 +155,10 @@ class ExactGuidance:
     def __init__(self, target):
         self.target = target
 
-    def __call__(self, backend: Backend, x, i: int) -> Prediction:
-        pred = backend.predict(x, i)
+    def __call__(self, backend: Backend, x, i: int, generator=None) -> Prediction:
+        pred = backend.predict(x, i, generator)
         with torch.enable_grad():
             xg = x.detach().double().requires_grad_(True)
-            g = torch.autograd.grad(self.target.log_tilt(xg, backend.abar(i)).sum(), xg)[0]
-        eps = _shift(backend, x, i, pred.eps, g.to(x.dtype))
-        return Prediction(eps, backend.tweedie(x, i, eps), reward_grads=1)
+            g = torch.autograd.grad(self.target.log_tilt(xg, _abar(backend, i)).sum(), xg)[0]
+        eps = _shift(backend, i, pred.eps, g.to(x.dtype))
+        return Prediction(eps, backend.process.tweedie(x, i, eps), reward_grads=1)

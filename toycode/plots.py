@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg")   # figures are written to files; no display is needed
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .io import atomic_write  # noqa: E402
-from .exact.problems import Problem  # noqa: E402
+from .io import atomic_write
+from .exact.problems import Problem
 
 __all__ = ["density_grid", "exact_frontier", "plot_samples_sheet", "plot_tradeoff",
            "plot_dimension_sweep", "plot_sweep", "plot_genealogy", "SWEEP_KINDS", "save"]

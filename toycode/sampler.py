@@ -31,8 +31,8 @@ n_b = ⌈T/B⌉ blocks:
     N = 1 (base, SMC)                                  NFE = T
 
 (the official CoDe code spends N·T·(1 + 1/B): an extra UNet pass to score each block and N
-identical passes on the selected state). Starting from a reference at strength η replaces T by
-round(η·T). Reward calls per sample: N per block scored by Tweedie, N at the end otherwise.
+identical passes on the selected state). Starting from a reference at ``strength`` (CoDe(η)'s η) replaces T by
+round(strength·T). Reward calls per sample: N per block scored by Tweedie, N at the end otherwise.
 """
 
 from __future__ import annotations
@@ -52,18 +52,19 @@ __all__ = ["Ledger", "TweedieValue", "ExactValue", "SELECTIONS", "SampleResult",
 
 @dataclass
 class Ledger:
-    """The one place where denoiser evaluations, reward calls and gradient evaluations are counted."""
+    """The one place where denoiser evaluations, reward calls and reward gradients are counted."""
 
     nfe: int = 0
     reward_calls: int = 0
-    grad_evals: int = 0      # reward gradients
+    reward_grads: int = 0    # reward gradients
     backprops: int = 0       # backward passes through the denoiser
 
-    def predict(self, backend: Backend, x: torch.Tensor, i: int) -> Prediction:
-        pred = backend.predict(x, i)
+    def predict(self, backend: Backend, x: torch.Tensor, i: int,
+                generator: torch.Generator | None = None) -> Prediction:
+        pred = backend.predict(x, i, generator)
         rows = x.shape[0]
         self.nfe += rows * pred.nfe
-        self.grad_evals += rows * pred.reward_grads
+        self.reward_grads += rows * pred.reward_grads
         self.backprops += rows * pred.backprops
         return pred
 
@@ -86,7 +87,7 @@ class TweedieValue:
 
 
 class ExactValue:
-    """The exact soft value V_t of a :class:`toycode.targets.Target` (no denoiser call)."""
+    """The exact soft value V_t of a :class:`toycode.exact.targets.Target` (no denoiser call)."""
 
     needs_x0 = False
 
@@ -94,7 +95,7 @@ class ExactValue:
         self.target = target
 
     def __call__(self, ledger: Ledger, backend: Backend, x, x0, i: int) -> torch.Tensor:
-        return self.target.soft_value(x, backend.abar(i))
+        return self.target.soft_value(x, float(backend.process.abar[i]))
 
 
 def _argmax(values, logits, k, generator):
@@ -129,7 +130,7 @@ class SampleResult:
     rewards: torch.Tensor
     nfe: int
     reward_calls: int
-    grad_evals: int = 0
+    reward_grads: int = 0
     backprops: int = 0
     ess: torch.Tensor = field(default_factory=lambda: torch.empty(0))   # (blocks, populations)
     settings: dict = field(default_factory=dict)
@@ -151,22 +152,9 @@ def _blocks(start: int, stop: int, size: int):
     return [(i, min(i + size, stop)) for i in range(start, stop, size)]
 
 
-def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidates: int = 1,
-                     block_size: int = 1, selection: str = "argmax", lam: float = 1.0,
-                     value: str | Any = "tweedie", particles: int = 1,
-                     ess_threshold: float = 1.0, reference: torch.Tensor | None = None,
-                     eta_start: float = 1.0, generator: torch.Generator | None = None,
-                     callback: Callable[[dict], None] | None = None,
-                     progress: bool = False) -> SampleResult:
-    """Blockwise controlled denoising (CoDe, arXiv 2502.00968 Alg. 1) and SMC, in one loop.
-
-    N = ``num_candidates``, B = ``block_size``; N = 1 is the base model, B ≥ T best-of-N, B = 1
-    SVDD. ``particles`` K > 1 groups the n states into n/K SMC populations. ``value`` is
-    "tweedie" or an object like :class:`ExactValue`; ``reference`` (n samples) with
-    ``eta_start`` ∈ (0, 1] starts from the reference noised to that strength (CoDe(η)).
-    ``callback`` receives a dict per block: block, i, j, candidates, x0, values, weights,
-    selected (K kept child indices per population; identity where weights were carried), ess, x.
-    """
+def _check_arguments(backend, n, num_candidates, block_size, particles, lam, ess_threshold,
+                     selection, value, reward, reference, strength):
+    """Refuse bad settings with one-line errors; return the value object."""
     for name, v, lo in (("n", n, 1), ("num_candidates", num_candidates, 1),
                         ("block_size", block_size, 1), ("particles", particles, 1)):
         check_range(name, v, lo, None)
@@ -176,31 +164,74 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
     value_fn = TweedieValue(reward) if value == "tweedie" else value
     if not hasattr(value_fn, "needs_x0"):
         raise ValueError(f"value must be 'tweedie' or a value object (ExactValue), got {value!r}")
-    big_n, k = num_candidates, particles
-    if n % k:
-        raise ValueError(f"n={n} must be a multiple of particles={k}")
-    if k > 1 and big_n > 1:
-        raise ValueError(f"use either num_candidates={big_n} > 1 (CoDe) or particles={k} > 1 "
-                         f"(SMC), not both")
-    if k > 1 and selection == "argmax":   # argmax is the λ → ∞ limit: nothing to resample
+    if n % particles:
+        raise ValueError(f"n={n} must be a multiple of particles={particles}")
+    if particles > 1 and num_candidates > 1:
+        raise ValueError(f"use either num_candidates={num_candidates} > 1 (CoDe) or "
+                         f"particles={particles} > 1 (SMC), not both")
+    if particles > 1 and selection == "argmax":   # argmax is the λ → ∞ limit: nothing to resample
         raise ValueError("SMC (particles > 1) resamples: use selection='softmax' or "
                          "'systematic', not 'argmax'")
-    if big_n * k > 1 and backend.deterministic:
+    if num_candidates * particles > 1 and backend.process.deterministic:
         raise ValueError("selection needs a stochastic step: with DDIM eta = 0 every candidate "
                          "of a shared state is identical and resampled particles never diverge")
-    steps, pops = backend.num_steps, n // k
-    start = 0
     if reference is not None:
-        check_range("eta_start", eta_start, 0.0, 1.0, low_open=True)
+        check_range("strength", strength, 0.0, 1.0, low_open=True)
         if len(reference) != n:
             raise ValueError(f"reference must hold n={n} samples, got {len(reference)}")
-        start = steps - round(eta_start * steps)
+    return value_fn
+
+
+def _select(values, v_parent, logw, lam, big_n, k, selection, ess_threshold, clean, generator):
+    """Weight the children of each population and keep K of its K·N (CoDe: K = 1).
+
+    Returns (kept child indices into the flat children, new log-weights, weights, ESS, the
+    chosen indices within each population). A population resamples when N > 1, at the clean
+    end, or when its ESS < threshold·K; otherwise it carries its weights.
+    """
+    pops = len(values) // (k * big_n)
+    # the incremental potential λ(V_child − V_parent) on top of the carried log-weight
+    logits = (logw.repeat_interleave(big_n)
+              + lam * (values - v_parent.repeat_interleave(big_n))).view(pops, k * big_n)
+    weights = torch.softmax(logits, 1)
+    resample = (_ess(weights) < ess_threshold * k) | (big_n > 1) | clean
+    chosen = SELECTIONS[selection](values.view(pops, -1), logits, k, generator)
+    chosen = torch.where(resample[:, None], chosen, torch.arange(k))
+    keep = (torch.arange(pops)[:, None] * (k * big_n) + chosen).view(-1)
+    normalised = logits - logits.logsumexp(1, keepdim=True)
+    logw = torch.where(resample[:, None], 0.0, normalised).gather(1, chosen).view(-1)
+    if selection == "argmax":   # the weights it used are those of its choice
+        weights = torch.zeros_like(weights).scatter_(1, chosen, 1.0)
+    return keep, logw, weights, _ess(weights), chosen
+
+
+def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidates: int = 1,
+                     block_size: int = 1, selection: str = "argmax", lam: float = 1.0,
+                     value: str | Any = "tweedie", particles: int = 1,
+                     ess_threshold: float = 1.0, reference: torch.Tensor | None = None,
+                     strength: float = 1.0, generator: torch.Generator | None = None,
+                     callback: Callable[[dict], None] | None = None,
+                     progress: bool = False) -> SampleResult:
+    """Blockwise controlled denoising (CoDe, arXiv 2502.00968 Alg. 1) and SMC, in one loop.
+
+    N = ``num_candidates``, B = ``block_size``; N = 1 is the base model, B ≥ T best-of-N, B = 1
+    SVDD. ``particles`` K > 1 groups the n states into n/K SMC populations. ``value`` is
+    "tweedie" or an object like :class:`ExactValue`; ``reference`` (n samples) with
+    ``strength`` ∈ (0, 1] starts from the reference noised to that strength (CoDe(η)).
+    ``callback`` receives a dict per block: block, i, j, candidates, x0, values, weights,
+    selected (K kept child indices per population; identity where weights were carried), ess, x.
+    """
+    value_fn = _check_arguments(backend, n, num_candidates, block_size, particles, lam,
+                                ess_threshold, selection, value, reward, reference, strength)
+    big_n, k, process = num_candidates, particles, backend.process
+    steps, pops = process.num_steps, n // k
+    start = 0 if reference is None else steps - round(strength * steps)
     ledger = Ledger()
     weighted = big_n * k > 1
     score_all = weighted and value_fn.needs_x0   # every block-end candidate needs its x̂0
 
     def predict(x, i):   # a guided predict may move the state (self-recurrence)
-        pred = ledger.predict(backend, x, i)
+        pred = ledger.predict(backend, x, i, generator)
         return (x if pred.x is None else pred.x), pred.eps, pred.x0
 
     with torch.no_grad():
@@ -208,50 +239,42 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
             x = backend.prior_sample(n, generator)
         else:   # at strength → 0 no step runs and the reference is returned untouched
             x = reference if start == steps else backend.noise_to(reference, start, generator)
-        eps = predict(x, start)[1] if start < steps else None
+        if start < steps:
+            x, eps, _ = predict(x, start)
         v, logw = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
         ess, keep, decoded = [], torch.arange(n), None
-        blocks = _blocks(start, steps, block_size)
         bar = tqdm(total=steps - start, disable=not progress, desc="sampling", leave=False)
-        for b, (i, j) in enumerate(blocks):
+        for b, (i, j) in enumerate(_blocks(start, steps, block_size)):
             # (1) N candidates per state, sharing the parent's ε̂ for their first step
-            xc, ec, x0c = x.repeat_interleave(big_n, 0), eps.repeat_interleave(big_n, 0), None
+            candidates = x.repeat_interleave(big_n, 0)
+            candidate_eps, candidate_x0 = eps.repeat_interleave(big_n, 0), None
             for t in range(i, j):
-                xc = backend.step(xc, t, ec, generator)
+                candidates = process.step(candidates, t, candidate_eps, generator)
                 if t + 1 < steps and (t + 1 < j or score_all):
-                    xc, ec, x0c = predict(xc, t + 1)
+                    candidates, candidate_eps, candidate_x0 = predict(candidates, t + 1)
                 bar.update(1)
-            # (2) value the children (r itself at the clean end) and weight them
+            # (2) value the children (r itself at the clean end), (3) keep K per population
             if weighted:
                 if j == steps:   # decoded once: scored here, and the kept ones are the output
-                    decoded = backend.decode(xc)
+                    decoded = backend.decode(candidates)
                     values = ledger.reward(reward, decoded).double()
                 else:
-                    values = value_fn(ledger, backend, xc, x0c, j)
-                logits = (logw.repeat_interleave(big_n) + lam * (
-                    values - v.repeat_interleave(big_n))).view(pops, k * big_n)
-                weights = torch.softmax(logits, 1)
-                # (3) each population keeps K of its K·N children (always when N > 1 and at
-                #     the clean end; else when its ESS < threshold·K) or carries its weights
-                redo = (_ess(weights) < ess_threshold * k) | (big_n > 1) | (j == steps)
-                idx = SELECTIONS[selection](values.view(pops, -1), logits, k, generator)
-                idx = torch.where(redo[:, None], idx, torch.arange(k))
-                keep = (torch.arange(pops)[:, None] * (k * big_n) + idx).view(-1)
-                logw = torch.where(redo[:, None], 0.0, logits - logits.logsumexp(1, keepdim=True)
-                                   ).gather(1, idx).view(-1)
-                if selection == "argmax":   # the weights it used are those of its choice
-                    weights = torch.zeros_like(weights).scatter_(1, idx, 1.0)
-                ess.append(_ess(weights))
+                    values = value_fn(ledger, backend, candidates, candidate_x0, j)
+                keep, logw, weights, block_ess, chosen = _select(
+                    values, v, logw, lam, big_n, k, selection, ess_threshold, j == steps,
+                    generator)
+                ess.append(block_ess)
                 v = values[keep]
                 if callback is not None:
-                    callback({"block": b, "i": i, "j": j, "candidates": xc, "x0": x0c,
-                              "values": values.view(pops, -1), "weights": weights,
-                              "selected": idx, "ess": ess[-1], "x": xc[keep]})
-            x = xc[keep]
+                    callback({"block": b, "i": i, "j": j, "candidates": candidates,
+                              "x0": candidate_x0, "values": values.view(pops, -1),
+                              "weights": weights, "selected": chosen, "ess": block_ess,
+                              "x": candidates[keep]})
+            x = candidates[keep]
             # (4) the kept state's ε̂ for the next block: reused if scored, else one call
             if j < steps:
                 if score_all:
-                    eps = ec[keep]
+                    eps = candidate_eps[keep]
                 else:
                     x, eps, _ = predict(x, j)
         bar.close()
@@ -265,7 +288,7 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
                 "lam": lam, "value": value if isinstance(value, str) else type(value).__name__,
                 "particles": k, "ess_threshold": ess_threshold, "steps": steps,
                 "start_index": start}
-    return SampleResult(out, rewards, ledger.nfe, ledger.reward_calls, ledger.grad_evals,
+    return SampleResult(out, rewards, ledger.nfe, ledger.reward_calls, ledger.reward_grads,
                         ledger.backprops,
                         torch.stack(ess) if ess else torch.ones(0, pops, dtype=torch.float64),
                         settings)

@@ -7,12 +7,21 @@ reward mean, MMD² to an exact sample of p* (and in units of the floor), KL esti
 to the base, mode-weight TV, wall time. Rows are appended to ``results.jsonl`` one at a time
 (flushed and fsynced), so a killed run loses at most the row in flight, and a rerun skips every
 row already there.
+
+Every line is strict JSON (RFC 8259 has no Infinity or NaN). A metric that is not a finite
+number is written as ``null`` and named in the row's ``nonfinite`` field with what it was:
+``{"kl_to_target": null, "kl_to_base": null, "nonfinite": {"kl_to_target": "inf",
+"kl_to_base": "inf"}}`` is a sample with repeated points (SMC copies particles), whose k-NN KL
+estimate is +∞ (see :mod:`toycode.exact.metrics`). :func:`read_results` and :func:`load` put
+the values back (``float("inf")``), so plots and tables see the same numbers as before.
+:func:`load` returns the table as a pandas DataFrame (the ``tables`` extra).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -21,20 +30,12 @@ import torch
 from tqdm.auto import tqdm
 
 from . import api
+from .methods import KNOBS, get_method
 from .exact.metrics import evaluate, median_bandwidth, noise_floor
 from .exact.problems import load_problem
 
-__all__ = ["parse_grid", "expand", "run_sweep", "read_results", "KNOBS"]
+__all__ = ["parse_grid", "expand", "run_sweep", "read_results", "load", "dumps_row", "KNOBS"]
 
-# which grid keys each method reads, and the api.sample argument each key sets
-KNOBS = {"N": "num_candidates", "B": "block_size", "K": "particles", "lam": "lam",
-         "scale": "scale", "T": "steps"}
-METHOD_KNOBS = {
-    "base": ("T",), "bon": ("N", "lam", "T"), "svdd": ("N", "lam", "T"),
-    "code": ("N", "B", "lam", "T"), "smc": ("K", "B", "lam", "T"),
-    "dps": ("scale", "T"), "dps-detached": ("scale", "T"), "universal": ("scale", "T"),
-    "exact-guidance": ("T",), "code-gradient": ("N", "B", "lam", "scale", "T"),
-}
 _INTS = {"N", "B", "K", "T"}
 
 
@@ -58,9 +59,7 @@ def expand(methods, grid: dict[str, list]) -> list[tuple[str, dict]]:
     """(method, settings) for every method and every combination of the keys it reads."""
     jobs = []
     for method in methods:
-        if method not in METHOD_KNOBS:
-            raise ValueError(f"method must be one of {sorted(METHOD_KNOBS)}, got {method!r}")
-        keys = [k for k in METHOD_KNOBS[method] if k in grid]
+        keys = [k for k in get_method(method).knobs if k in grid]
         for combo in itertools.product(*(grid[k] for k in keys)):
             jobs.append((method, dict(zip(keys, combo))))
     return jobs
@@ -71,17 +70,55 @@ def _key(row: dict) -> str:
                       sort_keys=True)
 
 
+_NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def dumps_row(row: dict) -> str:
+    """One strict-JSON line: non-finite numbers become null, recorded in ``nonfinite``."""
+    nonfinite = {k: repr(v) for k, v in row.items()
+                 if isinstance(v, float) and not math.isfinite(v)}
+    if nonfinite:
+        row = {**{k: None if k in nonfinite else v for k, v in row.items()},
+               "nonfinite": nonfinite}
+    return json.dumps(row, allow_nan=False)
+
+
+def _restore(row: dict) -> dict:
+    for key, what in row.pop("nonfinite", {}).items():
+        row[key] = _NONFINITE[what]
+    return row
+
+
 def read_results(folder: str | Path) -> list[dict]:
-    """Every complete row of ``folder/results.jsonl`` (a torn last line is ignored)."""
+    """Every complete row of ``folder/results.jsonl`` (a torn last line is ignored), with the
+    non-finite values that the file stores as null restored."""
     path = Path(folder) / "results.jsonl"
     rows = []
     if path.exists():
         for line in path.read_text().splitlines():
             try:
-                rows.append(json.loads(line))
+                rows.append(_restore(json.loads(line)))
             except json.JSONDecodeError:
                 continue
     return rows
+
+
+def load(folder: str | Path):
+    """The results table as a pandas DataFrame, one row per line, ``settings`` flattened into
+    one column per knob (N, B, K, lam, scale, T; missing where a method does not read it)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError("toycode.tradeoff.load needs pandas: pip install -e '.[tables]'") \
+            from None
+    rows = read_results(folder)
+    if not rows:
+        raise ValueError(f"no results in {Path(folder) / 'results.jsonl'}")
+    table = pd.DataFrame(rows)
+    knobs = pd.DataFrame([r["settings"] for r in rows], index=table.index)
+    order = [k for k in KNOBS if k in knobs.columns]
+    at = table.columns.get_loc("settings")
+    return pd.concat([table.iloc[:, :at], knobs[order], table.iloc[:, at + 1:]], axis=1)
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -112,23 +149,22 @@ def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
     with open(out / "results.jsonl", "a") as f:
         for method, settings, seed in tqdm(todo, desc=f"sweep {prob.name}", disable=not progress):
             kwargs = {KNOBS[k]: v for k, v in settings.items()}
-            if method in ("bon", "svdd", "code", "smc", "code-gradient"):
-                kwargs.setdefault("selection", "systematic" if method == "smc" else selection)
-            if method == "smc":
-                kwargs.setdefault("block_size", 1)
+            record = get_method(method)
+            if record.selection is not None and not record.particles:
+                kwargs.setdefault("selection", selection)   # SMC keeps its own (systematic)
             start = time.perf_counter()
             res = api.sample(prob, method=method, n=n, seed=seed, **kwargs)
             wall = time.perf_counter() - start
             m = evaluate(res.samples, res.rewards, target, reference, bandwidth)
             row = {"problem": prob.name, "method": method, "settings": settings, "seed": seed,
                    "n": n, "nfe": res.nfe_per_sample, "reward_calls": res.reward_calls / n,
-                   "grad_evals": res.grad_evals / n, "reward_mean": m["reward_mean"],
+                   "reward_grads": res.reward_grads / n, "reward_mean": m["reward_mean"],
                    "reward_se": m["reward_se"], "mmd2": m["mmd2"],
                    "mmd2_floor": floor["mmd2"], "mmd2_over_floor": m["mmd2"] / floor["mmd2"],
                    "kl_to_target": m["kl_to_target"], "kl_to_base": m["kl_to_base"],
                    "mode_tv": m["mode_tv"], "distinct": m["distinct"], "wall_s": wall,
                    "exact_reward": target.reward_mean, "exact_kl": target.kl_to_base}
-            f.write(json.dumps(row) + "\n")
+            f.write(dumps_row(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
     return read_results(out)

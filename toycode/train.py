@@ -22,6 +22,7 @@ from .checks import check_range
 from .diffusion import cosine_schedule, linear_schedule
 from .exact.gmm import GaussianMixture
 from .io import atomic_save
+from .seeding import seeded
 
 __all__ = ["fit", "train_mlp", "CHECKPOINT_DIR", "find_mlp_checkpoint"]
 
@@ -114,8 +115,8 @@ def train_mlp(prior: GaussianMixture, out: str | Path, *, steps: int = 6000,
               batch_size: int = 2048, width: int = 128, depth: int = 4, seed: int = 0,
               progress: bool = True, **fit_options) -> dict:
     """Train the 2-D MLP denoiser on fresh exact samples of ``prior``; writes ``out``."""
-    torch.manual_seed(seed)   # parameter initialisation
-    model = MLPDenoiser(prior.dim, width, depth)
+    with seeded(seed):   # parameter initialisation
+        model = MLPDenoiser(prior.dim, width, depth)
     meta = {"kind": "mlp", "config": model.config,
             "prior": {"weights": prior.weights.tolist(), "means": prior.means.tolist(),
                       "covs": prior.covs.tolist()}}

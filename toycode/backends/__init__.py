@@ -1,11 +1,11 @@
 """Backends: a reverse process over a timestep grid, behind one small contract (see base.py)."""
 
-from .base import Backend, ModuleEps, Prediction, ProcessSteps, ToyBackend
+from .base import Backend, ModuleEps, Prediction, ToyBackend
 from .analytic import AnalyticDenoiser, analytic_backend
 from .mlp import MLPDenoiser
 from .trained import load_trained_backend
 from .unet import UNetDenoiser
 
-__all__ = ["Backend", "ModuleEps", "Prediction", "ProcessSteps", "ToyBackend",
+__all__ = ["Backend", "ModuleEps", "Prediction", "ToyBackend",
            "AnalyticDenoiser", "analytic_backend", "MLPDenoiser", "UNetDenoiser",
            "load_trained_backend"]

@@ -1,15 +1,16 @@
 """The backend contract: the only thing a sampler knows about a model.
 
-    timesteps / num_steps      the descending grid the sampler walks (index i = 0 … T − 1; T clean)
-    abar(i)                    ᾱ at grid index i (1 at the clean end for toys)
+    process                    the :class:`~toycode.diffusion.Process`: the descending grid
+                               (index i = 0 … T − 1; T clean), ᾱ, ``step`` and ``tweedie``
     prior_sample(n, g)         x at index 0
-    predict(x, i)              ONE batched denoiser call → Prediction(eps, x0); the only call that
-                               costs an NFE (counted by the sampler's Ledger, nowhere else)
-    step(x, i, eps, g)         x_{i} → x_{i+1} given ε̂ (no model call)
-    tweedie(x, i, eps)         x̂0 from ε̂ (no model call)
+    predict(x, i, g)           ONE batched denoiser call → Prediction(eps, x0); the only call that
+                               costs an NFE (counted by the sampler's Ledger, nowhere else). ``g``
+                               is the sampler's generator, for predictions that draw noise
+                               (universal guidance's self-recurrence); plain models ignore it
     decode(x0)                 what rewards see (identity for toys, VAE decode for SD)
-    noise_to(x0, i, g)         forward process, for CoDe(η) starts from a reference
-    deterministic              True when step() draws no noise (DDIM η = 0)
+    noise_to(x0, i, g)         the forward process, for CoDe(η) starts from a reference
+
+Time, steps and x̂0 come from ``backend.process``: a backend only adds the model.
 """
 
 from __future__ import annotations
@@ -39,18 +40,11 @@ class Prediction(NamedTuple):
 
 
 class Backend(Protocol):
-    timesteps: torch.Tensor
+    process: Process
 
-    @property
-    def num_steps(self) -> int: ...
-    @property
-    def deterministic(self) -> bool: ...
-    def abar(self, i: int) -> float: ...
     def prior_sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor: ...
-    def predict(self, x: torch.Tensor, i: int) -> Prediction: ...
-    def step(self, x: torch.Tensor, i: int, eps: torch.Tensor,
-             generator: torch.Generator | None) -> torch.Tensor: ...
-    def tweedie(self, x: torch.Tensor, i: int, eps: torch.Tensor) -> torch.Tensor: ...
+    def predict(self, x: torch.Tensor, i: int,
+                generator: torch.Generator | None = None) -> Prediction: ...
     def decode(self, x0: torch.Tensor): ...
     def noise_to(self, x0: torch.Tensor, i: int,
                  generator: torch.Generator | None) -> torch.Tensor: ...
@@ -60,44 +54,21 @@ EpsModel = Callable[[torch.Tensor, int, float], torch.Tensor]
 """ε̂ = eps_model(x, t, ᾱ_t) for a batch x, training timestep t and its ᾱ."""
 
 
-class ProcessSteps:
-    """The contract's model-free half, for backends that own a :class:`Process` (``process``)."""
-
-    process: Process
-
-    @property
-    def num_steps(self) -> int:
-        return self.process.num_steps
-
-    @property
-    def deterministic(self) -> bool:
-        return self.process.eta == 0
-
-    def abar(self, i: int) -> float:
-        return float(self.process.abar[i])
-
-    def step(self, x, i, eps, generator=None):
-        return self.process.step(x, i, eps, generator)
-
-    def tweedie(self, x, i, eps):
-        return self.process.tweedie(x, i, eps)
-
-
-class ToyBackend(ProcessSteps):
+class ToyBackend:
     """A DDPM on tensors of a fixed ``shape``: an ε-model (exact or trained) on a Process grid."""
 
     def __init__(self, eps_model: EpsModel, process: Process, shape: int | tuple,
                  dtype: torch.dtype = torch.float64, name: str = "toy"):
         self.eps_model, self.process, self.dtype, self.name = eps_model, process, dtype, name
         self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        self.timesteps = process.timesteps
 
     def prior_sample(self, n, generator=None):
         return torch.randn(n, *self.shape, generator=generator, dtype=self.dtype)
 
-    def predict(self, x, i):
-        eps = self.eps_model(x, int(self.timesteps[i]), self.abar(i))
-        return Prediction(eps, self.process.tweedie(x, i, eps))
+    def predict(self, x, i, generator=None):
+        p = self.process
+        eps = self.eps_model(x, int(p.timesteps[i]), float(p.abar[i]))
+        return Prediction(eps, p.tweedie(x, i, eps))
 
     def decode(self, x0):
         return x0
@@ -106,7 +77,7 @@ class ToyBackend(ProcessSteps):
         return self.process.noise_to(x0.to(self.dtype), i, generator)
 
     def __repr__(self):
-        return f"ToyBackend({self.name}, T={self.num_steps}, eta={self.process.eta})"
+        return f"ToyBackend({self.name}, T={self.process.num_steps}, eta={self.process.eta})"
 
 
 class ModuleEps:

@@ -20,14 +20,26 @@ KINDS = {
 }
 
 
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def load_trained_backend(path: str | Path, steps: int = 100, eta: float = 1.0) -> ToyBackend:
     """A backend driving a trained checkpoint on ``steps`` strided steps of its own schedule."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("kind") not in KINDS:
-        raise ValueError(f"{path} is not a toycode denoiser checkpoint (kind={ckpt.get('kind')!r})")
-    cls, shape = KINDS[ckpt["kind"]]
-    model = cls(**ckpt["config"])
-    model.load_state_dict(ckpt["model"])
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:   # torch raises many types for a truncated or foreign file
+        raise ValueError(f"{path} could not be read as a checkpoint: {_first_line(err)}") from None
+    kind = ckpt.get("kind") if isinstance(ckpt, dict) else None
+    if kind not in KINDS:
+        raise ValueError(f"{path} is not a toycode denoiser checkpoint (kind={kind!r})")
+    cls, shape = KINDS[kind]
+    try:
+        model = cls(**ckpt["config"])
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise ValueError(f"{path} holds a {kind} checkpoint that does not load: "
+                         f"{_first_line(err)}") from None
     sched = ckpt["schedule"]
     process = Process.make(steps, sched["name"], sched["num_train_steps"], eta)
     return ToyBackend(ModuleEps(model), process, shape(ckpt["config"]), torch.float32,

@@ -2,8 +2,8 @@
 
 - reward mean ± standard error;
 - MMD² (RBF kernel, bandwidth = median pairwise distance of the *target* sample, so every sampler
-  is measured with the same kernel) and the energy distance, both as V-statistics: their value
-  for two independent exact samples of the same size is positive — the noise floor;
+  is measured with the same kernel), as a V-statistic: its value for two independent exact
+  samples of the same size is positive — the noise floor;
 - KL(q‖p*) ≈ −Ĥ(q) − mean log p*(x), Ĥ the Kozachenko–Leonenko k-NN entropy estimate, and the
   same against the base p (divergence from the pretrained model). A sample with repeated points
   (SMC's resampling copies particles) is an atomic distribution: its entropy is −∞ and both KLs
@@ -22,7 +22,7 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
 
-__all__ = ["mean_se", "mmd2", "energy_distance", "knn_entropy", "evaluate", "noise_floor",
+__all__ = ["mean_se", "mmd2", "knn_entropy", "evaluate", "noise_floor",
            "median_bandwidth"]
 
 
@@ -50,11 +50,6 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float) -> float:
     return float(k(x, x) + k(y, y) - 2 * k(x, y))
 
 
-def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
-    """V-statistic energy distance 2E‖X − Y‖ − E‖X − X'‖ − E‖Y − Y'‖."""
-    return float(2 * _pairwise(x, y).mean() - _pairwise(x, x).mean() - _pairwise(y, y).mean())
-
-
 def knn_entropy(x: torch.Tensor, k: int = 3) -> float:
     """Kozachenko–Leonenko entropy estimate ψ(n) − ψ(k) + log V_d + (d/n) Σ log ε_k."""
     pts = x.detach().double().reshape(len(x), -1).numpy()
@@ -78,7 +73,7 @@ def evaluate(x: torch.Tensor, rewards: torch.Tensor, target, reference: torch.Te
     return {
         "distinct": len(torch.unique(x, dim=0)) / len(x),
         "reward_mean": r_mean, "reward_se": r_se,
-        "mmd2": mmd2(x, reference, bandwidth), "energy": energy_distance(x, reference),
+        "mmd2": mmd2(x, reference, bandwidth),
         "kl_to_target": -entropy - float(target.log_prob(x).mean()),
         "kl_to_base": -entropy - float(target.prior.log_prob(x).mean()),
         "mode_masses": masses.tolist(),

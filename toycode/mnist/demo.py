@@ -13,20 +13,16 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from ..backends import load_trained_backend  # noqa: E402
-from ..guidance import DPS, GuidedBackend  # noqa: E402
-from .models import UNET_PATH, ClassIndicator, ClassLogProb, load_classifier  # noqa: E402
-from .eval import bon_fraction, class_rates, tilted_fraction  # noqa: E402
-from ..plots import save  # noqa: E402
-from ..sampler import sample_blockwise  # noqa: E402
+from ..backends import load_trained_backend
+from .models import UNET_PATH, ClassIndicator, ClassLogProb, load_classifier
+from .eval import bon_fraction, class_rates, tilted_fraction
+from ..plots import save
+from ..methods import GuidanceInputs, get_method
+from ..sampler import sample_blockwise
 
 __all__ = ["MnistDemoConfig", "run_mnist_demo", "image_grid"]
 
@@ -71,28 +67,28 @@ def run_mnist_demo(config: MnistDemoConfig = MnistDemoConfig()) -> dict:
                             progress=config.progress)
     rates, se = class_rates(classifier, base.samples)
     pi, pi_se = float(rates[c]), float(se[c])
-    runs = {
-        "best-of-N (softmax)": dict(num_candidates=config.num_candidates,
-                                    block_size=config.steps, selection="softmax", lam=lam),
-        "CoDe (softmax)": dict(num_candidates=config.num_candidates,
-                               block_size=config.block_size, selection="softmax", lam=lam),
-        "CoDe (argmax)": dict(num_candidates=config.num_candidates,
-                              block_size=config.block_size),
-        "SMC": dict(particles=config.particles, block_size=1, selection="systematic", lam=lam,
-                    ess_threshold=0.5),
-    }
+    # (label, method, options): DPS ascends log p(c | x), the others score the indicator
+    runs = [("best-of-N (softmax)", "bon", {"selection": "softmax"}),
+            ("CoDe (softmax)", "code", {"selection": "softmax"}),
+            ("CoDe (argmax)", "code", {}),
+            ("SMC", "smc", {"particles": config.particles, "block_size": 1}),
+            ("DPS (log p(c|x))", "dps", {})]
+    guidance = GuidanceInputs(logprob, scale=lam)
     results = {}
-    for k, (label, kw) in enumerate(tqdm(runs.items(), desc="mnist", disable=not config.progress)):
-        results[label] = sample_blockwise(backend, indicator, config.n, generator=gen(k + 1), **kw)
-    dps = GuidedBackend(backend, DPS(logprob, scale=lam))
-    results["DPS (log p(c|x))"] = sample_blockwise(dps, indicator, config.n,
-                                                   generator=gen(len(runs) + 1))
+    for k, (label, name, options) in enumerate(tqdm(runs, desc="mnist",
+                                                     disable=not config.progress)):
+        method = get_method(name)
+        settings = method.sampler_settings(
+            config.steps, **{"num_candidates": config.num_candidates,
+                             "block_size": config.block_size, **options})
+        results[label] = sample_blockwise(method.wrap(backend, guidance), indicator, config.n,
+                                          lam=lam, generator=gen(k + 1), **settings)
     rows = []
     for label, res in results.items():
         frac = float(res.rewards.mean())
         rows.append({"method": label, "fraction": frac,
                      "se": math.sqrt(max(frac * (1 - frac), 1e-12) / res.n),
-                     "nfe": res.nfe / res.n, "grads": res.grad_evals / res.n})
+                     "nfe": res.nfe / res.n, "reward_grads": res.reward_grads / res.n})
     exact = tilted_fraction(pi, lam)
     # the exact fraction's uncertainty comes from π's: dP*/dπ = e^λ / (π e^λ + 1 − π)²
     exact_se = pi_se * math.exp(lam) / (pi * math.exp(lam) + 1 - pi) ** 2

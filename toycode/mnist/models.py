@@ -21,6 +21,7 @@ from ..backends.unet import UNetDenoiser
 from ..checks import check_range
 from ..image_rewards import Compressibility
 from ..io import atomic_save
+from ..seeding import seeded
 from .data import load_split
 from ..train import CHECKPOINT_DIR, fit
 
@@ -36,8 +37,8 @@ def train_unet(out: str | Path = UNET_PATH, *, steps: int = 12000, batch_size: i
                progress: bool = True, **options) -> dict:
     """Train the UNet DDPM on toycode's "ddpm" range of MNIST (test images 0–5999)."""
     images, _ = load_split("ddpm", data_dir)
-    torch.manual_seed(seed)
-    model = UNetDenoiser()
+    with seeded(seed):   # parameter initialisation
+        model = UNetDenoiser()
 
     def data(n, gen):
         return images[torch.randint(0, len(images), (n,), generator=gen)]
@@ -84,24 +85,25 @@ def train_classifier(out: str | Path = CLASSIFIER_PATH, *, epochs: int = 80,
     check_range("epochs", epochs, 1, None)
     x, y = load_split("classifier", data_dir)
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = Classifier()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    model.train()
-    bar = tqdm(total=steps, disable=not progress, desc="training classifier")
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
-            loss = nn.functional.cross_entropy(model(_shift(x[idx], gen)), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update(1)
-    bar.close()
+    # dropout reads only the global generator: seed it for the whole run (and restore it)
+    with seeded(seed):
+        model = Classifier()
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        steps = epochs * ((len(x) + batch_size - 1) // batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+        model.train()
+        bar = tqdm(total=steps, disable=not progress, desc="training classifier")
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=gen)
+            for start in range(0, len(x), batch_size):
+                idx = order[start:start + batch_size]
+                loss = nn.functional.cross_entropy(model(_shift(x[idx], gen)), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update(1)
+        bar.close()
     model.eval()
     ckpt = {"kind": "classifier", "model": model.state_dict(), "seed": seed,
             "data": "MNIST test[6000:9000]", "train": {"epochs": epochs, "lr": lr,

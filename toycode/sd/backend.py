@@ -18,7 +18,7 @@ import torch
 
 from ..checks import check_choice, check_range
 from ..diffusion import Process
-from ..backends.base import Prediction, ProcessSteps
+from ..backends.base import Prediction
 
 __all__ = ["StableDiffusionBackend", "load_pipeline", "sd_process"]
 
@@ -58,7 +58,7 @@ def sd_process(scheduler_config, steps: int, scheduler: str = "ddim", eta: float
                    eta=1.0 if scheduler == "ddpm" else eta, final_abar=final)
 
 
-class StableDiffusionBackend(ProcessSteps):
+class StableDiffusionBackend:
     """A loaded StableDiffusionPipeline, one prompt, a timestep grid: the toycode contract.
 
     ``max_batch`` bounds how many latents go through the UNet (twice that with CFG) and the VAE
@@ -75,7 +75,6 @@ class StableDiffusionBackend(ProcessSteps):
         self.pipe, self.prompt, self.guidance_scale, self.max_batch = (
             pipe, prompt, guidance_scale, max_batch)
         self.process = sd_process(pipe.scheduler.config, steps, scheduler, eta)
-        self.timesteps = self.process.timesteps
         self.device, self.dtype = pipe.unet.device, pipe.unet.dtype
         self.cfg = guidance_scale > 1.0
         with torch.no_grad():
@@ -102,8 +101,8 @@ class StableDiffusionBackend(ProcessSteps):
         uncond, text = out.chunk(2)
         return uncond + self.guidance_scale * (text - uncond)
 
-    def predict(self, x, i):
-        t = self.timesteps[i].to(self.device)
+    def predict(self, x, i, generator=None):
+        t = self.process.timesteps[i].to(self.device)
         eps = torch.cat([self._eps(c, t) for c in x.split(self.max_batch)])
         return Prediction(eps, self.process.tweedie(x, i, eps))
 
@@ -125,5 +124,5 @@ class StableDiffusionBackend(ProcessSteps):
         return self.process.noise_to(x0.to(self.device, self.dtype), i, generator)
 
     def __repr__(self):
-        return (f"StableDiffusionBackend({self.name}, T={self.num_steps}, eta={self.process.eta}, "
+        return (f"StableDiffusionBackend({self.name}, T={self.process.num_steps}, eta={self.process.eta}, "
                 f"cfg={self.guidance_scale})")

@@ -14,18 +14,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..api import method_settings
 from .backend import StableDiffusionBackend
 from ..checks import check_choice, check_range
 from ..image_rewards import Aesthetic, ClipImageSimilarity, ClipTextScore, Compressibility
 from ..io import atomic_write
+from ..methods import METHODS, get_method
 from ..sampler import sample_blockwise
 
 __all__ = ["IMAGE_REWARDS", "SD_METHODS", "make_image_reward", "load_image", "sd_sample",
            "write_outputs"]
 
 IMAGE_REWARDS = ("jpeg", "clip-image", "clip-text", "aesthetic")
-SD_METHODS = ("base", "bon", "svdd", "code")
+SD_METHODS = tuple(name for name, m in METHODS.items() if m.guidance is None)
+"""The gradient-free methods: image rewards (JPEG size, CLIP scores) are not differentiated."""
 
 
 def load_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -63,24 +64,25 @@ def make_image_reward(name: str, *, reference: torch.Tensor | None = None,
 
 
 def sd_sample(pipe, prompts: str | list[str], reward, *, n: int = 1, method: str = "code",
-              num_candidates: int = 8, block_size: int = 5, selection: str = "argmax",
-              lam: float = 1.0, steps: int = 50, scheduler: str = "ddim", eta: float = 1.0,
+              num_candidates: int = 8, block_size: int = 5, selection: str | None = None,
+              particles: int = 4, lam: float = 1.0, steps: int = 50, scheduler: str = "ddim", eta: float = 1.0,
               guidance_scale: float = 7.5, reference: torch.Tensor | None = None,
-              eta_start: float | None = None, seed: int = 0, max_batch: int = 8,
+              strength: float | None = None, seed: int = 0, max_batch: int = 8,
               progress: bool = True) -> list[dict]:
     """n images for one prompt, or one image per prompt; returns one record per image.
 
-    ``reference`` (an image (3, H, W) in [0, 1]) with ``eta_start`` ∈ (0, 1] starts CoDe(η)
+    ``reference`` (an image (3, H, W) in [0, 1]) with ``strength`` ∈ (0, 1] starts CoDe(η)
     from the reference encoded by the VAE and noised to that strength.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     check_range("n", n, 1, None)
     check_choice("method", method, SD_METHODS)
+    record = get_method(method)
     if len(prompts) not in (1, n):
         raise ValueError(f"got {len(prompts)} prompts for n={n} images: give one prompt, or "
                          f"exactly n")
-    if eta_start is not None and reference is None:
-        raise ValueError("eta_start needs a reference image (--reference)")
+    if strength is not None and reference is None:
+        raise ValueError("strength needs a reference image (--reference)")
     groups = {p: [] for p in prompts}   # prompt → image indices, in order
     for k in range(n):
         groups[prompts[k % len(prompts)] if len(prompts) == n else prompts[0]].append(k)
@@ -89,20 +91,22 @@ def sd_sample(pipe, prompts: str | list[str], reward, *, n: int = 1, method: str
         backend = StableDiffusionBackend(pipe, prompt, steps=steps, scheduler=scheduler, eta=eta,
                                          guidance_scale=guidance_scale, max_batch=max_batch)
         start = None
-        if reference is not None and eta_start is not None:
+        if reference is not None and strength is not None:
             h, w = (s * pipe.vae_scale_factor for s in backend.shape[1:])
             ref = torch.nn.functional.interpolate(reference[None].float(), size=(h, w),
                                                   mode="bilinear", align_corners=False)
             start = backend.encode(ref).expand(len(idx), -1, -1, -1)
-        settings = method_settings(method, num_candidates, block_size, backend.num_steps)
+        settings = record.sampler_settings(backend.process.num_steps,
+                                           num_candidates=num_candidates, block_size=block_size,
+                                           particles=particles, selection=selection)
         gen = torch.Generator(device="cpu").manual_seed(seed + g)
-        res = sample_blockwise(backend, reward, len(idx), selection=selection, lam=lam,
+        res = sample_blockwise(backend, reward, len(idx), lam=lam,
                                reference=start, generator=gen,
-                               eta_start=1.0 if eta_start is None else eta_start,
+                               strength=1.0 if strength is None else strength,
                                progress=progress, **settings)
         common = {"prompt": prompt, "seed": seed + g, "method": method, "steps": steps,
                   "scheduler": scheduler, "eta": eta, "guidance_scale": guidance_scale,
-                  "eta_start": eta_start, "nfe": res.nfe / len(idx),
+                  "strength": strength, "nfe": res.nfe / len(idx),
                   "reward_calls": res.reward_calls / len(idx), **res.settings}
         for j, k in enumerate(idx):
             records[k] = {**common, "index": k, "reward": float(res.rewards[j]),

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ..seeding import seeded
+
 __all__ = ["tiny_pipeline", "sd15_random_pipeline", "tiny_tokenizer"]
 
 
@@ -48,22 +50,22 @@ def tiny_pipeline(seed: int = 0):
     """diffusers' dummy SD components (32×32 latents of a 64×64 image), random weights."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(4, 8), layers_per_block=1, sample_size=32, in_channels=4,
-        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=8,
-        norm_num_groups=2)
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3,
-                        down_block_types=["DownEncoderBlock2D"] * 2,
-                        up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4,
-                        norm_num_groups=2)
-    torch.manual_seed(seed)
-    text = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=8,
-                                        intermediate_size=16, layer_norm_eps=1e-5,
-                                        num_attention_heads=2, num_hidden_layers=2,
-                                        pad_token_id=1, vocab_size=1000))
+    with seeded(seed):   # module initialisation reads the global generator
+        unet = UNet2DConditionModel(
+            block_out_channels=(4, 8), layers_per_block=1, sample_size=32, in_channels=4,
+            out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=8,
+            norm_num_groups=2)
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3,
+                            down_block_types=["DownEncoderBlock2D"] * 2,
+                            up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4,
+                            norm_num_groups=2)
+        torch.manual_seed(seed)
+        text = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=8,
+                                            intermediate_size=16, layer_norm_eps=1e-5,
+                                            num_attention_heads=2, num_hidden_layers=2,
+                                            pad_token_id=1, vocab_size=1000))
     return _pipeline(unet, vae, text, tiny_tokenizer(), _scheduler())
 
 
@@ -71,19 +73,19 @@ def sd15_random_pipeline(seed: int = 0):
     """SD 1.5's architecture (860M-parameter UNet, 64×64 latents) with random weights."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
-        attention_head_dim=8,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-    vae = AutoencoderKL(block_out_channels=[128, 256, 512, 512], in_channels=3, out_channels=3,
-                        down_block_types=["DownEncoderBlock2D"] * 4,
-                        up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4,
-                        layers_per_block=2, sample_size=512)
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072,
-                                        num_attention_heads=12, num_hidden_layers=12,
-                                        max_position_embeddings=77, vocab_size=49408,
-                                        projection_dim=768, hidden_act="quick_gelu"))
+    with seeded(seed):   # module initialisation reads the global generator
+        unet = UNet2DConditionModel(
+            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
+            attention_head_dim=8,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+        vae = AutoencoderKL(block_out_channels=[128, 256, 512, 512], in_channels=3, out_channels=3,
+                            down_block_types=["DownEncoderBlock2D"] * 4,
+                            up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4,
+                            layers_per_block=2, sample_size=512)
+        text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072,
+                                            num_attention_heads=12, num_hidden_layers=12,
+                                            max_position_embeddings=77, vocab_size=49408,
+                                            projection_dim=768, hidden_act="quick_gelu"))
     return _pipeline(unet, vae, text, tiny_tokenizer(), _scheduler())

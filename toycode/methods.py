@@ -1,0 +1,140 @@
+"""Methods as data: what each method name means for the one blockwise sampler.
+
+A method is a record, not a branch: how it sets N (candidates), B (block size) and K (SMC
+particles), its default selection rule, the gradient-guidance rule it wraps the backend with (if
+any), whether that needs a differentiable reward or an exact target, and which knobs a sweep may
+vary. ``api.sample``, the command line, ``tradeoff``, ``demo``, the MNIST demo and ``toycode sd``
+all read :data:`METHODS`; adding a method is adding one record to it.
+
+    name            N          B          K   selection    guidance
+    ----            -          -          -   ---------    --------
+    base            1          T          1   —            —
+    bon             N          T          1   argmax       —            best-of-N
+    svdd            N          1          1   argmax       —            SVDD-PM (Li et al. 2024)
+    code            N          B (10)     1   argmax       —            CoDe (Singh et al. 2025)
+    smc             1          B (1)      K   systematic   —            SMC / FK steering
+    dps             1          T          1   —            DPS          Chung et al. 2023
+    dps-detached    1          T          1   —            DPS, ε̂ held fixed (the CoDe code's)
+    universal       1          T          1   —            universal    Bansal et al. 2023
+    exact-guidance  1          T          1   —            exact twisted score (gold standard)
+    code-gradient   N          B (10)     1   argmax       DPS          CoDe on guided proposals
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .backends.base import Backend
+from .checks import check_choice, check_range
+from .guidance import DPS, ExactGuidance, GuidedBackend, Universal
+
+__all__ = ["Method", "GuidanceInputs", "METHODS", "get_method", "KNOBS"]
+
+KNOBS = {"N": "num_candidates", "B": "block_size", "K": "particles", "lam": "lam",
+         "scale": "scale", "T": "steps"}
+"""Sweep knobs and the ``api.sample`` argument each one sets."""
+
+
+@dataclass(frozen=True)
+class GuidanceInputs:
+    """What a guidance rule is built from: the differentiable reward it ascends, the exact
+    target (exact guidance only), the scale s and universal guidance's m, step size and r."""
+
+    reward: Callable
+    scale: float
+    target: object = None
+    backward_steps: int = 0
+    backward_lr: float = 0.1
+    recurrence: int = 1
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of the blockwise sampler.
+
+    ``block`` says how B is set: "given" (the caller's B, default ``default_block_size``), "all"
+    (B = T: one block, best-of-N) or "one" (B = 1). ``selection`` is the default rule (None for
+    methods that select nothing). ``guidance`` builds the rule a :class:`GuidedBackend` applies.
+    """
+
+    name: str
+    summary: str
+    candidates: bool = False
+    particles: bool = False
+    block: str = "all"
+    default_block_size: int = 10
+    selection: str | None = None
+    guidance: Callable[[GuidanceInputs], object] | None = None
+    needs_gradient: bool = False
+    needs_target: bool = False
+    knobs: tuple[str, ...] = ("T",)
+
+    def __post_init__(self):
+        check_choice("block", self.block, ("given", "all", "one"))
+        unknown = set(self.knobs) - set(KNOBS)
+        if unknown:
+            raise ValueError(f"method {self.name!r}: unknown knobs {sorted(unknown)}")
+
+    def sampler_settings(self, steps: int, *, num_candidates: int = 1,
+                         block_size: int | None = None, particles: int = 1,
+                         ess_threshold: float = 0.5, selection: str | None = None) -> dict:
+        """The :func:`~toycode.sampler.sample_blockwise` keywords this method stands for."""
+        check_range("num_candidates", num_candidates, 1, None)
+        check_range("particles", particles, 1, None)
+        if block_size is not None:
+            check_range("block_size", block_size, 1, None)
+        b = {"all": steps, "one": 1}.get(self.block, block_size or self.default_block_size)
+        settings = {"num_candidates": num_candidates if self.candidates else 1,
+                    "block_size": b, "selection": selection or self.selection or "argmax"}
+        if self.particles:
+            settings.update(particles=particles, ess_threshold=ess_threshold)
+        return settings
+
+    def wrap(self, backend: Backend, inputs: GuidanceInputs | None) -> Backend:
+        """The backend this method samples from: guided where it has a rule, else unchanged."""
+        if self.guidance is None:
+            return backend
+        if inputs is None:
+            raise ValueError(f"method {self.name!r} needs guidance inputs (a reward and a scale)")
+        if self.needs_target and inputs.target is None:
+            raise ValueError(f"method {self.name!r} needs an exact target; it runs on the "
+                             f"toy problems only")
+        return GuidedBackend(backend, self.guidance(inputs))
+
+
+def _universal(g: GuidanceInputs):
+    return Universal(g.reward, g.scale, g.backward_steps, g.backward_lr, g.recurrence)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("base", "the pretrained model"),
+    Method("bon", "best-of-N: one block, score the finished samples", candidates=True,
+           selection="argmax", knobs=("N", "lam", "T")),
+    Method("svdd", "SVDD-PM: select after every step", candidates=True, block="one",
+           selection="argmax", knobs=("N", "lam", "T")),
+    Method("code", "CoDe: N candidates per state, select every B steps", candidates=True,
+           block="given", selection="argmax", knobs=("N", "B", "lam", "T")),
+    Method("smc", "SMC / FK steering: K particles, resample every B steps or at low ESS",
+           particles=True, block="given", default_block_size=1, selection="systematic",
+           knobs=("K", "B", "lam", "T")),
+    Method("dps", "diffusion posterior sampling", guidance=lambda g: DPS(g.reward, g.scale),
+           needs_gradient=True, knobs=("scale", "T")),
+    Method("dps-detached", "DPS with ε̂ held fixed (the official CoDe code's gradient baseline)",
+           guidance=lambda g: DPS(g.reward, g.scale, detach=True), needs_gradient=True,
+           knobs=("scale", "T")),
+    Method("universal", "universal guidance: forward + backward guidance, self-recurrence",
+           guidance=_universal, needs_gradient=True, knobs=("scale", "T")),
+    Method("exact-guidance", "the exact twisted score (the tilted reverse process)",
+           guidance=lambda g: ExactGuidance(g.target), needs_target=True),
+    Method("code-gradient", "CoDe on a DPS-guided backend", candidates=True, block="given",
+           selection="argmax", guidance=lambda g: DPS(g.reward, g.scale), needs_gradient=True,
+           knobs=("N", "B", "lam", "scale", "T")),
+)}
+"""Every method by name, in the order tables list them."""
+
+
+def get_method(name: str) -> Method:
+    """The record of a method name, or a one-line error listing the known ones."""
+    check_choice("method", name, METHODS)
+    return METHODS[name]
