@@ -85,9 +85,9 @@ LAYERS = [
     {"checks", "io", "seeding"},
     {"diffusion", "exact"},
     {"backends"},
-    {"sampler", "guidance"},
-    {"methods", "train", "plots", "image_rewards"},
-    {"api", "demo", "tradeoff", "explore"},
+    {"sampler", "guidance", "values"},
+    {"methods", "train", "plots", "image_rewards", "learned_value"},
+    {"api", "demo", "tradeoff", "explore", "value_study"},
     {"mnist", "sd"},
     {"cli", "__main__"},
 ]

@@ -1,5 +1,6 @@
 """The MNIST loader: the shared test split, and downloads from a loopback HTTP server."""
 
+import os
 import functools
 import http.server
 import shutil
@@ -11,7 +12,8 @@ import torch
 
 from toycode.mnist.data import FILES, SPLITS, data_dir, fetch, load_mnist, load_split
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# conftest.py points TOYCODE_DATA at ../shared/data unless the environment names another copy
+SHARED = Path(os.environ["TOYCODE_DATA"])
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,8 @@ def test_download_verifies_and_caches(server, tmp_path):
     cache = tmp_path / "cache"
     x, y = load_mnist("test", cache, mirrors=(server + "/missing/", server + "/good/"))
     assert x.shape == (10000, 1, 28, 28)
-    assert sorted(p.name for p in (cache / "mnist").iterdir()) == sorted(n for n, _ in FILES["test"])
+    names = sorted(p.name for p in (cache / "mnist").iterdir())
+    assert names == sorted(n for n, _ in FILES["test"])
 
 
 def test_corrupt_download_leaves_nothing(server, tmp_path):
