@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # the CPU build of torch; a bare `pip install torch` would pull a multi-GB CUDA build
 TORCH  := torch==2.13.0
 
-.PHONY: venv demo test figures checkpoints bench clean
+.PHONY: venv demo test lint figures notebooks docs checkpoints bench dist-check clean
 
 # MNIST: a copy of the official files beside the checkout (../shared/data/mnist) is used when
 # there is one; otherwise $$TOYCODE_DATA or ~/.cache/toycode, downloading with checksums
@@ -21,22 +21,26 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev,sd]"
+	$(PY) -m pip install --quiet -e ".[dev,sd,notebooks,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/toycode demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check toycode tests benchmarks
 
 TOYCODE := $(VENV)/bin/toycode
 SWEEP_METHODS := bon code smc dps exact-guidance
 SWEEP_GRID := N=1,2,4,8,16,32;B=10;K=8,32,128;T=100
 
-# every figure in figures/ and the sweep tables behind them (about 10 minutes on 2 cores)
+# every figure in figures/ and the sweep tables behind them (about 40 minutes on 2 cores)
 figures: $(STAMP)
 	$(TOYCODE) demo --out-dir figures
+	$(TOYCODE) demo --process flow --out-dir figures
 	for p in between box ring; do \
 		rm -f figures/sweeps/$$p/results.jsonl; \
 		methods="$(SWEEP_METHODS)"; [ $$p = box ] && methods="bon code smc exact-guidance"; \
@@ -49,17 +53,57 @@ figures: $(STAMP)
 	$(TOYCODE) plot figures/sweeps/between --kind genealogy --out figures/between_genealogy.png
 	$(TOYCODE) mnist-demo --out-dir figures
 	$(TOYCODE) mnist-gmm --out-dir figures
+	# value estimators against the exact V_t, and CoDe with each value at matched compute
+	for p in between box ring; do \
+		$(TOYCODE) values --problem $$p --out figures/values_$$p.png || exit 1; \
+		rm -f figures/sweeps/values_$$p/results.jsonl; \
+		for v in tweedie posterior lookahead learned; do \
+			grid="N=1,2,4,8,16,32;B=10;T=100"; \
+			[ $$v = lookahead ] && grid="$$grid;M=4;k=4"; [ $$v = posterior ] && grid="$$grid;M=4"; \
+			$(TOYCODE) tradeoff --problem $$p --methods code --value $$v --grid "$$grid" \
+				--seeds 3 --n 512 --out figures/sweeps/values_$$p || exit 1; \
+		done; \
+		$(TOYCODE) plot figures/sweeps/values_$$p --kind distance-nfe \
+			--out figures/values_$${p}_distance-nfe.png || exit 1; \
+	done
+
+# re-executes the committed notebooks in place at full size, outputs included (15 minutes on 2
+# busy cores)
+notebooks: $(STAMP)
+	env -u TOYCODE_FAST HF_HUB_OFFLINE=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute \
+		--inplace --ExecutePreprocessor.timeout=1800 notebooks/*.ipynb
+
+# the documentation site, offline, into site/ (the notebook pages show the committed outputs)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # reproduces the committed checkpoints: the 2-D MLP (~2.5 min on 2 cores), the MNIST classifier
 # (~1 min) and the MNIST UNet (~40 min); MNIST comes from $$TOYCODE_DATA or is downloaded
 checkpoints: $(STAMP)
 	$(TOYCODE) train --problem between --out toycode/checkpoints/mlp_gmm3.pt \
 		--steps 8000 --seed 0 --restart
+	# the flow-matching MLP; one thread, so the weights do not depend on the core count
+	OMP_NUM_THREADS=1 $(TOYCODE) train --problem between --process flow \
+		--out toycode/checkpoints/mlp_gmm3_flow.pt --steps 8000 --seed 0 --restart
+	# the learned soft values of the built-in problems (~2 min each on 2 idle cores)
+	for p in between box ring; do OMP_NUM_THREADS=1 $(TOYCODE) train-value --problem $$p; done
 	$(TOYCODE) train-mnist --model classifier --seed 0
 	$(TOYCODE) train-mnist --model unet --steps 12000 --seed 0 --restart
 
 bench: $(STAMP)
 	$(PY) benchmarks/code_overhead.py
 
+# the wheel installs into a clean venv (CPU torch first, as above) and runs the demo from outside
+# the checkout: the problem files and checkpoints travel as package data (about 2 minutes)
+DIST := $(abspath build/dist-check)
+dist-check: $(STAMP)
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	$(PY) -m build --wheel --outdir $(DIST) .
+	$(PYTHON) -m venv $(DIST)/venv
+	$(DIST)/venv/bin/python -m pip install --quiet "$(TORCH)"
+	$(DIST)/venv/bin/python -m pip install --quiet $(DIST)/toycode-*.whl
+	cd $(DIST) && ./venv/bin/toycode demo --n 256 --backends analytic trained --out-dir figs
+	test -s $(DIST)/figs/gmm_between_samples.png
+
 clean:
-	rm -rf $(VENV) .pytest_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache *.egg-info site build

@@ -87,7 +87,7 @@ LAYERS = [
     {"backends"},
     {"sampler", "guidance", "values"},
     {"methods", "train", "plots", "image_rewards", "learned_value"},
-    {"api", "demo", "tradeoff", "explore", "value_study"},
+    {"api", "demo", "tradeoff", "explorer", "value_study"},
     {"mnist", "sd"},
     {"cli", "__main__"},
 ]
@@ -149,5 +149,5 @@ def test_the_core_knows_nothing_of_the_wings():
 
 
 def test_public_names_still_import_from_the_top():
-    from toycode import ExactValue, Process, load_problem, sample_blockwise   # noqa: F401
+    from toycode import ExactValue, Process, load_problem, sample_blockwise  # noqa: F401
     assert methods.METHODS is api.METHODS

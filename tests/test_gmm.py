@@ -68,7 +68,7 @@ def test_closed_form_tilt_matches_importance_sampling(mixture3d, gen, kind):
 
 
 def test_quadratic_formula_equals_design_note_form(mixture3d):
-    """log ŵ_k equals log w_k + log N(μ_k; c, Σ_k + Q⁻¹) + (d/2) log 2π − ½ log|Q| for invertible Q."""
+    """log ŵ_k = log w_k + log N(μ_k; c, Σ_k + Q⁻¹) + (d/2) log 2π − ½ log|Q| for invertible Q."""
     c = torch.tensor([0.5, 0.5, -0.5], dtype=torch.float64)
     p = torch.tensor([[2.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 0.5]], dtype=torch.float64)
     lam = 0.7

@@ -2,11 +2,11 @@ import math
 
 import pytest
 import torch
+from conftest import ExactReference
 
 from toycode import Process, api, sample_blockwise
 from toycode.backends import analytic_backend
 from toycode.guidance import DPS, ExactGuidance, GuidedBackend, Universal
-from conftest import ExactReference
 
 
 @pytest.fixture(scope="module")

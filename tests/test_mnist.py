@@ -8,10 +8,10 @@ import torch
 from toycode import Linear, Problem, sample_blockwise
 from toycode.backends import load_trained_backend
 from toycode.image_rewards import Compressibility
-from toycode.mnist.models import ClassIndicator, ClassLogProb, Ink, load_classifier, train_unet
 from toycode.mnist.data import load_split
 from toycode.mnist.eval import bon_fraction, classifier_accuracy, tilted_fraction
 from toycode.mnist.gmm import digit_problem, fit_mnist_mixture, project
+from toycode.mnist.models import ClassIndicator, ClassLogProb, Ink, load_classifier, train_unet
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +104,15 @@ def test_784d_tilt_matches_importance_sampling(fitted, d):
     w = torch.exp(lw - lw.max())
     er = float((w * q.reward(x)).sum() / w.sum())
     ess = float(w.sum() ** 2 / (w ** 2).sum())
-    assert q.target.reward_mean == pytest.approx(er, abs=5 * float(q.reward(x).std()) / math.sqrt(ess))
+    se = float(q.reward(x).std()) / math.sqrt(ess)
+    assert q.target.reward_mean == pytest.approx(er, abs=5 * se)
 
 
 def test_best_of_n_softmax_matches_the_exact_tilted_fraction(classifier):
     """Softmax best-of-N on 1[class = c] is SNIS: its class-c rate is E[K e^λ/(K e^λ + N − K)],
     K ~ Bin(N, π_c), with π_c the base model's rate, to within the combined standard error."""
-    from toycode.mnist.models import UNET_PATH
     from toycode.mnist.eval import class_rates
+    from toycode.mnist.models import UNET_PATH
     c, lam, big_n = 3, 2.0, 4
     backend = load_trained_backend(UNET_PATH, steps=10)
     reward = ClassIndicator(c, classifier)

@@ -1,8 +1,8 @@
 """The MNIST loader: the shared test split, and downloads from a loopback HTTP server."""
 
-import os
 import functools
 import http.server
+import os
 import shutil
 import threading
 from pathlib import Path

@@ -2,10 +2,10 @@ import math
 
 import pytest
 import torch
+from conftest import ExactReference
 
 from toycode import ExactValue, Process, sample_blockwise
 from toycode.backends import analytic_backend
-from conftest import ExactReference
 
 
 class CountingBackend:

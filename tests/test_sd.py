@@ -7,12 +7,17 @@ import pytest
 import torch
 
 from toycode import sample_blockwise
-from toycode.sd.backend import StableDiffusionBackend
-from toycode.sd.tiny import tiny_pipeline
 from toycode.guidance import DPS, GuidedBackend
-from toycode.image_rewards import (Aesthetic, Clip, ClipImageSimilarity, ClipTextScore,
-                                   Compressibility)
+from toycode.image_rewards import (
+    Aesthetic,
+    Clip,
+    ClipImageSimilarity,
+    ClipTextScore,
+    Compressibility,
+)
+from toycode.sd.backend import StableDiffusionBackend
 from toycode.sd.run import make_image_reward, sd_sample, write_outputs
+from toycode.sd.tiny import tiny_pipeline
 
 PROMPT = "a red fox in the snow"
 
@@ -25,6 +30,7 @@ def pipe():
 @pytest.fixture(scope="module")
 def clip():
     from transformers import CLIPConfig, CLIPModel
+
     from toycode.sd.tiny import tiny_tokenizer
     torch.manual_seed(0)
     config = CLIPConfig(
@@ -243,3 +249,21 @@ def test_building_a_tiny_pipeline_leaves_the_global_generator_alone():
     torch.manual_seed(99)
     b = tiny_pipeline(seed=1)
     assert all(torch.equal(p, q) for p, q in zip(a.unet.parameters(), b.unet.parameters()))
+
+
+def test_lookahead_values_run_on_sd_and_their_unet_calls_are_counted(pipe):
+    """Rollouts go through the same UNet (chunked by max_batch) and the one Ledger:
+    per sample 1 + (T − 1)·N + (interior block ends)·N·M·(k − 1) UNet rows."""
+    from toycode.values import LookaheadValue
+    T, n, N, B, M, k = 6, 2, 2, 2, 2, 2
+    be = StableDiffusionBackend(pipe, PROMPT, steps=T, max_batch=3)
+    counter = UNetCounter(pipe.unet)
+    try:
+        res = sample_blockwise(be, brightness, n, num_candidates=N, block_size=B,
+                               value=LookaheadValue(brightness, 1.0, samples=M, steps=k),
+                               generator=torch.Generator().manual_seed(0))
+    finally:
+        counter.close()
+    interior = T // B - 1
+    assert counter.rows == res.nfe == n * (1 + (T - 1) * N + interior * N * M * (k - 1))
+    assert max(counter.sizes) <= 3

@@ -1,9 +1,9 @@
 import pytest
 import torch
+from conftest import ExactReference
 
 from toycode import ExactValue, Process, sample_blockwise
 from toycode.backends import analytic_backend
-from conftest import ExactReference
 from toycode.sampler import SELECTIONS
 
 

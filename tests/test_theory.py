@@ -7,8 +7,13 @@ import torch
 
 from toycode import api
 from toycode.exact.metrics import mean_se
-from toycode.exact.theory import (blockwise_kl_bound, bon_kl, bon_win_probability,
-                                  exact_best_of_n, knn_kl_bias)
+from toycode.exact.theory import (
+    blockwise_kl_bound,
+    bon_kl,
+    bon_win_probability,
+    exact_best_of_n,
+    knn_kl_bias,
+)
 
 
 def test_closed_forms():

@@ -51,7 +51,7 @@ def test_sweep_is_resumable_and_loses_at_most_the_row_in_flight(tmp_path, monkey
     assert len(run_sweep("between", ["bon"], grid, seeds=2, out=tmp_path, n=64,
                          progress=False)) == 4
     row = rows[0]
-    for key in ("nfe", "reward_calls", "grad_evals", "reward_mean", "mmd2", "kl_to_target",
+    for key in ("nfe", "reward_calls", "reward_grads", "reward_mean", "mmd2", "kl_to_target",
                 "kl_to_base", "wall_s", "seed", "settings", "method", "problem"):
         assert key in row
 

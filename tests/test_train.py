@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import ExactReference
+
 from toycode import sample_blockwise
 from toycode.backends import load_trained_backend
 from toycode.train import find_mlp_checkpoint, fit, train_mlp

@@ -11,8 +11,7 @@ from toycode.cli import main
 from toycode.diffusion import NoiseLevel
 from toycode.exact.posterior import posterior_sample
 from toycode.sampler import Ledger
-from toycode.values import (LookaheadValue, PosteriorValue, TweedieValue, coarse_grid,
-                            log_mean_exp)
+from toycode.values import LookaheadValue, PosteriorValue, TweedieValue, coarse_grid, log_mean_exp
 
 
 class CountingBackend:

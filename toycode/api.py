@@ -28,10 +28,14 @@ from .checks import check_choice, check_range
 from .diffusion import Process
 from .exact.problems import Problem, load_problem
 from .methods import METHODS, GuidanceInputs, get_method
-from .sampler import ExactValue, SampleResult, sample_blockwise
-from .train import find_mlp_checkpoint, train_mlp
+from .sampler import SampleResult, sample_blockwise
+from .train import PROCESSES, find_mlp_checkpoint, train_mlp
+from .values import ExactValue, LookaheadValue, PosteriorValue
 
-__all__ = ["METHODS", "make_backend", "sample", "target", "train"]
+__all__ = ["METHODS", "VALUES", "make_backend", "make_value", "sample", "target", "train"]
+
+VALUES = ("tweedie", "exact", "lookahead", "posterior", "learned")
+"""The value estimators a toy problem can be sampled with (see :mod:`toycode.values`)."""
 
 
 def _problem(problem: Problem | str | Path) -> Problem:
@@ -39,16 +43,47 @@ def _problem(problem: Problem | str | Path) -> Problem:
 
 
 def make_backend(problem: Problem | str | Path, backend: str | Path = "analytic", *,
-                 steps: int = 100, eta: float = 1.0) -> Backend:
-    """"analytic" (exact denoiser), "trained" (the committed MLP for this prior) or a .pt path."""
+                 steps: int = 100, eta: float = 1.0, process: str = "vp") -> Backend:
+    """"analytic" (exact denoiser), "trained" (the committed MLP for this prior and process) or
+    a .pt path, on ``steps`` DDIM(``eta``) steps of ``process`` ("vp": the linear
+    variance-preserving schedule; "flow": rectified flow on diffusers' FlowMatchEuler grid)."""
     problem = _problem(problem)
+    check_choice("process", process, PROCESSES)
+    check_range("eta", eta, 0.0, 1.0)
     if str(backend) == "analytic":
-        return analytic_backend(problem.prior, Process.make(steps, eta=eta))
-    path = find_mlp_checkpoint(problem.prior) if str(backend) == "trained" else Path(backend)
+        return analytic_backend(problem.prior, Process.make(
+            steps, "flow" if process == "flow" else "linear", eta=eta))
+    if str(backend) == "trained":
+        path = find_mlp_checkpoint(problem.prior, process=process)
+    else:
+        path = Path(backend)
     if not path.is_file():
         raise ValueError(f"backend must be 'analytic', 'trained' or a checkpoint path; "
                          f"{str(backend)!r} is none of these")
-    return load_trained_backend(path, steps, eta)
+    return load_trained_backend(path, steps, eta, process=process)
+
+
+def make_value(problem: Problem | str | Path, value: str = "tweedie", *, lam: float | None = None,
+               process: str = "vp", value_samples: int = 4, lookahead_steps: int = 4):
+    """The value object (or "tweedie") a value name stands for on a toy problem: M =
+    ``value_samples`` rollouts (lookahead) or posterior draws (posterior), k =
+    ``lookahead_steps``; ``lam`` is their aggregation λ (default the problem's); "learned"
+    loads the committed network for this problem and process (trained at the problem's λ)."""
+    problem = _problem(problem)
+    check_choice("value", value, VALUES)
+    if value != "tweedie" and not problem.lam > 0:
+        raise ValueError(f"value={value!r} needs the problem's lam > 0, got {problem.lam}")
+    if value == "exact":
+        return ExactValue(problem.target)
+    if value == "lookahead":
+        return LookaheadValue(problem.reward, problem.lam if lam is None else lam,
+                              value_samples, lookahead_steps)
+    if value == "posterior":
+        return PosteriorValue(problem.target, value_samples)
+    if value == "learned":
+        from .learned_value import load_learned_value
+        return load_learned_value(problem, process)
+    return "tweedie"
 
 
 def sample(problem: Problem | str | Path, *, backend: str | Path | Backend = "analytic",
@@ -57,21 +92,25 @@ def sample(problem: Problem | str | Path, *, backend: str | Path | Backend = "an
            steps: int = 100, n: int = 1000, seed: int = 0, particles: int = 32,
            ess_threshold: float = 0.5, scale: float | None = None, backward_steps: int = 0,
            backward_lr: float = 0.1, recurrence: int = 1, progress: bool = False,
-           callback=None) -> SampleResult:
+           callback=None, process: str = "vp", eta: float = 1.0, value_samples: int = 4,
+           lookahead_steps: int = 4) -> SampleResult:
     """Sample a problem with a named method; ``lam`` and ``scale`` default to the problem's λ.
+
+    A named ``backend`` is built by :func:`make_backend` with ``steps``, ``eta`` and ``process``.
 
     ``block_size`` and ``selection`` default to the method's (CoDe: 10 and argmax; SMC: 1 and
     systematic); ``particles``/``ess_threshold`` apply to SMC only; ``scale``,
-    ``backward_steps``, ``backward_lr``, ``recurrence`` to gradient guidance.
+    ``backward_steps``, ``backward_lr``, ``recurrence`` to gradient guidance. ``value`` is one
+    of :data:`VALUES` (with ``value_samples`` M and ``lookahead_steps`` k; see
+    :func:`make_value`).
     """
     problem = _problem(problem)
     m = get_method(method)
-    check_choice("value", value, ("tweedie", "exact"))
-    if value == "exact" and not problem.lam > 0:
-        raise ValueError(f"value='exact' needs the problem's lam > 0, got {problem.lam}")
+    value_fn = make_value(problem, value, lam=lam, process=process, value_samples=value_samples,
+                          lookahead_steps=lookahead_steps)
     if isinstance(backend, (str, Path)):
         check_range("steps", steps, 1, 1000)
-        backend = make_backend(problem, backend, steps=steps)
+        backend = make_backend(problem, backend, steps=steps, eta=eta, process=process)
     settings = m.sampler_settings(backend.process.num_steps, num_candidates=num_candidates,
                                   block_size=block_size, particles=particles,
                                   ess_threshold=ess_threshold, selection=selection)
@@ -80,10 +119,15 @@ def sample(problem: Problem | str | Path, *, backend: str | Path | Backend = "an
                                              backward_steps, backward_lr, recurrence))
     result = sample_blockwise(
         backend, problem.reward, n, lam=problem.lam if lam is None else lam,
-        value=ExactValue(problem.target) if value == "exact" else "tweedie",
+        value=value_fn,
         generator=torch.Generator().manual_seed(seed), progress=progress, callback=callback,
         **settings)
-    result.settings.update(method=method, seed=seed, backend=str(getattr(backend, "name", backend)))
+    result.settings.update(method=method, seed=seed, value=value,
+                           backend=str(getattr(backend, "name", backend)))
+    if value in ("lookahead", "posterior"):
+        result.settings.update(value_samples=value_samples)
+    if value == "lookahead":
+        result.settings.update(lookahead_steps=lookahead_steps)
     if m.guidance is not None and m.needs_gradient:
         result.settings.update(scale=scale)
     return result
@@ -98,7 +142,8 @@ def target(problem: Problem | str | Path, n: int = 1000, seed: int = 0):
 
 
 def train(problem: Problem | str | Path, out: str | Path, *, steps: int = 8000, seed: int = 0,
-          progress: bool = True, **options) -> dict:
-    """Train the MLP denoiser on the problem's prior (see :func:`toycode.train.train_mlp`)."""
+          progress: bool = True, process: str = "vp", **options) -> dict:
+    """Train the MLP denoiser on the problem's prior under ``process`` ("vp": ε-prediction,
+    "flow": rectified-flow velocity; see :func:`toycode.train.train_mlp`)."""
     return train_mlp(_problem(problem).prior, out, steps=steps, seed=seed, progress=progress,
-                     **options)
+                     process=process, **options)

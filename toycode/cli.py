@@ -2,7 +2,7 @@
 
 2-D problems: demo, compare, target, sample, train, tradeoff, plot. MNIST: train-mnist,
 mnist-eval, mnist-demo, mnist-gmm. Stable Diffusion: sd. Each has a Python counterpart in
-toycode.api, toycode.demo, toycode.tradeoff, toycode.mnist_* or toycode.sd_run.
+toycode.api, toycode.demo, toycode.tradeoff, toycode.mnist or toycode.sd.run.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from . import api
+from .exact.problems import load_problem
 from .io import save_npz
 from .methods import METHODS
 from .sampler import SELECTIONS
@@ -28,9 +29,9 @@ def _demo(args):
     start = time.time()
     result = run_demo(args.problem, out_dir=args.out_dir, backends=tuple(args.backends), n=args.n,
                       steps=args.steps, num_candidates=args.num_candidates,
-                      block_size=args.block_size, seed=args.seed)
+                      block_size=args.block_size, seed=args.seed, process=args.process)
     print(f"problem {result['problem'].name}: lam={result['problem'].lam:g}, n={args.n}, "
-          f"T={args.steps}, seed={args.seed}")
+          f"T={args.steps}, seed={args.seed}, process={args.process}")
     print(format_table(result))
     for path in result["figures"]:
         print(f"wrote {path}")
@@ -43,17 +44,17 @@ def _compare(args):
     for name in args.problems or builtin_problems():
         result = compare(name, COMPARE_RUNS, tuple(args.backends), n=args.n, steps=args.steps,
                          num_candidates=args.num_candidates, block_size=args.block_size,
-                         seed=args.seed)
+                         seed=args.seed, process=args.process, value=args.value)
         p = result["problem"]
         print(f"\n## {p.name}: reward {p.reward.to_dict()['type']}, lam={p.lam:g}, n={args.n}, "
-              f"T={args.steps}, seed={args.seed}\n")
+              f"T={args.steps}, seed={args.seed}, process={args.process}\n")
         print(format_table(result, gradients=True))
 
 
 def _sd(args):
+    from .image_rewards import Clip, load_clip
     from .sd.backend import load_pipeline
     from .sd.run import load_image, make_image_reward, sd_sample, write_outputs
-    from .image_rewards import Clip, load_clip
     reference = load_image(args.reference) if args.reference else None
     reward = make_image_reward(args.reward, reference=reference, prompt=args.prompt[0],
                                clip=lambda: Clip(*load_clip(args.clip_model, args.device)),
@@ -89,8 +90,8 @@ def _train_mnist(args):
 
 def _mnist_eval(args, quality: bool = True):
     from .backends import load_trained_backend
-    from .mnist.models import UNET_PATH, load_classifier
     from .mnist.eval import base_quality, classifier_accuracy
+    from .mnist.models import UNET_PATH, load_classifier
     classifier = load_classifier()
     acc, se, count = classifier_accuracy(classifier, args.data_dir)
     print(f"classifier accuracy on held-out MNIST test[9000:10000]: {100 * acc:.2f} % "
@@ -149,13 +150,36 @@ def _mnist_gmm(args):
 def _tradeoff(args):
     from .tradeoff import parse_grid, run_sweep
     rows = run_sweep(args.problem, args.methods, parse_grid(args.grid), seeds=args.seeds,
-                     out=args.out, n=args.n)
+                     out=args.out, n=args.n, process=args.process, value=args.value)
     print(f"{len(rows)} rows in {args.out}/results.jsonl")
 
 
+def _values(args):
+    from .plots import plot_value_errors, save
+    from .value_study import DEFAULT_ESTIMATORS, format_value_errors, value_errors
+    estimators = [e for e in DEFAULT_ESTIMATORS if not args.only or e[0] in args.only]
+    rows = value_errors(args.problem, estimators, steps=args.steps, n=args.n, seed=args.seed,
+                        process=args.process)
+    name = load_problem(args.problem).name
+    print(f"problem {name}: value estimators against the exact soft value V_t, n = {args.n} "
+          f"states per level, analytic denoiser, T = {args.steps}, {args.process}")
+    print(format_value_errors(rows))
+    out = args.out or f"figures/values_{name}.png"
+    fig = plot_value_errors(rows, f"{name}: value estimators against the exact V_t")
+    print(f"wrote {save(fig, out)}")
+
+
+def _train_value(args):
+    from .learned_value import train_value
+    ckpt = train_value(load_problem(args.problem), args.out, process=args.process,
+                       steps=args.steps, seed=args.seed)
+    print(json.dumps({"steps": ckpt["train"]["steps"], "loss": ckpt["loss"],
+                      "process": ckpt["process"]}))
+
+
 def _plot(args):
-    from .plots import plot_genealogy, plot_sweep, save
     from .exact.problems import load_problem
+    from .plots import plot_genealogy, plot_sweep, save
     from .tradeoff import read_results
     rows = read_results(args.results)
     if not rows:
@@ -187,7 +211,9 @@ def _sample(args):
                      n=args.n, seed=args.seed, particles=args.particles,
                      ess_threshold=args.ess_threshold, scale=args.scale,
                      backward_steps=args.backward_steps, backward_lr=args.backward_lr,
-                     recurrence=args.recurrence, progress=True)
+                     recurrence=args.recurrence, progress=True, process=args.process,
+                     eta=args.eta, value_samples=args.value_samples,
+                     lookahead_steps=args.lookahead_steps)
     if args.out:
         save_npz(args.out, samples=torch.as_tensor(res.samples).double().numpy(),
                  rewards=res.rewards.numpy(), nfe=res.nfe, reward_calls=res.reward_calls,
@@ -202,8 +228,9 @@ def _sample(args):
 
 def _train(args):
     ckpt = api.train(args.problem, args.out, steps=args.steps, seed=args.seed,
-                     batch_size=args.batch_size, resume=not args.restart)
-    print(json.dumps({"out": args.out, "steps": ckpt["step"], "loss": ckpt["loss"]}))
+                     batch_size=args.batch_size, resume=not args.restart, process=args.process)
+    print(json.dumps({"out": args.out, "steps": ckpt["step"], "loss": ckpt["loss"],
+                      "process": ckpt["process"]}))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="every method (CoDe, SMC, guidance) on the built-in "
                                        "problems, against the exact targets")
     c.add_argument("--problems", nargs="+", help="built-in names or files (default: all built-ins)")
+    c.add_argument("--value", default="tweedie", choices=api.VALUES,
+                   help="value estimator of every run that does not name its own")
     c.set_defaults(func=_compare)
     for q, backends in ((d, ["analytic", "trained"]), (c, ["analytic"])):
         q.add_argument("--n", type=int, default=1024)
@@ -244,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--selection", default=None, choices=sorted(SELECTIONS),
                    help="default argmax (CoDe family), systematic (SMC)")
     s.add_argument("--lam", type=float, default=None, help="softmax λ (default: the problem's)")
-    s.add_argument("--value", default="tweedie", choices=["tweedie", "exact"])
+    s.add_argument("--value", default="tweedie", choices=api.VALUES,
+                   help="value estimator at block ends (see toycode.values)")
     s.add_argument("--particles", type=int, default=32, help="SMC population size K")
     s.add_argument("--ess-threshold", type=float, default=0.5, help="SMC resamples at ESS < this·K")
     s.add_argument("--scale", type=float, default=None, help="guidance scale (default λ)")
@@ -254,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=100)
     s.add_argument("--n", type=int, default=1024)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--eta", type=float, default=1.0, help="DDIM η in [0, 1] (selection needs "
+                                                          "η > 0)")
     s.add_argument("--out", help="write samples, rewards, nfe, reward_calls to this .npz")
     s.set_defaults(func=_sample)
 
@@ -336,7 +368,27 @@ def build_parser() -> argparse.ArgumentParser:
     to.add_argument("--seeds", type=int, default=5)
     to.add_argument("--n", type=int, default=512, help="samples per row")
     to.add_argument("--out", default="results")
+    to.add_argument("--value", default="tweedie", choices=api.VALUES,
+                    help="value estimator of every row (grid knobs M, k set its options)")
     to.set_defaults(func=_tradeoff)
+
+    va = sub.add_parser("values", help="each value estimator's error against the exact V_t, "
+                                       "by noise level (table and figure)")
+    va.add_argument("--problem", required=True)
+    va.add_argument("--only", nargs="+", choices=[v for v in api.VALUES if v != "exact"],
+                    help="estimators to compare (default: all)")
+    va.add_argument("--n", type=int, default=1000, help="states per noise level")
+    va.add_argument("--steps", type=int, default=100)
+    va.add_argument("--seed", type=int, default=0)
+    va.add_argument("--out", help="PNG path (default figures/values_PROBLEM.png)")
+    va.set_defaults(func=_values)
+
+    tv = sub.add_parser("train-value", help="train the learned soft value of a toy problem")
+    tv.add_argument("--problem", required=True)
+    tv.add_argument("--out", help="checkpoint (default toycode/checkpoints/value_P_PROCESS.pt)")
+    tv.add_argument("--steps", type=int, default=1500)
+    tv.add_argument("--seed", type=int, default=0)
+    tv.set_defaults(func=_train_value)
 
     pl = sub.add_parser("plot", help="plots from a tradeoff table")
     pl.add_argument("results", help="the folder holding results.jsonl")
@@ -353,6 +405,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     tr.set_defaults(func=_train)
+    for q in (s,):
+        q.add_argument("--value-samples", "--lookahead-samples", dest="value_samples", type=int,
+                       default=4, help="M: look-ahead rollouts or posterior draws per candidate")
+        q.add_argument("--lookahead-steps", type=int, default=4,
+                       help="k: coarse model steps of each look-ahead rollout")
+    for q in (d, c, s, to, tr, va, tv):   # validated by the API: a bad value is a one-line error
+        q.add_argument("--process", default="vp",
+                       help="vp (variance-preserving, ε-prediction) | flow (rectified flow)")
     return p
 
 

@@ -14,11 +14,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import api
-from .methods import get_method
 from .exact.metrics import evaluate, median_bandwidth, noise_floor
-from .plots import plot_samples_sheet, plot_tradeoff, save
 from .exact.problems import Problem, load_problem
-
+from .exact.theory import knn_kl_bias
+from .methods import get_method
+from .plots import plot_samples_sheet, plot_tradeoff, save
 
 __all__ = ["Run", "DEMO_RUNS", "COMPARE_RUNS", "compare", "run_demo", "format_table"]
 
@@ -54,8 +54,10 @@ COMPARE_RUNS = DEMO_RUNS + [
 
 def compare(problem: Problem | str, runs=DEMO_RUNS, backends=("analytic",), *, n: int = 1024,
             steps: int = 100, num_candidates: int = 16, block_size: int = 10, seed: int = 0,
-            progress: bool = True) -> dict:
-    """Run every configuration on every backend; return rows, samples, floor and target."""
+            progress: bool = True, process: str = "vp", value: str = "tweedie") -> dict:
+    """Run every configuration on every backend under ``process`` ("vp" | "flow"); return
+    rows, samples, floor and target. ``value`` is the value estimator of every run that does
+    not name its own (see :data:`toycode.api.VALUES`)."""
     problem = problem if isinstance(problem, Problem) else load_problem(problem)
     target = problem.target
     gen = torch.Generator().manual_seed(seed + 10_000)
@@ -66,7 +68,7 @@ def compare(problem: Problem | str, runs=DEMO_RUNS, backends=("analytic",), *, n
     jobs = [(b, r) for b in backends for r in runs]
     for backend, run in tqdm(jobs, desc=problem.name, disable=not progress):
         method = get_method(run.method)
-        options = {"num_candidates": num_candidates, **run.options}
+        options = {"num_candidates": num_candidates, "value": value, **run.options}
         if method.block == "given" and not method.particles:
             options.setdefault("block_size", block_size)
         row = {"label": run.label, "backend": backend, "method": run.method}
@@ -74,30 +76,35 @@ def compare(problem: Problem | str, runs=DEMO_RUNS, backends=("analytic",), *, n
             rows.append({**row, "skipped": "reward not differentiable"})
             continue
         res = api.sample(problem, backend=backend, method=run.method, steps=steps, n=n,
-                         seed=seed, **options)
+                         seed=seed, process=process, **options)
         metrics = evaluate(res.samples, res.rewards, target, reference, bandwidth)
         rows.append({**row, "N": res.settings["num_candidates"], "B": res.settings["block_size"],
                      "K": res.settings["particles"], "nfe": res.nfe_per_sample,
                      "reward_grads": res.reward_grads / res.n, "backprops": res.backprops / res.n,
                      "reward_calls": res.reward_calls / res.n, **metrics})
         samples.append((f"{run.label} [{backend}]", res.samples.detach().double()))
+    # the k-NN KL estimator's bias at this n, measured where KL(q_N‖p) is known exactly
+    kl_bias = knn_kl_bias(problem.prior, problem.reward, n, (1, 4, 16), replicates=3,
+                          generator=gen)
     return {"problem": problem, "rows": rows, "samples": samples, "reference": reference,
-            "floor": floor, "target": target.summary()}
+            "floor": floor, "target": target.summary(), "process": process, "kl_bias": kl_bias}
 
 
 def run_demo(problem: str = "between", *, out_dir: str | Path = "figures",
              backends=("analytic", "trained"), **options) -> dict:
-    """The demo: DEMO_RUNS on both backends, and its two figures."""
+    """The demo: DEMO_RUNS on both backends, and its two figures (named ``*_flow`` under
+    ``process="flow"``)."""
     result = compare(problem, DEMO_RUNS, backends, **options)
     problem = result["problem"]
     out = Path(out_dir)
+    tag = "" if result["process"] == "vp" else f"_{result['process']}"
     result["figures"] = [save(plot_samples_sheet(problem, result["reference"], result["samples"]),
-                              out / f"gmm_{problem.name}_samples.png")]
+                              out / f"gmm_{problem.name}_samples{tag}.png")]
     colors = {r.label: f"C{i}" for i, r in enumerate(DEMO_RUNS)}
     points = [{**r, "label": f"{r['label']} [{r['backend']}]", "color": colors[r["label"]]}
               for r in result["rows"]]
     result["figures"].append(save(plot_tradeoff(problem, points),
-                                  out / f"gmm_{problem.name}_tradeoff.png"))
+                                  out / f"gmm_{problem.name}_tradeoff{tag}.png"))
     return result
 
 
@@ -131,4 +138,9 @@ def format_table(result: dict, gradients: bool = False) -> str:
                  "(two independent exact samples); the 'exact p* (sample)' row's KL and mode TV "
                  "are their estimators' floors. KL is inf for samples with repeated points "
                  "(SMC's resampling copies particles; 'distinct' is the share of unique ones).")
+    if result.get("kl_bias"):
+        cells = ", ".join(f"N = {b['N']}: {b['estimate']:.3f} vs {b['exact']:.3f} "
+                          f"(bias {b['bias']:+.3f} ± {b['se']:.3f})" for b in result["kl_bias"])
+        lines.append(f"KL(q‖p)'s k-NN estimator on exact best-of-N samples of size "
+                     f"{result['kl_bias'][0]['n']}, against log N − (N − 1)/N: {cells}.")
     return "\n".join(lines)

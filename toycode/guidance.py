@@ -5,29 +5,31 @@ wrap-the-model pattern); the rest of the contract is the wrapped backend's. Grad
 only inside the rules, so gradient-free samplers never build a graph. The guided ε̂ is the base
 one shifted along a score correction g ≈ ∇_{x_t} log E[e^{λ r(x0)} | x_t]:
 
-    ε̂_guided = ε̂ − √(1 − ᾱ_t) · g        (ε̂ = −√(1 − ᾱ_t) ∇ log p_t, so this adds g to the score)
+    ε̂_guided = ε̂ − σ_t · g,  x̂0_guided = x̂0 + (σ_t²/α_t) · g
+    (x_t = α_t x0 + σ_t ε and ε̂ = −σ_t ∇ log p_t, so this adds g to the score; VP: α = √ᾱ,
+    σ = √(1 − ᾱ); rectified flow: α = 1 − t, σ = t)
 
     rule            g                                                         cost per row
     DPS             s ∇_{x_t} r(x̂0(x_t)), through the denoiser (Chung et al.)  1 NFE, 1 backprop
-    DPS-detached    s ∇_{x_t} r(x̂0) with ε̂ held fixed: s ∇r(x̂0) / √ᾱ_t        1 NFE
+    DPS-detached    s ∇_{x_t} r(x̂0) with ε̂ held fixed: s ∇r(x̂0) / α_t         1 NFE
     Universal       DPS forward guidance; then m ascent steps on x̂0 + Δ       r NFE, r backprops
-                    (backward guidance, ε̂ −= √(ᾱ/(1−ᾱ)) Δ); repeated r times
-                    with re-noising (self-recurrence; Bansal et al. 2023)
+                    (backward guidance, ε̂ −= (α/σ) Δ); repeated r times with
+                    re-noising by the process's forward transition
+                    (self-recurrence; Bansal et al. 2023)
     Exact           λ ∇V_t = ∇ log_tilt(x_t) of the exact target               1 NFE
 
-With the exact denoiser and the exact rule, the guided ε̂ is exactly −√(1 − ᾱ) ∇ log p*_t: the
-tilted reverse process, up to time discretisation.
+Where α_t = 0 (a flow grid's first point) x_t carries nothing of x0, so the correction
+∇ log E[e^{λr(x0)} | x_t] vanishes and no rule moves ε̂ or x̂0. With the exact denoiser and the
+exact rule, the guided ε̂ is exactly −σ ∇ log p*_t: the tilted reverse process, up to time
+discretisation.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 
 from .backends.base import Backend, Prediction
 from .checks import check_range
-from .diffusion import randn_like
 
 __all__ = ["GuidedBackend", "DPS", "Universal", "ExactGuidance", "require_differentiable"]
 
@@ -64,12 +66,17 @@ class GuidedBackend:
         return f"GuidedBackend({self.inner!r}, {type(self.rule).__name__})"
 
 
-def _abar(backend: Backend, i: int) -> float:
-    return float(backend.process.abar[i])
+def _coef(value: float, like: torch.Tensor) -> torch.Tensor:
+    """A float64 coefficient cast to the state's dtype only at the end."""
+    return torch.as_tensor(value, dtype=torch.float64).to(like.dtype)
 
 
-def _shift(backend: Backend, i: int, eps, g) -> torch.Tensor:
-    return eps - math.sqrt(1 - _abar(backend, i)) * g
+def _shift(backend: Backend, i: int, eps, x0, g) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ε̂ − σ g, x̂0 + (σ²/α) g): the score moved by g; unmoved where α = 0 (see above)."""
+    lv = backend.process.level(i)
+    if lv.alpha == 0:
+        return eps, x0
+    return eps - _coef(lv.sigma, g) * g, x0 + _coef(lv.sigma ** 2 / lv.alpha, g) * g
 
 
 def _reward_grad(reward, backend: Backend, x_in, x0):
@@ -81,7 +88,7 @@ def _reward_grad(reward, backend: Backend, x_in, x0):
 class DPS:
     """Diffusion posterior sampling (Chung et al. 2023): g = s ∇_{x_t} r(x̂0(x_t)).
 
-    ``detach=True`` holds ε̂ fixed, so ∇_{x_t} x̂0 = I/√ᾱ_t and no gradient passes through the
+    ``detach=True`` holds ε̂ fixed, so ∇_{x_t} x̂0 = I/α_t and no gradient passes through the
     denoiser (the official CoDe code's gradient baseline).
     """
 
@@ -96,14 +103,15 @@ class DPS:
             if self.detach:
                 with torch.no_grad():
                     pred = backend.predict(x, i, generator)
-                x0 = pred.x0 + (xg - x) / math.sqrt(_abar(backend, i))
+                alpha = backend.process.level(i).alpha
+                # at α = 0 x̂0 does not depend on x_t: ∇ = 0 (the zero-scaled path keeps a graph)
+                x0 = pred.x0 + (xg - x) * (1 / alpha if alpha > 0 else 0.0)
             else:
                 pred = backend.predict(xg, i, generator)
                 x0 = pred.x0
             g = _reward_grad(self.reward, backend, xg, x0)
-        eps = _shift(backend, i, pred.eps.detach(), self.scale * g)
-        return Prediction(eps, backend.process.tweedie(x, i, eps), reward_grads=1,
-                          backprops=0 if self.detach else 1)
+        eps, x0 = _shift(backend, i, pred.eps.detach(), pred.x0.detach(), self.scale * g)
+        return Prediction(eps, x0, reward_grads=1, backprops=0 if self.detach else 1)
 
 
 class Universal:
@@ -124,28 +132,27 @@ class Universal:
         self.forward = DPS(reward, scale)
         self.reward, self.m, self.lr, self.r = reward, backward_steps, backward_lr, recurrence
 
-    def _guided(self, backend: Backend, x, i: int, generator) -> torch.Tensor:
-        eps = self.forward(backend, x, i, generator).eps
-        if self.m:
-            a = _abar(backend, i)
-            x0 = backend.process.tweedie(x, i, eps)
+    def _guided(self, backend: Backend, x, i: int, generator):
+        pred = self.forward(backend, x, i, generator)
+        eps, x0 = pred.eps, pred.x0
+        lv = backend.process.level(i)
+        if self.m and lv.alpha > 0:
             delta = torch.zeros_like(x0)
             for _ in range(self.m):
                 with torch.enable_grad():
                     d = delta.requires_grad_(True)
                     delta = (d + self.lr * _reward_grad(self.reward, backend, d, x0 + d)).detach()
-            eps = eps - math.sqrt(a / (1 - a)) * delta
-        return eps
+            # x̂0 + Δ at fixed x_t means ε̂ = (x_t − α (x̂0 + Δ))/σ = ε̂ − (α/σ) Δ
+            eps, x0 = eps - _coef(lv.alpha / lv.sigma, delta) * delta, x0 + delta
+        return eps, x0
 
     def __call__(self, backend: Backend, x, i: int, generator=None) -> Prediction:
         process = backend.process
-        a, a_next = _abar(backend, i), _abar(backend, i + 1)
         for _ in range(self.r - 1):   # self-recurrence: step, then re-noise to the same level
-            x_next = process.step(x, i, self._guided(backend, x, i, generator), generator)
-            z = randn_like(x, generator)
-            x = math.sqrt(a / a_next) * x_next + math.sqrt(1 - a / a_next) * z
-        eps = self._guided(backend, x, i, generator)
-        return Prediction(eps, process.tweedie(x, i, eps), x=x if self.r > 1 else None,
+            eps, x0 = self._guided(backend, x, i, generator)
+            x = process.forward(process.step(x, i, eps, generator, x0=x0), i + 1, i, generator)
+        eps, x0 = self._guided(backend, x, i, generator)
+        return Prediction(eps, x0, x=x if self.r > 1 else None,
                           nfe=self.r, reward_grads=self.r * (1 + self.m), backprops=self.r)
 
 
@@ -159,6 +166,7 @@ class ExactGuidance:
         pred = backend.predict(x, i, generator)
         with torch.enable_grad():
             xg = x.detach().double().requires_grad_(True)
-            g = torch.autograd.grad(self.target.log_tilt(xg, _abar(backend, i)).sum(), xg)[0]
-        eps = _shift(backend, i, pred.eps, g.to(x.dtype))
-        return Prediction(eps, backend.process.tweedie(x, i, eps), reward_grads=1)
+            level = backend.process.level(i)
+            g = torch.autograd.grad(self.target.log_tilt(xg, level).sum(), xg)[0]
+        eps, x0 = _shift(backend, i, pred.eps, pred.x0, g.to(x.dtype))
+        return Prediction(eps, x0, reward_grads=1)

@@ -32,7 +32,7 @@ from .guidance import DPS, ExactGuidance, GuidedBackend, Universal
 __all__ = ["Method", "GuidanceInputs", "METHODS", "get_method", "KNOBS"]
 
 KNOBS = {"N": "num_candidates", "B": "block_size", "K": "particles", "lam": "lam",
-         "scale": "scale", "T": "steps"}
+         "scale": "scale", "T": "steps", "M": "value_samples", "k": "lookahead_steps"}
 """Sweep knobs and the ``api.sample`` argument each one sets."""
 
 
@@ -110,14 +110,14 @@ def _universal(g: GuidanceInputs):
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("base", "the pretrained model"),
     Method("bon", "best-of-N: one block, score the finished samples", candidates=True,
-           selection="argmax", knobs=("N", "lam", "T")),
+           selection="argmax", knobs=("N", "lam", "T", "M", "k")),
     Method("svdd", "SVDD-PM: select after every step", candidates=True, block="one",
-           selection="argmax", knobs=("N", "lam", "T")),
+           selection="argmax", knobs=("N", "lam", "T", "M", "k")),
     Method("code", "CoDe: N candidates per state, select every B steps", candidates=True,
-           block="given", selection="argmax", knobs=("N", "B", "lam", "T")),
+           block="given", selection="argmax", knobs=("N", "B", "lam", "T", "M", "k")),
     Method("smc", "SMC / FK steering: K particles, resample every B steps or at low ESS",
            particles=True, block="given", default_block_size=1, selection="systematic",
-           knobs=("K", "B", "lam", "T")),
+           knobs=("K", "B", "lam", "T", "M", "k")),
     Method("dps", "diffusion posterior sampling", guidance=lambda g: DPS(g.reward, g.scale),
            needs_gradient=True, knobs=("scale", "T")),
     Method("dps-detached", "DPS with ε̂ held fixed (the official CoDe code's gradient baseline)",

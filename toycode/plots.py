@@ -8,11 +8,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .io import atomic_write
 from .exact.problems import Problem
+from .io import atomic_write
 
-__all__ = ["density_grid", "exact_frontier", "plot_samples_sheet", "plot_tradeoff",
-           "plot_dimension_sweep", "plot_sweep", "plot_genealogy", "SWEEP_KINDS", "save"]
+__all__ = ["plot_value_errors", "density_grid", "exact_frontier", "plot_samples_sheet",
+           "plot_tradeoff", "plot_dimension_sweep", "plot_sweep", "plot_genealogy",
+           "SWEEP_KINDS", "save"]
 
 
 def save(fig, path: str | Path) -> Path:
@@ -137,7 +138,8 @@ def _aggregate(rows: list[dict], y: str, x: str):
     """Mean ± s.e. over seeds of y and mean x, per (method, settings), sorted by x per method."""
     groups: dict = {}
     for r in rows:
-        key = (r["method"], tuple(sorted(r["settings"].items())))
+        name = r["method"] + (f" ({r['value']} V)" if r.get("value") else "")
+        key = (name, tuple(sorted(r["settings"].items())))
         groups.setdefault(key, []).append(r)
     curves: dict = {}
     for (method, settings), rs in groups.items():
@@ -164,7 +166,8 @@ def plot_sweep(rows: list[dict], kind: str, problem: Problem | None = None):
     if kind not in SWEEP_KINDS:
         raise ValueError(f"kind must be one of {sorted(SWEEP_KINDS) + ['genealogy']}, got {kind!r}")
     x, y, xlabel, ylabel = SWEEP_KINDS[kind]
-    finite = [r for r in rows if np.isfinite(r[x]) and np.isfinite(r[y])]
+    # null (None) is how a strict-JSON table stores a value it could not write as a number
+    finite = [r for r in rows if all(r.get(k) is not None and np.isfinite(r[k]) for k in (x, y))]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     if kind == "frontier" and problem is not None:
         _, kl, reward = exact_frontier(problem)
@@ -185,7 +188,7 @@ def plot_sweep(rows: list[dict], kind: str, problem: Problem | None = None):
     skipped = len(rows) - len(finite)
     title = f"{rows[0]['problem']}: {ylabel} vs {xlabel}" if rows else kind
     if skipped:
-        title += f" ({skipped} rows with infinite values left out)"
+        title += f" ({skipped} rows with infinite or missing values left out)"
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel + " (±2 s.e. over seeds)")
@@ -220,5 +223,29 @@ def plot_genealogy(blocks: list[dict], sample: int = 0):
                       f"circled", fontsize=9)
     for ax in axes:
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_value_errors(rows: list[dict], title: str = ""):
+    """RMSE (solid) and |bias| (dotted) of each value estimator against the exact V_t, by the
+    timestep, under the base marginal p_t and the tilted marginal p*_t."""
+    done = [r for r in rows if "skipped" not in r]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    names = list(dict.fromkeys(r["estimator"] for r in done))
+    for ax, under in zip(axes, ("p_t", "p*_t")):
+        for k, name in enumerate(names):
+            pts = sorted((r["t"], r["rmse"], abs(r["bias"])) for r in done
+                         if r["estimator"] == name and r["under"] == under)
+            s, rmse, bias = (np.array(v) for v in zip(*pts))
+            ax.plot(s, rmse, "-o", ms=3, color=f"C{k}", label=name)
+            ax.plot(s, bias, ":", color=f"C{k}")
+        ax.set_xlabel("timestep t (0 clean, 999 pure noise)")
+        ax.set_title(f"x_t ~ {under}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("error of V̂ against exact V_t\n(RMSE solid, |bias| dotted)")
+    axes[1].legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -1,4 +1,4 @@
-"""The blockwise sampler: CoDe (Singh et al. 2025, arXiv 2502.00968, Alg. 1), its edge cases, and SMC.
+"""The blockwise sampler: CoDe (Singh et al. 2025, arXiv 2502.00968, Alg. 1), its edge cases, SMC.
 
 Every B reverse steps, each of the n current states spawns N candidate continuations; a value
 estimate scores them at the block end and a selection rule keeps one. N = 1 is the base model,
@@ -28,11 +28,16 @@ n_b = ⌈T/B⌉ blocks:
 
     value = "tweedie" (needs x̂0 of every candidate)   NFE = 1 + (T − 1)·N
     value = exact V_t (scored without the denoiser)    NFE = (T − n_b)·N + n_b
+    value = look-ahead, M rollouts of k steps          NFE = 1 + (T − 1)·N + (n_b − 1)·N·M·(k − 1)
+    value = posterior or learned (toys)                NFE = (T − n_b)·N + n_b
     N = 1 (base, SMC)                                  NFE = T
 
 (the official CoDe code spends N·T·(1 + 1/B): an extra UNet pass to score each block and N
-identical passes on the selected state). Starting from a reference at ``strength`` (CoDe(η)'s η) replaces T by
-round(strength·T). Reward calls per sample: N per block scored by Tweedie, N at the end otherwise.
+identical passes on the selected state). Starting from a reference at ``strength`` (CoDe(η)'s
+η) replaces T by round(strength·T). Reward calls per sample: N per block scored by Tweedie, N
+at the end otherwise, plus M per candidate and interior block end for look-ahead and posterior
+values (:mod:`toycode.values`; their calls go through the same Ledger). Look-ahead's formula
+assumes at least k grid steps remain after every block end (fewer steps: fewer calls).
 """
 
 from __future__ import annotations
@@ -45,9 +50,10 @@ from tqdm.auto import tqdm
 
 from .backends.base import Backend, Prediction
 from .checks import check_choice, check_range, check_rewards
+from .values import ExactValue, TweedieValue
 
 __all__ = ["Ledger", "TweedieValue", "ExactValue", "SELECTIONS", "SampleResult",
-           "sample_blockwise"]
+           "sample_blockwise"]   # the two values are re-exported from toycode.values
 
 
 @dataclass
@@ -71,31 +77,8 @@ class Ledger:
     def reward(self, reward: Callable, decoded) -> torch.Tensor:
         n = len(decoded)
         self.reward_calls += n
-        return check_rewards(reward(decoded), n, who=f"reward {getattr(reward, '__name__', reward)!r}")
-
-
-class TweedieValue:
-    """V(x_t) ≈ r(decode(x̂0(x_t))): the reward of the Tweedie estimate (CoDe's default)."""
-
-    needs_x0 = True
-
-    def __init__(self, reward: Callable):
-        self.reward = reward
-
-    def __call__(self, ledger: Ledger, backend: Backend, x, x0, i: int) -> torch.Tensor:
-        return ledger.reward(self.reward, backend.decode(x0)).double()
-
-
-class ExactValue:
-    """The exact soft value V_t of a :class:`toycode.exact.targets.Target` (no denoiser call)."""
-
-    needs_x0 = False
-
-    def __init__(self, target):
-        self.target = target
-
-    def __call__(self, ledger: Ledger, backend: Backend, x, x0, i: int) -> torch.Tensor:
-        return self.target.soft_value(x, float(backend.process.abar[i]))
+        who = f"reward {getattr(reward, '__name__', reward)!r}"
+        return check_rewards(reward(decoded), n, who=who)
 
 
 def _argmax(values, logits, k, generator):
@@ -111,7 +94,8 @@ def _systematic(values, logits, k, generator):
     cdf = torch.softmax(logits, 1).cumsum(1)
     u = (torch.rand(len(cdf), 1, generator=generator, dtype=cdf.dtype)
          + torch.arange(k, dtype=cdf.dtype)) / k
-    return torch.searchsorted(cdf, u.clamp(max=cdf[:, -1:] * (1 - 1e-12))).clamp(max=cdf.shape[1] - 1)
+    idx = torch.searchsorted(cdf, u.clamp(max=cdf[:, -1:] * (1 - 1e-12)))
+    return idx.clamp(max=cdf.shape[1] - 1)
 
 
 SELECTIONS: dict[str, Callable] = {"argmax": _argmax, "softmax": _multinomial,
@@ -163,7 +147,8 @@ def _check_arguments(backend, n, num_candidates, block_size, particles, lam, ess
     check_choice("selection", selection, SELECTIONS)
     value_fn = TweedieValue(reward) if value == "tweedie" else value
     if not hasattr(value_fn, "needs_x0"):
-        raise ValueError(f"value must be 'tweedie' or a value object (ExactValue), got {value!r}")
+        raise ValueError(f"value must be 'tweedie' or a value object (see toycode.values), "
+                         f"got {value!r}")
     if n % particles:
         raise ValueError(f"n={n} must be a multiple of particles={particles}")
     if particles > 1 and num_candidates > 1:
@@ -240,7 +225,7 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
         else:   # at strength → 0 no step runs and the reference is returned untouched
             x = reference if start == steps else backend.noise_to(reference, start, generator)
         if start < steps:
-            x, eps, _ = predict(x, start)
+            x, eps, x0 = predict(x, start)
         v, logw = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
         ess, keep, decoded = [], torch.arange(n), None
         bar = tqdm(total=steps - start, disable=not progress, desc="sampling", leave=False)
@@ -248,10 +233,12 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
             # (1) N candidates per state, sharing the parent's ε̂ for their first step
             candidates = x.repeat_interleave(big_n, 0)
             candidate_eps, candidate_x0 = eps.repeat_interleave(big_n, 0), None
+            step_x0 = x0.repeat_interleave(big_n, 0)   # x̂0 with ε̂: a flow grid starts at α = 0
             for t in range(i, j):
-                candidates = process.step(candidates, t, candidate_eps, generator)
+                candidates = process.step(candidates, t, candidate_eps, generator, x0=step_x0)
                 if t + 1 < steps and (t + 1 < j or score_all):
                     candidates, candidate_eps, candidate_x0 = predict(candidates, t + 1)
+                    step_x0 = candidate_x0
                 bar.update(1)
             # (2) value the children (r itself at the clean end), (3) keep K per population
             if weighted:
@@ -259,7 +246,7 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
                     decoded = backend.decode(candidates)
                     values = ledger.reward(reward, decoded).double()
                 else:
-                    values = value_fn(ledger, backend, candidates, candidate_x0, j)
+                    values = value_fn(ledger, backend, candidates, candidate_x0, j, generator)
                 keep, logw, weights, block_ess, chosen = _select(
                     values, v, logw, lam, big_n, k, selection, ess_threshold, j == steps,
                     generator)
@@ -274,9 +261,9 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
             # (4) the kept state's ε̂ for the next block: reused if scored, else one call
             if j < steps:
                 if score_all:
-                    eps = candidate_eps[keep]
+                    eps, x0 = candidate_eps[keep], candidate_x0[keep]
                 else:
-                    x, eps, _ = predict(x, j)
+                    x, eps, x0 = predict(x, j)
         bar.close()
         if decoded is not None:
             out, rewards = decoded[keep], v

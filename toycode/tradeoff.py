@@ -30,13 +30,15 @@ import torch
 from tqdm.auto import tqdm
 
 from . import api
-from .methods import KNOBS, get_method
+from .checks import check_choice
 from .exact.metrics import evaluate, median_bandwidth, noise_floor
 from .exact.problems import load_problem
+from .methods import KNOBS, get_method
+from .train import PROCESSES
 
 __all__ = ["parse_grid", "expand", "run_sweep", "read_results", "load", "dumps_row", "KNOBS"]
 
-_INTS = {"N", "B", "K", "T"}
+_INTS = {"N", "B", "K", "T", "M", "k"}
 
 
 def parse_grid(text: str) -> dict[str, list]:
@@ -117,6 +119,8 @@ def load(folder: str | Path):
     table = pd.DataFrame(rows)
     knobs = pd.DataFrame([r["settings"] for r in rows], index=table.index)
     order = [k for k in KNOBS if k in knobs.columns]
+    for k in _INTS & set(order):   # integer knobs stay integers where a method lacks them
+        knobs[k] = knobs[k].astype("Int64")
     at = table.columns.get_loc("settings")
     return pd.concat([table.iloc[:, :at], knobs[order], table.iloc[:, at + 1:]], axis=1)
 
@@ -131,8 +135,15 @@ def _drop_torn_tail(path: Path) -> None:
 
 def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
               out: str | Path = "results", n: int = 512, selection: str = "softmax",
-              progress: bool = True) -> list[dict]:
-    """Run every (method, settings, seed) not yet in ``out/results.jsonl``; return all rows."""
+              progress: bool = True, process: str = "vp", value: str = "tweedie") -> list[dict]:
+    """Run every (method, settings, seed) not yet in ``out/results.jsonl``; return all rows.
+
+    ``process`` ("vp" | "flow") is the analytic backend's; a flow row records it as
+    ``"process": "flow"`` (rows without the field are VP), and only rows of the same process
+    count as done. ``value`` (one of ``api.VALUES``) is likewise recorded as ``"value"`` where
+    it is not "tweedie"; the knobs M and k set its samples and look-ahead steps."""
+    check_choice("process", process, PROCESSES)
+    check_choice("value", value, api.VALUES)
     prob = load_problem(problem)
     target = prob.target
     gen = torch.Generator().manual_seed(12345)
@@ -142,7 +153,8 @@ def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _drop_torn_tail(out / "results.jsonl")
-    done = {_key(r) for r in read_results(out)}
+    done = {_key(r) for r in read_results(out)
+            if r.get("process", "vp") == process and r.get("value", "tweedie") == value}
     jobs = [(m, s, seed) for m, s in expand(methods, grid) for seed in range(seeds)]
     todo = [j for j in jobs if _key({"problem": prob.name, "method": j[0], "settings": j[1],
                                      "seed": j[2]}) not in done]
@@ -153,7 +165,8 @@ def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
             if record.selection is not None and not record.particles:
                 kwargs.setdefault("selection", selection)   # SMC keeps its own (systematic)
             start = time.perf_counter()
-            res = api.sample(prob, method=method, n=n, seed=seed, **kwargs)
+            res = api.sample(prob, method=method, n=n, seed=seed, process=process, value=value,
+                             **kwargs)
             wall = time.perf_counter() - start
             m = evaluate(res.samples, res.rewards, target, reference, bandwidth)
             row = {"problem": prob.name, "method": method, "settings": settings, "seed": seed,
@@ -164,6 +177,10 @@ def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
                    "kl_to_target": m["kl_to_target"], "kl_to_base": m["kl_to_base"],
                    "mode_tv": m["mode_tv"], "distinct": m["distinct"], "wall_s": wall,
                    "exact_reward": target.reward_mean, "exact_kl": target.kl_to_base}
+            if process != "vp":   # VP rows keep the format they always had
+                row["process"] = process
+            if value != "tweedie":
+                row["value"] = value
             f.write(dumps_row(row) + "\n")
             f.flush()
             os.fsync(f.fileno())

@@ -1,7 +1,14 @@
-"""Training the tiny ε-prediction models, with seeds, progress bars, atomic and resumable checkpoints.
+"""Training the tiny denoisers, with seeds, progress bars, atomic and resumable checkpoints.
 
-``fit`` is the one training loop: ε-prediction loss E‖ε − ε̂(√ᾱ_t x0 + √(1 − ᾱ_t) ε, t)‖² with t
-uniform over the training steps (Ho et al. 2020, Alg. 1), Adam with cosine learning-rate decay.
+``fit`` is the one training loop, Adam with cosine learning-rate decay, for either process:
+
+    vp     ε-prediction  E‖ε − ε̂(√ᾱ_t x0 + √(1 − ᾱ_t) ε, t)‖², t uniform over the training steps
+           (Ho et al. 2020, Alg. 1)
+    flow   velocity      E‖(ε − x0) − v̂((1 − t) x0 + t ε, 1000·t)‖², t ~ U(0, 1) (rectified
+           flow / conditional flow matching: Liu et al. 2023, Lipman et al. 2023)
+
+The checkpoint records its process and prediction type, from which
+:func:`toycode.backends.load_trained_backend` builds the matching Process.
 Checkpoints hold the model, optimiser, step and generator state, and are written atomically
 (temporary file + rename), so an interrupted run resumes from its last checkpoint and a failed
 one leaves no half-written file.
@@ -18,25 +25,30 @@ import torch
 from tqdm.auto import tqdm
 
 from .backends.mlp import MLPDenoiser
-from .checks import check_range
+from .checks import check_choice, check_range
 from .diffusion import cosine_schedule, linear_schedule
 from .exact.gmm import GaussianMixture
 from .io import atomic_save
 from .seeding import seeded
 
-__all__ = ["fit", "train_mlp", "CHECKPOINT_DIR", "find_mlp_checkpoint"]
+__all__ = ["fit", "train_mlp", "CHECKPOINT_DIR", "find_mlp_checkpoint", "PROCESSES"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 _SCHEDULES = {"linear": linear_schedule, "cosine": cosine_schedule}
+PROCESSES = ("vp", "flow")
+"""The forward processes a toy model may be trained on and sampled under."""
 
 
 def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Tensor], *,
         out: str | Path, meta: dict, steps: int, batch_size: int = 1024, lr: float = 2e-3,
         schedule: str = "linear", num_train_steps: int = 1000, seed: int = 0,
         checkpoint_every: int = 1000, resume: bool = True, progress: bool = True,
-        ema_decay: float | None = None) -> dict:
-    """Train an ε-model on batches ``data(batch_size, generator)``; returns the final checkpoint.
+        ema_decay: float | None = None, process: str = "vp") -> dict:
+    """Train a denoiser on batches ``data(batch_size, generator)``; returns the final checkpoint.
+
+    ``process`` "vp" trains ε-prediction on ``schedule``; "flow" trains rectified-flow velocity
+    (``schedule`` is then unused and recorded as "flow").
 
     With ``ema_decay`` the checkpoint's "model" holds the exponential moving average of the
     weights (what sampling should use) and "train_model" the raw weights (what resuming needs).
@@ -44,10 +56,12 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
     check_range("steps", steps, 1, None)
     check_range("batch_size", batch_size, 1, None)
     check_range("lr", lr, 0.0, None, low_open=True)
+    check_choice("process", process, PROCESSES)
     if schedule not in _SCHEDULES:
         raise ValueError(f"schedule must be one of {sorted(_SCHEDULES)}, got {schedule!r}")
     out = Path(out)
     abar = _SCHEDULES[schedule](num_train_steps).float()
+    flow = process == "flow"
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -59,7 +73,8 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
     start = 0
     if resume and out.exists():
         ckpt = torch.load(out, map_location="cpu", weights_only=True)
-        if ckpt.get("train", {}).get("steps") == steps and ckpt.get("seed") == seed:
+        if (ckpt.get("train", {}).get("steps") == steps and ckpt.get("seed") == seed
+                and ckpt.get("process", "vp") == process):
             model.load_state_dict(ckpt["train_model"] if ema is not None else ckpt["model"])
             if ema is not None:
                 ema = ckpt["model"]
@@ -74,8 +89,10 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
             "model": model.state_dict()}
         ckpt = {**meta, **weights, "optimizer": opt.state_dict(),
                 "lr_schedule": sched.state_dict(), "generator": gen.get_state(), "step": step,
-                "seed": seed, "loss": loss,
-                "schedule": {"name": schedule, "num_train_steps": num_train_steps},
+                "seed": seed, "loss": loss, "process": process,
+                "prediction": "flow" if flow else "epsilon",
+                "schedule": {"name": "flow" if flow else schedule,
+                             "num_train_steps": num_train_steps},
                 "train": {"steps": steps, "batch_size": batch_size, "lr": lr,
                           "ema_decay": ema_decay}}
         atomic_save(ckpt, out)
@@ -87,10 +104,17 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
                desc=f"training {out.name}")
     for step in bar:
         x0 = data(batch_size, gen)
-        t = torch.randint(0, num_train_steps, (batch_size,), generator=gen)
-        eps = torch.randn(x0.shape, generator=gen)
-        a = abar[t].view(-1, *([1] * (x0.ndim - 1)))
-        loss = ((model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t) - eps) ** 2).mean()
+        if flow:   # x_t = (1 − t) x0 + t ε, target v = ε − x0, time input 1000·t as diffusers'
+            t = torch.rand(batch_size, generator=gen)
+            eps = torch.randn(x0.shape, generator=gen)
+            tt = t.view(-1, *([1] * (x0.ndim - 1)))
+            pred = model((1 - tt) * x0 + tt * eps, t * num_train_steps)
+            loss = ((pred - (eps - x0)) ** 2).mean()
+        else:
+            t = torch.randint(0, num_train_steps, (batch_size,), generator=gen)
+            eps = torch.randn(x0.shape, generator=gen)
+            a = abar[t].view(-1, *([1] * (x0.ndim - 1)))
+            loss = ((model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t) - eps) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -113,8 +137,11 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
 
 def train_mlp(prior: GaussianMixture, out: str | Path, *, steps: int = 6000,
               batch_size: int = 2048, width: int = 128, depth: int = 4, seed: int = 0,
-              progress: bool = True, **fit_options) -> dict:
-    """Train the 2-D MLP denoiser on fresh exact samples of ``prior``; writes ``out``."""
+              progress: bool = True, process: str = "vp", **fit_options) -> dict:
+    """Train the 2-D MLP denoiser on fresh exact samples of ``prior``; writes ``out``.
+
+    ``process`` "vp" (ε-prediction) or "flow" (rectified-flow velocity)."""
+    check_choice("process", process, PROCESSES)
     with seeded(seed):   # parameter initialisation
         model = MLPDenoiser(prior.dim, width, depth)
     meta = {"kind": "mlp", "config": model.config,
@@ -125,18 +152,25 @@ def train_mlp(prior: GaussianMixture, out: str | Path, *, steps: int = 6000,
         return prior.sample(n, gen).float()
 
     return fit(model, data, out=out, meta=meta, steps=steps, batch_size=batch_size, seed=seed,
-               progress=progress, **fit_options)
+               progress=progress, process=process, **fit_options)
 
 
-def find_mlp_checkpoint(prior: GaussianMixture, folder: str | Path = CHECKPOINT_DIR) -> Path:
-    """The committed MLP checkpoint trained on exactly this prior."""
+def find_mlp_checkpoint(prior: GaussianMixture, folder: str | Path = CHECKPOINT_DIR,
+                        process: str = "vp") -> Path:
+    """The committed MLP checkpoint trained on exactly this prior under ``process``."""
+    check_choice("process", process, PROCESSES)
+    others = []
     for path in sorted(Path(folder).glob("*.pt")):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         p = ckpt.get("prior")
         if ckpt.get("kind") == "mlp" and p is not None and _same_prior(p, prior):
-            return path
-    raise ValueError(f"no trained MLP checkpoint in {folder} matches this prior; train one with "
-                     f"`toycode train --problem P.json --out model.pt`")
+            if ckpt.get("process", "vp") == process:
+                return path
+            others.append(f"{path.name} ({ckpt.get('process', 'vp')})")
+    found = f" (found {', '.join(others)})" if others else ""
+    raise ValueError(f"no trained MLP checkpoint in {folder} matches this prior with "
+                     f"process={process!r}{found}; train one with "
+                     f"`toycode train --problem P.json --process {process} --out model.pt`")
 
 
 def _same_prior(spec: dict, prior: GaussianMixture) -> bool:

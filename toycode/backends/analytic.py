@@ -1,28 +1,40 @@
-"""The exact denoiser of a Gaussian-mixture prior: ε̂(x_t) = −√(1 − ᾱ_t) ∇ log p_t(x_t)."""
+"""The exact denoiser of a Gaussian-mixture prior: ε̂(x_t) = −σ_t ∇ log p_t(x_t), x̂0 = E[x0 | x_t].
+
+On a variance-preserving process it outputs ε̂ ("epsilon"); on rectified flow the exact velocity
+v̂ = E[ε − x0 | x_t] = ε̂ − x̂0 ("flow"), which, unlike ε̂, still determines x̂0 at t = 1.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from ..diffusion import Process
+from ..diffusion import NoiseLevel, Process
 from ..exact.gmm import GaussianMixture
 from .base import ToyBackend
 
 
 class AnalyticDenoiser:
-    """Closed-form ε-prediction for a mixture prior (float64, differentiable in x)."""
+    """Closed-form ε- or velocity-prediction for a mixture prior (float64, differentiable in x)."""
 
-    def __init__(self, prior: GaussianMixture):
-        self.prior = prior
-        self._noised: dict[float, GaussianMixture] = {}
+    def __init__(self, prior: GaussianMixture, prediction: str = "epsilon"):
+        if prediction not in ("epsilon", "flow"):
+            raise ValueError(f"prediction must be 'epsilon' or 'flow', got {prediction!r}")
+        self.prior, self.prediction = prior, prediction
+        self._noised: dict[NoiseLevel, GaussianMixture] = {}
 
-    def __call__(self, x: torch.Tensor, t: int, abar: float) -> torch.Tensor:
-        if abar not in self._noised:     # memo of immutable values: one Cholesky per noise level
-            self._noised[abar] = self.prior.noised(abar)
-        return -((1 - abar) ** 0.5) * self._noised[abar].score(x)
+    def __call__(self, x: torch.Tensor, t, level: NoiseLevel) -> torch.Tensor:
+        if level not in self._noised:     # memo of immutable values: one Cholesky per noise level
+            self._noised[level] = self.prior.noised(level)
+        noised = self._noised[level]
+        eps = -level.sigma * noised.score(x)
+        if self.prediction == "epsilon":
+            return eps
+        return eps - self.prior.posterior_mean(x, level, noised)
 
 
 def analytic_backend(prior: GaussianMixture, process: Process | None = None) -> ToyBackend:
     """A backend whose denoiser is exact: only the time discretisation separates it from p."""
-    return ToyBackend(AnalyticDenoiser(prior), process or Process.make(), prior.dim,
-                      torch.float64, name="analytic")
+    process = process or Process.make()
+    prediction = "flow" if process.kind == "flow" else "epsilon"
+    return ToyBackend(AnalyticDenoiser(prior, prediction), process, prior.dim, torch.float64,
+                      name="analytic", prediction=prediction)

@@ -1,7 +1,7 @@
 """The backend contract: the only thing a sampler knows about a model.
 
     process                    the :class:`~toycode.diffusion.Process`: the descending grid
-                               (index i = 0 … T − 1; T clean), ᾱ, ``step`` and ``tweedie``
+                               (index i = 0 … T − 1; T clean) of (α, σ), ``step``, ``tweedie``
     prior_sample(n, g)         x at index 0
     predict(x, i, g)           ONE batched denoiser call → Prediction(eps, x0); the only call that
                                costs an NFE (counted by the sampler's Ledger, nowhere else). ``g``
@@ -19,7 +19,8 @@ from typing import Callable, NamedTuple, Protocol
 
 import torch
 
-from ..diffusion import Process
+from ..checks import check_choice
+from ..diffusion import PREDICTIONS, NoiseLevel, Process, to_eps_x0
 
 
 class Prediction(NamedTuple):
@@ -50,25 +51,32 @@ class Backend(Protocol):
                  generator: torch.Generator | None) -> torch.Tensor: ...
 
 
-EpsModel = Callable[[torch.Tensor, int, float], torch.Tensor]
-"""ε̂ = eps_model(x, t, ᾱ_t) for a batch x, training timestep t and its ᾱ."""
+EpsModel = Callable[[torch.Tensor, int | float, NoiseLevel], torch.Tensor]
+"""output = model(x, t, level) for a batch x, the model's time input t (a training step for VP,
+1000·t for flow) and the noise level (α, σ); what the output is, the backend's ``prediction``
+says ("epsilon", "sample", "v_prediction" or "flow", see :func:`toycode.diffusion.to_eps_x0`)."""
 
 
 class ToyBackend:
-    """A DDPM on tensors of a fixed ``shape``: an ε-model (exact or trained) on a Process grid."""
+    """A diffusion or flow model on tensors of a fixed ``shape``: a denoiser (exact or trained)
+    whose ``prediction`` kind is converted to (ε̂, x̂0) on a Process grid."""
 
     def __init__(self, eps_model: EpsModel, process: Process, shape: int | tuple,
-                 dtype: torch.dtype = torch.float64, name: str = "toy"):
+                 dtype: torch.dtype = torch.float64, name: str = "toy",
+                 prediction: str = "epsilon"):
         self.eps_model, self.process, self.dtype, self.name = eps_model, process, dtype, name
         self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        check_choice("prediction", prediction, PREDICTIONS)
+        self.prediction = prediction
 
     def prior_sample(self, n, generator=None):
         return torch.randn(n, *self.shape, generator=generator, dtype=self.dtype)
 
     def predict(self, x, i, generator=None):
         p = self.process
-        eps = self.eps_model(x, int(p.timesteps[i]), float(p.abar[i]))
-        return Prediction(eps, p.tweedie(x, i, eps))
+        lv = p.level(i)
+        out = self.eps_model(x, p.timesteps[i].item(), lv)
+        return Prediction(*to_eps_x0(out, self.prediction, x, lv.alpha, lv.sigma))
 
     def decode(self, x0):
         return x0
@@ -77,15 +85,16 @@ class ToyBackend:
         return self.process.noise_to(x0.to(self.dtype), i, generator)
 
     def __repr__(self):
-        return f"ToyBackend({self.name}, T={self.process.num_steps}, eta={self.process.eta})"
+        return (f"ToyBackend({self.name}, {self.process.kind}, T={self.process.num_steps}, "
+                f"eta={self.process.eta})")
 
 
 class ModuleEps:
-    """A trained ε-network ``module(x, t)`` as an EpsModel: float32 in, the state's dtype out."""
+    """A trained network ``module(x, t)`` as an EpsModel: float32 in, the state's dtype out."""
 
     def __init__(self, module: torch.nn.Module):
         self.module = module.eval()
 
-    def __call__(self, x, t, abar):
-        tt = torch.full((x.shape[0],), t, dtype=torch.long)
+    def __call__(self, x, t, level):
+        tt = torch.full((x.shape[0],), t)   # long for VP training steps, float for flow's 1000·t
         return self.module(x.float(), tt).to(x.dtype)

@@ -1,11 +1,11 @@
-"""A small trainable ε-prediction MLP for 2-D (or any low-dimensional) data, tiny-diffusion style."""
+"""A small trainable ε-prediction MLP for 2-D (or other low-dimensional) data, as tiny-diffusion."""
 
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import nn
-
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:

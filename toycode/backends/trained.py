@@ -1,4 +1,7 @@
-"""Backends for the ε-networks toycode trains (checkpoints written by `toycode train*`)."""
+"""Backends for the networks toycode trains (checkpoints written by `toycode train*`).
+
+A checkpoint records its process ("vp", ε-prediction; or "flow", rectified-flow velocity) and
+prediction type; checkpoints from before that record are VP ε-models."""
 
 from __future__ import annotations
 
@@ -24,8 +27,12 @@ def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-def load_trained_backend(path: str | Path, steps: int = 100, eta: float = 1.0) -> ToyBackend:
-    """A backend driving a trained checkpoint on ``steps`` strided steps of its own schedule."""
+def load_trained_backend(path: str | Path, steps: int = 100, eta: float = 1.0,
+                         process: str | None = None) -> ToyBackend:
+    """A backend driving a trained checkpoint on ``steps`` steps of its own process.
+
+    ``process`` ("vp" | "flow"), when given, must be the one the checkpoint was trained on.
+    """
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:   # torch raises many types for a truncated or foreign file
@@ -40,7 +47,12 @@ def load_trained_backend(path: str | Path, steps: int = 100, eta: float = 1.0) -
     except (KeyError, TypeError, RuntimeError) as err:
         raise ValueError(f"{path} holds a {kind} checkpoint that does not load: "
                          f"{_first_line(err)}") from None
+    trained_on = ckpt.get("process", "vp")
+    if process is not None and process != trained_on:
+        raise ValueError(f"{path} holds a {trained_on!r} model; it cannot sample with "
+                         f"process={process!r}")
     sched = ckpt["schedule"]
-    process = Process.make(steps, sched["name"], sched["num_train_steps"], eta)
-    return ToyBackend(ModuleEps(model), process, shape(ckpt["config"]), torch.float32,
-                      name=f"{ckpt['kind']}:{Path(path).name}")
+    grid = Process.make(steps, sched["name"], sched["num_train_steps"], eta)
+    return ToyBackend(ModuleEps(model), grid, shape(ckpt["config"]), torch.float32,
+                      name=f"{ckpt['kind']}:{Path(path).name}",
+                      prediction=ckpt.get("prediction", "epsilon"))

@@ -1,14 +1,15 @@
 """Gaussian mixtures in any dimension, float64: density, score, sampling, noising, exact tilts.
 
-The closed forms behind the exact ground truth (DESIGN.md §3):
+The closed forms behind the exact ground truth (docs/design.md §3):
 
-    noised marginal   p_t = Σ_k w_k N(√ᾱ μ_k, ᾱ Σ_k + (1 − ᾱ) I)
-    exact ε̂           ε̂(x_t) = −√(1 − ᾱ) ∇ log p_t(x_t)
+    noised marginal   p_t = Σ_k w_k N(α μ_k, α² Σ_k + σ² I)      (x_t = α x0 + σ ε; VP: α = √ᾱ)
+    exact ε̂           ε̂(x_t) = −σ ∇ log p_t(x_t)
+    posterior mean    E[x0 | x_t] = Σ_k ρ_k (μ_k + α Σ_k S_k⁻¹ (x_t − α μ_k)),  S_k = α² Σ_k + σ² I
     quadratic tilt    r(x) = −½ (x − c)ᵀ P (x − c),  Q = λP:
                       C_k = (Σ_k⁻¹ + Q)⁻¹,  m_k = C_k (Σ_k⁻¹ μ_k + Q c),
                       log ŵ_k = log w_k − ½ log|I + Σ_k Q| − ½ (μ_k − c)ᵀ Q (I + Σ_k Q)⁻¹ (μ_k − c)
-                      (equal to DESIGN.md's N(μ_k; c, Σ_k + Q⁻¹)(2π)^{d/2}|Q|^{−1/2} when Q is
-                      invertible, and still valid for a singular P ⪰ 0)
+                      (equal to docs/design.md's N(μ_k; c, Σ_k + Q⁻¹)(2π)^{d/2}|Q|^{−1/2}
+                      when Q is invertible, and still valid for a singular P ⪰ 0)
     linear tilt       r(x) = aᵀx:  m_k = μ_k + λ Σ_k a,  C_k = Σ_k,
                       log ŵ_k = log w_k + λ aᵀμ_k + ½ λ² aᵀ Σ_k a
     normaliser        log Z_λ = logsumexp_k log ŵ_k,   w*_k = ŵ_k / Z_λ
@@ -20,6 +21,8 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+
+from ..diffusion import NoiseLevel
 
 __all__ = ["GaussianMixture", "tilt_quadratic", "tilt_linear"]
 
@@ -77,7 +80,8 @@ class GaussianMixture:
         """log w_k + log N(x; μ_k, Σ_k), shape (n, K)."""
         z = torch.linalg.solve_triangular(self._chol, self._diff(x), upper=False)   # (K, d, n)
         half_logdet = self._chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)          # (K,)
-        log_n = -0.5 * (z ** 2).sum(1) - half_logdet[:, None] - 0.5 * self.dim * math.log(2 * math.pi)
+        log_2pi = 0.5 * self.dim * math.log(2 * math.pi)
+        log_n = -0.5 * (z ** 2).sum(1) - half_logdet[:, None] - log_2pi
         return (log_n + self.weights.log()[:, None]).T
 
     def _diff(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,12 +113,28 @@ class GaussianMixture:
             x[rows] = self.means[j] + z[rows] @ self._chol[j].T
         return x
 
-    def noised(self, abar: float) -> "GaussianMixture":
-        """The law of √ᾱ x0 + √(1 − ᾱ) ε for x0 ~ self."""
-        abar = float(abar)
+    def noised(self, level: NoiseLevel | float) -> "GaussianMixture":
+        """The law of α x0 + σ ε for x0 ~ self, at a :class:`~toycode.diffusion.NoiseLevel`
+        (a float is a variance-preserving ᾱ: α = √ᾱ, σ = √(1 − ᾱ))."""
+        lv = NoiseLevel.of(level)
         eye = torch.eye(self.dim, dtype=_F64)
-        return GaussianMixture(self.weights, math.sqrt(abar) * self.means,
-                               abar * self.covs + (1 - abar) * eye)
+        return GaussianMixture(self.weights, lv.alpha * self.means,
+                               lv.alpha ** 2 * self.covs + lv.sigma ** 2 * eye)
+
+    def posterior_mean(self, x: torch.Tensor, level: NoiseLevel | float,
+                       noised: "GaussianMixture | None" = None) -> torch.Tensor:
+        """E[x0 | α x0 + σ ε = x] for x0 ~ self, exact and finite at α = 0 (the prior mean).
+
+        Per component, Gaussian conditioning gives μ_k + α Σ_k S_k⁻¹ (x − α μ_k); the components
+        are weighted by the noised responsibilities ρ_k(x). ``noised`` may pass
+        ``self.noised(level)`` when the caller already holds it.
+        """
+        lv = NoiseLevel.of(level)
+        noised = self.noised(lv) if noised is None else noised
+        resp = noised.responsibilities(x)                                      # (n, K)
+        solved = torch.cholesky_solve(noised._diff(x), noised._chol)           # (K, d, n)
+        per_k = self.means[:, :, None] + lv.alpha * self.covs @ solved         # (K, d, n)
+        return torch.einsum("nk,kdn->nd", resp, per_k)
 
 
 def _normalise(log_w_hat: torch.Tensor) -> tuple[torch.Tensor, float]:

@@ -3,7 +3,7 @@
 Each reward says whether it is differentiable (gradient guidance may use it) and describes itself
 as a JSON-able dict (the ``reward`` field of a problem file). Quadratic and linear rewards have
 closed-form tilts of a Gaussian mixture in any dimension; the others get an exact target in 2-D
-by quadrature (see :mod:`toycode.targets`).
+by quadrature (see :mod:`toycode.exact.targets`).
 """
 
 from __future__ import annotations

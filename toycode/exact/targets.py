@@ -3,19 +3,22 @@
 Two constructions behind one interface (:class:`Target`):
 
 - :class:`MixtureTarget` — quadratic and linear rewards, any dimension, closed form
-  (:mod:`toycode.gmm`).
+  (:mod:`toycode.exact.gmm`).
 - :class:`GridTarget` — any reward in 2-D (box indicators, rings, ...), by quadrature on a fine
   grid of cells; the tilted marginals p*_t by separable Gaussian convolution of that grid.
 
 Both give, exactly (up to float64 and, for the grid, its resolution):
 
     log Z_λ = log E_p[e^{λr}],   E_{p*}[r],   KL(p*‖p) = λ E_{p*}[r] − log Z_λ
-    log_tilt(x, ᾱ_t) = log E_p[e^{λ r(x0)} | x_t = x] = log p*_t(x) − log p_t(x) + log Z_λ
-    soft value V_t(x) = log_tilt(x, ᾱ_t) / λ          (V_0 = r)
+    log_tilt(x, level) = log E_p[e^{λ r(x0)} | x_t = x] = log p*_t(x) − log p_t(x) + log Z_λ
+    soft value V_t(x) = log_tilt(x, level) / λ          (V_0 = r)
     mode weights w*_k = E_{p*}[resp_k(x)], resp_k the prior's component responsibilities.
 
 The last identity holds because tilting each prior component by the same factor leaves the
 responsibilities unchanged: w*_k N(x; m_k, C_k) = w_k N_k(x) e^{λr(x)} / Z.
+
+Noise levels are (α, σ) of x_t = α x0 + σ ε (:class:`~toycode.diffusion.NoiseLevel`; a float is a
+variance-preserving ᾱ), so VP and flow-matching processes share the same ground truth.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import math
 import torch
 
 from ..checks import check_range
+from ..diffusion import NoiseLevel
 from .gmm import GaussianMixture, tilt_linear, tilt_quadratic
 from .rewards import Linear, Quadratic, Reward
 
@@ -56,21 +60,22 @@ class Target:
         x = x.to(_F64)
         return self.prior.log_prob(x) + self.lam * self.reward(x) - self.log_z
 
-    def log_tilt(self, x: torch.Tensor, abar: float) -> torch.Tensor:
-        """log E[e^{λ r(x0)} | x_t = x] under the base process at noise level ᾱ."""
+    def log_tilt(self, x: torch.Tensor, level: NoiseLevel | float) -> torch.Tensor:
+        """log E[e^{λ r(x0)} | x_t = x] under the base process at noise ``level``."""
         raise NotImplementedError
 
-    def noised_log_prob(self, x: torch.Tensor, abar: float) -> torch.Tensor:
-        """log p*_t(x), the tilted marginal at noise level ᾱ."""
-        return self.prior.noised(abar).log_prob(x) + self.log_tilt(x, abar) - self.log_z
+    def noised_log_prob(self, x: torch.Tensor, level: NoiseLevel | float) -> torch.Tensor:
+        """log p*_t(x), the tilted marginal at noise ``level``."""
+        return self.prior.noised(level).log_prob(x) + self.log_tilt(x, level) - self.log_z
 
-    def soft_value(self, x: torch.Tensor, abar: float) -> torch.Tensor:
-        """The exact soft value V_t(x) = log_tilt / λ (needs λ > 0); V_0 = r."""
+    def soft_value(self, x: torch.Tensor, level: NoiseLevel | float) -> torch.Tensor:
+        """The exact soft value V_t(x) = log_tilt / λ (needs λ > 0); at σ = 0, r(x/α)."""
         if not self.lam > 0:
             raise ValueError(f"the exact soft value needs lam > 0, got lam={self.lam}")
-        if float(abar) >= 1.0:
-            return self.reward(x.to(_F64))
-        return self.log_tilt(x, abar) / self.lam
+        lv = NoiseLevel.of(level)
+        if lv.clean:
+            return self.reward(x.to(_F64) / lv.alpha)
+        return self.log_tilt(x, lv) / self.lam
 
     def summary(self) -> dict:
         """The numbers `toycode target` prints."""
@@ -93,7 +98,7 @@ class MixtureTarget(Target):
             per_k = self.mixture.means @ reward.direction
         self.reward_mean = float(self.mixture.weights @ per_k)
         self.mode_weights = self.mixture.weights
-        self._noised: dict[float, tuple[GaussianMixture, GaussianMixture]] = {}
+        self._noised: dict[NoiseLevel, tuple[GaussianMixture, GaussianMixture]] = {}
 
     def sample(self, n, generator=None):
         return self.mixture.sample(n, generator)
@@ -101,14 +106,14 @@ class MixtureTarget(Target):
     def log_prob(self, x):
         return self.mixture.log_prob(x)
 
-    def _pair(self, abar: float):
-        key = float(abar)
+    def _pair(self, level: NoiseLevel | float):
+        key = NoiseLevel.of(level)
         if key not in self._noised:   # memo of immutable values: one Cholesky per noise level
             self._noised[key] = (self.mixture.noised(key), self.prior.noised(key))
         return self._noised[key]
 
-    def log_tilt(self, x, abar):
-        tilted, base = self._pair(abar)
+    def log_tilt(self, x, level):
+        tilted, base = self._pair(level)
         return tilted.log_prob(x) - base.log_prob(x) + self.log_z
 
 
@@ -166,7 +171,7 @@ class GridTarget(Target):
         self.r_max = float(r_sub.max())
         qext = max(extent, 5.0)
         self.query = torch.linspace(-qext, qext, query_resolution, dtype=_F64)
-        self._tilt_grids: dict[float, torch.Tensor] = {}
+        self._tilt_grids: dict[NoiseLevel, torch.Tensor] = {}
 
     def sample(self, n, generator=None):
         """Exact samples by rejection from the prior (acceptance e^{λ(r − r_max)})."""
@@ -184,24 +189,26 @@ class GridTarget(Target):
             have += len(x)
         return torch.cat(out)[:n]
 
-    def _tilt_grid(self, abar: float) -> torch.Tensor:
-        key = float(abar)
+    def _tilt_grid(self, level: NoiseLevel) -> torch.Tensor:
+        key = level
         if key not in self._tilt_grids:   # memo: one convolution per noise level
-            s, sigma = math.sqrt(key), math.sqrt(max(1 - key, 1e-300))
+            s, sigma = key.alpha, max(key.sigma, 1e-300)
             lo, hi = self.centers - self.h / 2, self.centers + self.h / 2
             y = self.query[:, None]
             log_k = _log_ndtr_diff((y - s * lo) / sigma, (y - s * hi) / sigma)   # (Q, G)
-            k = (log_k - log_k.max(1, keepdim=True).values).exp().nan_to_num(0.0)  # row scale cancels
+            # the row scale cancels in the ratio below
+            k = (log_k - log_k.max(1, keepdim=True).values).exp().nan_to_num(0.0)
             g = len(self.centers)
             num = k @ self.mass.view(g, g) @ k.T
             den = k @ self.base_mass.view(g, g) @ k.T
             self._tilt_grids[key] = (num + 1e-300).log() - (den + 1e-300).log() + self.log_z
         return self._tilt_grids[key]
 
-    def log_tilt(self, x, abar):
-        if float(abar) >= 1.0:
-            return self.lam * self.reward(x.to(_F64))
-        return _bilinear(self._tilt_grid(abar), self.query, x.to(_F64))
+    def log_tilt(self, x, level):
+        lv = NoiseLevel.of(level)
+        if lv.clean:
+            return self.lam * self.reward(x.to(_F64) / lv.alpha)
+        return _bilinear(self._tilt_grid(lv), self.query, x.to(_F64))
 
 
 def _bilinear(grid: torch.Tensor, axis: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -220,7 +227,8 @@ def exact_target(prior: GaussianMixture, reward: Reward, lam: float, **grid_opti
     """The exact target: closed form for quadratic/linear rewards, quadrature otherwise (2-D)."""
     check_range("lam", lam, 0.0, None)
     if reward.dim is not None and reward.dim != prior.dim:
-        raise ValueError(f"reward dimension {reward.dim} does not match prior dimension {prior.dim}")
+        raise ValueError(f"reward dimension {reward.dim} does not match prior dimension "
+                         f"{prior.dim}")
     if isinstance(reward, (Quadratic, Linear)):
         return MixtureTarget(prior, reward, lam)
     if prior.dim != 2:

@@ -87,7 +87,7 @@ def fetch(name: str, md5: str, folder: Path, mirrors=MIRRORS, timeout: float = 3
             errors.append(f"{url}: MD5 {got}, expected {md5}")
             continue
         log.info("downloaded %s from %s", name, mirror)
-        return atomic_write(path, lambda f: f.write(payload))
+        return atomic_write(path, lambda f, data=payload: f.write(data))
     raise ValueError(f"could not fetch {name}; every mirror failed:\n  " + "\n  ".join(errors))
 
 

@@ -18,11 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backends import load_trained_backend
-from .models import UNET_PATH, ClassIndicator, ClassLogProb, load_classifier
-from .eval import bon_fraction, class_rates, tilted_fraction
-from ..plots import save
 from ..methods import GuidanceInputs, get_method
+from ..plots import save
 from ..sampler import sample_blockwise
+from .eval import bon_fraction, class_rates, tilted_fraction
+from .models import UNET_PATH, ClassIndicator, ClassLogProb, load_classifier
 
 __all__ = ["MnistDemoConfig", "run_mnist_demo", "image_grid"]
 
@@ -54,8 +54,9 @@ def image_grid(ax, images: torch.Tensor, title: str, cols: int = 8):
     ax.set_title(title, fontsize=9)
 
 
-def run_mnist_demo(config: MnistDemoConfig = MnistDemoConfig()) -> dict:
+def run_mnist_demo(config: MnistDemoConfig | None = None) -> dict:
     """Sample every method, measure class-c fractions, write figures/mnist_*.png."""
+    config = MnistDemoConfig() if config is None else config
     c, lam = config.digit, config.lam
     classifier = load_classifier()
     backend = load_trained_backend(UNET_PATH, steps=config.steps)

@@ -19,8 +19,8 @@ import torch
 from scipy import linalg
 from scipy.stats import binom
 
-from .data import load_split
 from ..sampler import sample_blockwise
+from .data import load_split
 
 __all__ = ["classifier_accuracy", "class_rates", "tilted_fraction", "bon_fraction",
            "frechet_distance", "base_quality"]

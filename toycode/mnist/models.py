@@ -22,8 +22,8 @@ from ..checks import check_range
 from ..image_rewards import Compressibility
 from ..io import atomic_save
 from ..seeding import seeded
-from .data import load_split
 from ..train import CHECKPOINT_DIR, fit
+from .data import load_split
 
 __all__ = ["Classifier", "train_unet", "train_classifier", "load_classifier", "ClassIndicator",
            "ClassLogProb", "Ink", "Compressibility", "UNET_PATH", "CLASSIFIER_PATH"]

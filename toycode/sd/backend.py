@@ -16,16 +16,17 @@ from pathlib import Path
 
 import torch
 
+from ..backends.base import Prediction
 from ..checks import check_choice, check_range
 from ..diffusion import Process
-from ..backends.base import Prediction
 
 __all__ = ["StableDiffusionBackend", "load_pipeline", "sd_process"]
 
 log = logging.getLogger(__name__)
 
 
-def load_pipeline(model: str | Path, *, device: str | None = None, dtype: torch.dtype | None = None):
+def load_pipeline(model: str | Path, *, device: str | None = None,
+                  dtype: torch.dtype | None = None):
     """A StableDiffusionPipeline from a hub id or a local folder; fp16 on CUDA, float32 on CPU."""
     from diffusers import StableDiffusionPipeline
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -54,8 +55,8 @@ def sd_process(scheduler_config, steps: int, scheduler: str = "ddim", eta: float
     final = 1.0
     if scheduler == "ddim" and not sched.config.set_alpha_to_one:
         final = float(sched.alphas_cumprod[0])
-    return Process(sched.alphas_cumprod.double(), sched.timesteps.long(),
-                   eta=1.0 if scheduler == "ddpm" else eta, final_abar=final)
+    return Process.vp(sched.alphas_cumprod.double(), sched.timesteps.long(),
+                      eta=1.0 if scheduler == "ddpm" else eta, final_abar=final)
 
 
 class StableDiffusionBackend:
@@ -124,5 +125,6 @@ class StableDiffusionBackend:
         return self.process.noise_to(x0.to(self.device, self.dtype), i, generator)
 
     def __repr__(self):
-        return (f"StableDiffusionBackend({self.name}, T={self.process.num_steps}, eta={self.process.eta}, "
+        return (f"StableDiffusionBackend({self.name}, T={self.process.num_steps}, "
+                f"eta={self.process.eta}, "
                 f"cfg={self.guidance_scale})")

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backend import StableDiffusionBackend
 from ..checks import check_choice, check_range
 from ..image_rewards import Aesthetic, ClipImageSimilarity, ClipTextScore, Compressibility
 from ..io import atomic_write
 from ..methods import METHODS, get_method
 from ..sampler import sample_blockwise
+from .backend import StableDiffusionBackend
 
 __all__ = ["IMAGE_REWARDS", "SD_METHODS", "make_image_reward", "load_image", "sd_sample",
            "write_outputs"]
@@ -65,7 +65,8 @@ def make_image_reward(name: str, *, reference: torch.Tensor | None = None,
 
 def sd_sample(pipe, prompts: str | list[str], reward, *, n: int = 1, method: str = "code",
               num_candidates: int = 8, block_size: int = 5, selection: str | None = None,
-              particles: int = 4, lam: float = 1.0, steps: int = 50, scheduler: str = "ddim", eta: float = 1.0,
+              particles: int = 4, lam: float = 1.0, steps: int = 50, scheduler: str = "ddim",
+              eta: float = 1.0,
               guidance_scale: float = 7.5, reference: torch.Tensor | None = None,
               strength: float | None = None, seed: int = 0, max_batch: int = 8,
               progress: bool = True) -> list[dict]:
