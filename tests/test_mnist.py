@@ -128,3 +128,18 @@ def test_best_of_n_softmax_matches_the_exact_tilted_fraction(classifier):
     slope = (bon_fraction(pi + 1e-4, lam, big_n) - bon_fraction(pi - 1e-4, lam, big_n)) / 2e-4
     sigma = math.sqrt(want * (1 - want) / res.n + (slope * pi_se) ** 2)
     assert abs(frac - want) < 4 * sigma
+
+
+def test_mnist_demo_with_lookahead_values_counts_its_rollouts(tmp_path):
+    """The demo's selecting methods take a look-ahead value on the UNet: CoDe's NFE per image
+    is 1 + (T − 1)·N + (interior block ends)·N·M·(k − 1); an unavailable value is refused."""
+    from toycode.mnist.demo import MnistDemoConfig, run_mnist_demo
+    T, N, B, M, k = 6, 2, 3, 2, 2
+    config = MnistDemoConfig(n=2, n_base=4, steps=T, num_candidates=N, block_size=B,
+                             particles=2, value="lookahead", value_samples=M,
+                             lookahead_steps=k, out_dir=str(tmp_path), progress=False)
+    rows = {r["method"]: r for r in run_mnist_demo(config)["rows"]}
+    assert rows["CoDe (softmax)"]["nfe"] == 1 + (T - 1) * N + (T // B - 1) * N * M * (k - 1)
+    with pytest.raises(ValueError, match="value"):
+        run_mnist_demo(MnistDemoConfig(n=2, n_base=4, steps=T, value="posterior",
+                                       out_dir=str(tmp_path), progress=False))

@@ -113,6 +113,8 @@ def _mnist_demo(args):
     from .mnist.demo import MnistDemoConfig, run_mnist_demo
     start = time.time()
     r = run_mnist_demo(MnistDemoConfig(digit=args.digit, lam=args.lam, n=args.n,
+                                       value=args.value, value_samples=args.value_samples,
+                                       lookahead_steps=args.lookahead_steps,
                                        steps=args.steps, seed=args.seed, out_dir=args.out_dir))
     print(f"digit {args.digit}, λ = {args.lam:g}: base rate π = {r['pi']:.3f} ± {r['pi_se']:.3f}; "
           f"exact tilted fraction {r['exact']:.3f} ± {r['exact_se']:.3f}; best-of-N softmax "
@@ -344,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--steps", type=int, default=50)
     md.add_argument("--seed", type=int, default=0)
     md.add_argument("--out-dir", default="figures")
+    md.add_argument("--value", default="tweedie", choices=["tweedie", "lookahead"],
+                    help="block-end value of best-of-N, CoDe and SMC")
+    md.add_argument("--value-samples", "--lookahead-samples", dest="value_samples", type=int,
+                    default=4, help="look-ahead M")
+    md.add_argument("--lookahead-steps", type=int, default=4, help="look-ahead k")
     md.set_defaults(func=_mnist_demo)
     mg = sub.add_parser("mnist-gmm", help="best-of-N vs CoDe against exact targets of an "
                                           "MNIST-fitted mixture, as the dimension grows")

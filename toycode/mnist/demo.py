@@ -18,9 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backends import load_trained_backend
+from ..checks import check_choice
 from ..methods import GuidanceInputs, get_method
 from ..plots import save
 from ..sampler import sample_blockwise
+from ..values import LookaheadValue
 from .eval import bon_fraction, class_rates, tilted_fraction
 from .models import UNET_PATH, ClassIndicator, ClassLogProb, load_classifier
 
@@ -37,6 +39,9 @@ class MnistDemoConfig:
     num_candidates: int = 8     # N for best-of-N and CoDe
     block_size: int = 5         # B for CoDe
     particles: int = 16         # K for SMC
+    value: str = "tweedie"      # block-end value of the selecting methods: tweedie | lookahead
+    value_samples: int = 4      # look-ahead M (rollouts per candidate)
+    lookahead_steps: int = 4    # look-ahead k (coarse UNet steps per rollout)
     seed: int = 0
     out_dir: str = "figures"
     progress: bool = True
@@ -44,6 +49,7 @@ class MnistDemoConfig:
 
 def image_grid(ax, images: torch.Tensor, title: str, cols: int = 8):
     """Images in [−1, 1] (n, 1, 28, 28) as one grey grid on ``ax``."""
+    cols = min(cols, len(images))
     imgs = ((images[: cols * (len(images) // cols or 1)].clamp(-1, 1) + 1) / 2)[:, 0]
     rows = max(1, len(imgs) // cols)
     grid = imgs[: rows * cols].reshape(rows, cols, 28, 28).permute(0, 2, 1, 3).reshape(
@@ -75,6 +81,10 @@ def run_mnist_demo(config: MnistDemoConfig | None = None) -> dict:
             ("SMC", "smc", {"particles": config.particles, "block_size": 1}),
             ("DPS (log p(c|x))", "dps", {})]
     guidance = GuidanceInputs(logprob, scale=lam)
+    # MNIST has no exact posterior or learned value: the model's own rollouts are what exists
+    check_choice("value", config.value, ("tweedie", "lookahead"))
+    value = ("tweedie" if config.value == "tweedie" else
+             LookaheadValue(indicator, lam, config.value_samples, config.lookahead_steps))
     results = {}
     for k, (label, name, options) in enumerate(tqdm(runs, desc="mnist",
                                                      disable=not config.progress)):
@@ -83,7 +93,8 @@ def run_mnist_demo(config: MnistDemoConfig | None = None) -> dict:
             config.steps, **{"num_candidates": config.num_candidates,
                              "block_size": config.block_size, **options})
         results[label] = sample_blockwise(method.wrap(backend, guidance), indicator, config.n,
-                                          lam=lam, generator=gen(k + 1), **settings)
+                                          lam=lam, value=value, generator=gen(k + 1),
+                                          **settings)
     rows = []
     for label, res in results.items():
         frac = float(res.rewards.mean())
