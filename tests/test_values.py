@@ -171,3 +171,12 @@ def test_value_training_is_reproducible_and_leaves_the_global_generator_alone(tm
     value = load_learned_value(between, path=tmp_path / "a.pt")
     x = between.prior.sample(5, torch.Generator().manual_seed(0))
     assert value.values_at(x, 0.5, 0.8).shape == (5,)
+
+
+def test_values_follow_a_lam_override(between):
+    """Softmax weights with λ′(V(child) − V(parent)): V must be the soft value at λ′ too."""
+    assert api.make_value(between, "exact", lam=0.5).target.lam == 0.5
+    assert api.make_value(between, "posterior", lam=0.5).target.lam == 0.5
+    assert api.make_value(between, "lookahead", lam=0.5).lam == 0.5
+    with pytest.raises(ValueError, match="trained at"):
+        api.make_value(between, "learned", lam=0.5)

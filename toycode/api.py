@@ -67,17 +67,23 @@ def make_value(problem: Problem | str | Path, value: str = "tweedie", *, lam: fl
                process: str = "vp", value_samples: int = 4, lookahead_steps: int = 4):
     """The value object (or "tweedie") a value name stands for on a toy problem: M =
     ``value_samples`` rollouts (lookahead) or posterior draws (posterior), k =
-    ``lookahead_steps``; ``lam`` is their aggregation λ (default the problem's); "learned"
-    loads the committed network for this problem and process (trained at the problem's λ)."""
+    ``lookahead_steps``. Every value is the soft value at ``lam`` (default the problem's λ), the
+    λ softmax selection weights with: exact and posterior values use the target tilted at
+    ``lam``; "learned" loads the committed network for this problem and process, trained at the
+    problem's λ, and refuses another."""
     problem = _problem(problem)
     check_choice("value", value, VALUES)
+    if lam is not None and lam != problem.lam:
+        if value == "learned":
+            raise ValueError(f"the learned value of {problem.name!r} was trained at "
+                             f"lam={problem.lam:g}, not lam={lam:g}")
+        problem = problem.with_lam(lam)
     if value != "tweedie" and not problem.lam > 0:
-        raise ValueError(f"value={value!r} needs the problem's lam > 0, got {problem.lam}")
+        raise ValueError(f"value={value!r} needs lam > 0, got {problem.lam}")
     if value == "exact":
         return ExactValue(problem.target)
     if value == "lookahead":
-        return LookaheadValue(problem.reward, problem.lam if lam is None else lam,
-                              value_samples, lookahead_steps)
+        return LookaheadValue(problem.reward, problem.lam, value_samples, lookahead_steps)
     if value == "posterior":
         return PosteriorValue(problem.target, value_samples)
     if value == "learned":
@@ -106,11 +112,12 @@ def sample(problem: Problem | str | Path, *, backend: str | Path | Backend = "an
     """
     problem = _problem(problem)
     m = get_method(method)
-    value_fn = make_value(problem, value, lam=lam, process=process, value_samples=value_samples,
-                          lookahead_steps=lookahead_steps)
     if isinstance(backend, (str, Path)):
         check_range("steps", steps, 1, 1000)
         backend = make_backend(problem, backend, steps=steps, eta=eta, process=process)
+    # a backend passed in brings its own process: the learned value must match it
+    value_fn = make_value(problem, value, lam=lam, process=backend.process.kind,
+                          value_samples=value_samples, lookahead_steps=lookahead_steps)
     settings = m.sampler_settings(backend.process.num_steps, num_candidates=num_candidates,
                                   block_size=block_size, particles=particles,
                                   ess_threshold=ess_threshold, selection=selection)

@@ -40,11 +40,7 @@ METHOD_DEFAULT = "method's default"
 
 def method_names() -> list[str]:
     """Every method name the sampler knows, from the method registry."""
-    try:
-        from .methods import METHODS
-    except ImportError:   # before the registry existed, api held the names
-        METHODS = api.METHODS
-    return list(METHODS)
+    return list(api.METHODS)
 
 
 class Explorer:

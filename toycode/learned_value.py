@@ -7,7 +7,10 @@ V_t = b(x_t) + (1/λ) log v* (design notes §7). Any baseline b that is a functi
 the minimiser; toycode uses b(x_t) = r(m(x_t)), m the posterior mean under a single Gaussian
 moment-matched to the prior, which makes y of order one at every noise level (with a constant
 baseline y spans e^{−20}…1 on ``between`` and the fit ignores the low-value modes). The network
-sees (α, σ) rather than a timestep, so one checkpoint serves every grid of its process.
+sees (α, σ) rather than a timestep, so one checkpoint serves every grid of its process. The
+targets are clipped at e^6 (a handful of outliers would otherwise swamp the loss at every
+level): the fit is then log E[min(y, e^6) | x_t], biased down only where a state's value
+exceeds its baseline by 6/λ, which `toycode values` shows to be negligible on the built-ins.
 
 ``toycode train-value --problem P`` writes ``toycode/checkpoints/value_P_vp.pt``;
 :func:`find_value_checkpoint` finds the one matching a problem (prior, reward, λ) and process.
@@ -53,14 +56,16 @@ class ValueNet(nn.Module):
         return sigma * self.out(h)[:, 0]
 
 
+_VP_LEVELS = Process.make(1000, num_train_steps=1000)   # every VP training timestep's (α, σ)
+
+
 def _levels(process: str, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(α, σ) drawn uniformly over the process's training levels (1000 VP steps; flow t ∈ (0,1))."""
     if process == "flow":
         t = torch.rand(n, generator=gen, dtype=torch.float64) * (1 - 1e-3) + 1e-3
         return 1 - t, t
-    grid = Process.make(1000, num_train_steps=1000)     # every training timestep, α and σ
-    k = torch.randint(0, grid.num_steps, (n,), generator=gen)
-    return grid.alphas[k], grid.sigmas[k]
+    k = torch.randint(0, _VP_LEVELS.num_steps, (n,), generator=gen)
+    return _VP_LEVELS.alphas[k], _VP_LEVELS.sigmas[k]
 
 
 def _spec(problem) -> dict:

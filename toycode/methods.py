@@ -110,7 +110,7 @@ def _universal(g: GuidanceInputs):
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("base", "the pretrained model"),
     Method("bon", "best-of-N: one block, score the finished samples", candidates=True,
-           selection="argmax", knobs=("N", "lam", "T", "M", "k")),
+           selection="argmax", knobs=("N", "lam", "T")),
     Method("svdd", "SVDD-PM: select after every step", candidates=True, block="one",
            selection="argmax", knobs=("N", "lam", "T", "M", "k")),
     Method("code", "CoDe: N candidates per state, select every B steps", candidates=True,

@@ -254,7 +254,8 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
                 v = values[keep]
                 if callback is not None:
                     callback({"block": b, "i": i, "j": j, "candidates": candidates,
-                              "x0": candidate_x0, "values": values.view(pops, -1),
+                              "x0": candidate_x0 if score_all else None,
+                              "values": values.view(pops, -1),
                               "weights": weights, "selected": chosen, "ess": block_ess,
                               "x": candidates[keep]})
             x = candidates[keep]

@@ -14,8 +14,9 @@ through the ``ledger``, so their cost lands in the one place NFE are counted.
     lookahead    (1/λ) log mean_m e^{λ r(x0_m)}, x0_m from M    M·(k − 1) NFE, M reward calls
                  stochastic k-step rollouts of the model
     posterior    the same with exact draws x0_m ~ p(x0 | x_t)   M reward calls (toys only)
-    learned      c + (1/λ) log v_θ(x_t, α, σ), v_θ ≈            one small-network call
-                 E[e^{λ(r(x0) − c)} | x_t]  (toycode.learned_value)
+    learned      b(x_t) + (1/λ) log v_θ(x_t, α, σ), v_θ ≈       one small-network call
+                 E[e^{λ(r(x0) − b(x_t))} | x_t], b a Gaussian
+                 baseline  (toycode.learned_value)
 
 Look-ahead's first coarse step reuses the candidate's own ε̂ (the one its x̂0 came from), so k = 1
 costs nothing and equals Tweedie; it is consistent as M grows and the rollouts approach the

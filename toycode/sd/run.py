@@ -19,7 +19,7 @@ from ..image_rewards import Aesthetic, ClipImageSimilarity, ClipTextScore, Compr
 from ..io import atomic_write
 from ..methods import METHODS, get_method
 from ..sampler import sample_blockwise
-from .backend import StableDiffusionBackend
+from .backend import make_backend
 
 __all__ = ["IMAGE_REWARDS", "SD_METHODS", "make_image_reward", "load_image", "sd_sample",
            "write_outputs"]
@@ -89,8 +89,8 @@ def sd_sample(pipe, prompts: str | list[str], reward, *, n: int = 1, method: str
         groups[prompts[k % len(prompts)] if len(prompts) == n else prompts[0]].append(k)
     records = [None] * n
     for g, (prompt, idx) in enumerate(groups.items()):
-        backend = StableDiffusionBackend(pipe, prompt, steps=steps, scheduler=scheduler, eta=eta,
-                                         guidance_scale=guidance_scale, max_batch=max_batch)
+        backend = make_backend(pipe, prompt, steps=steps, scheduler=scheduler, eta=eta,
+                               guidance_scale=guidance_scale, max_batch=max_batch)
         start = None
         if reference is not None and strength is not None:
             h, w = (s * pipe.vae_scale_factor for s in backend.shape[1:])

@@ -1,9 +1,10 @@
 """Stable Diffusion pipelines built from configs with random weights: no download, ever.
 
-``tiny_pipeline()`` follows diffusers' own dummy components (a 2-step call takes ~0.03 s on a
-CPU); ``sd15_random_pipeline()`` has SD 1.5's architecture (UNet, VAE, CLIP ViT-L/14 text
-encoder) with random weights — what a speed benchmark needs, since cost does not depend on
-weight values. Both tokenizers are built from a tiny local vocabulary.
+``tiny_pipeline(kind)`` follows diffusers' own dummy components for SD 1.x, SD 2.x
+(v-prediction) and SDXL (a 2-step call takes ~0.03 s on a CPU); ``sd15_random_pipeline()`` has
+SD 1.5's architecture (UNet, VAE, CLIP ViT-L/14 text encoder) with random weights — what a
+speed benchmark needs, since cost does not depend on weight values. The tokenizers are built
+from a tiny local vocabulary.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from ..seeding import seeded
 
-__all__ = ["tiny_pipeline", "sd15_random_pipeline", "tiny_tokenizer"]
+__all__ = ["TINY_KINDS", "tiny_pipeline", "sd15_random_pipeline", "tiny_tokenizer"]
 
 
 def tiny_tokenizer(max_length: int = 77):
@@ -31,6 +32,10 @@ def tiny_tokenizer(max_length: int = 77):
                                              local_files_only=True)
 
 
+TINY_KINDS = ("sd", "sd-v", "sdxl", "sd3")
+"""What :func:`tiny_pipeline` builds: SD 1.x (ε-prediction), SD 2.x (v-prediction), SDXL, SD3."""
+
+
 def _pipeline(unet, vae, text_encoder, tokenizer, scheduler):
     from diffusers import StableDiffusionPipeline
     pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder,
@@ -40,33 +45,107 @@ def _pipeline(unet, vae, text_encoder, tokenizer, scheduler):
     return pipe
 
 
-def _scheduler():
+def _scheduler(prediction_type: str = "epsilon"):
     from diffusers import DDIMScheduler
     return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                         clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+                         clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                         prediction_type=prediction_type)
 
 
-def tiny_pipeline(seed: int = 0):
-    """diffusers' dummy SD components (32×32 latents of a 64×64 image), random weights."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+def _tiny_unet(**extra):
+    from diffusers import UNet2DConditionModel
+    return UNet2DConditionModel(
+        block_out_channels=(4, 8), layers_per_block=1, sample_size=32, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=2, **extra)
+
+
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+    return AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3,
+                         down_block_types=["DownEncoderBlock2D"] * 2,
+                         up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4,
+                         norm_num_groups=2)
+
+
+def _tiny_text_config(**extra):
+    from transformers import CLIPTextConfig
+    return CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=8, intermediate_size=16,
+                          layer_norm_eps=1e-5, num_attention_heads=2, num_hidden_layers=2,
+                          pad_token_id=1, vocab_size=1000, **extra)
+
+
+def tiny_pipeline(kind: str = "sd", seed: int = 0):
+    """A diffusers pipeline of ``kind`` with tiny random weights (32×32 latents of a 64×64 image).
+
+    "sd": diffusers' dummy SD components with an ε-prediction DDIM scheduler; "sd-v": the same
+    with ``prediction_type="v_prediction"`` (SD 2.x); "sdxl": a StableDiffusionXLPipeline with
+    two CLIP text encoders (the second with a projection, 8 + 8 = 16-dim cross-attention) and a
+    ``text_time`` UNet (6 time ids × 4 + 8 pooled = 32 added-embedding inputs), on the same DDIM
+    scheduler so its latents compare with toycode's steps; "sd3": a StableDiffusion3Pipeline with
+    a one-layer MMDiT, two projected CLIP encoders, no T5 (``text_encoder_3=None``) and a
+    FlowMatchEuler scheduler with shift 3.
+    """
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from ..checks import check_choice
+    check_choice("kind", kind, TINY_KINDS)
+    if kind == "sd3":
+        return _tiny_sd3(seed)
     with seeded(seed):   # module initialisation reads the global generator
-        unet = UNet2DConditionModel(
-            block_out_channels=(4, 8), layers_per_block=1, sample_size=32, in_channels=4,
-            out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=8,
-            norm_num_groups=2)
+        if kind != "sdxl":
+            unet = _tiny_unet(cross_attention_dim=8)
+            torch.manual_seed(seed)
+            vae = _tiny_vae()
+            torch.manual_seed(seed)
+            text = CLIPTextModel(_tiny_text_config())
+            prediction = "v_prediction" if kind == "sd-v" else "epsilon"
+            return _pipeline(unet, vae, text, tiny_tokenizer(), _scheduler(prediction))
+        unet = _tiny_unet(cross_attention_dim=16, addition_embed_type="text_time",
+                          addition_time_embed_dim=4, projection_class_embeddings_input_dim=32)
+        torch.manual_seed(seed)
+        vae = _tiny_vae()
+        torch.manual_seed(seed)
+        text = CLIPTextModel(_tiny_text_config())
+        torch.manual_seed(seed + 1)
+        text_2 = CLIPTextModelWithProjection(_tiny_text_config(projection_dim=8))
+    from diffusers import StableDiffusionXLPipeline
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text, text_encoder_2=text_2,
+                                     tokenizer=tiny_tokenizer(), tokenizer_2=tiny_tokenizer(),
+                                     unet=unet, scheduler=_scheduler(), add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _tiny_sd3(seed: int):
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextModelWithProjection
+    with seeded(seed):
+        transformer = SD3Transformer2DModel(
+            sample_size=32, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8,
+            num_attention_heads=2, caption_projection_dim=16, joint_attention_dim=16,
+            pooled_projection_dim=16, out_channels=4)
         torch.manual_seed(seed)
         vae = AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3,
                             down_block_types=["DownEncoderBlock2D"] * 2,
                             up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4,
-                            norm_num_groups=2)
+                            norm_num_groups=2, shift_factor=0.0609, scaling_factor=1.5035,
+                            use_quant_conv=False, use_post_quant_conv=False)
         torch.manual_seed(seed)
-        text = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=8,
-                                            intermediate_size=16, layer_norm_eps=1e-5,
-                                            num_attention_heads=2, num_hidden_layers=2,
-                                            pad_token_id=1, vocab_size=1000))
-    return _pipeline(unet, vae, text, tiny_tokenizer(), _scheduler())
+        text = CLIPTextModelWithProjection(_tiny_text_config(projection_dim=8))
+        torch.manual_seed(seed + 1)
+        text_2 = CLIPTextModelWithProjection(_tiny_text_config(projection_dim=8))
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=text, tokenizer=tiny_tokenizer(), text_encoder_2=text_2,
+        tokenizer_2=tiny_tokenizer(), text_encoder_3=None, tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def sd15_random_pipeline(seed: int = 0):
