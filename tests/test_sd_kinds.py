@@ -1,23 +1,32 @@
-"""SD 2.x (v-prediction) and SDXL on the same sampler, through toycode.sd.make_backend, on tiny
-random-weight pipelines (no download)."""
+"""SD 2.x (v-prediction), SDXL and SD3 on the same sampler through toycode.sd.make_backend,
+on tiny random-weight pipelines (no download)."""
 
+import functools
 import json
 
 import pytest
 import torch
 
 from toycode import sample_blockwise
+from toycode.diffusion import Process
 from toycode.sd import make_backend
-from toycode.sd.backend import StableDiffusionBackend, StableDiffusionXLBackend, load_pipeline
+from toycode.sd.backend import (
+    StableDiffusion3Backend,
+    StableDiffusionBackend,
+    StableDiffusionXLBackend,
+    load_pipeline,
+)
 from toycode.sd.tiny import tiny_pipeline
 
 PROMPT = "a red fox in the snow"
-KINDS = ("sd-v", "sdxl")
+KINDS = ("sd-v", "sdxl", "sd3")
+BACKENDS = {"sd-v": StableDiffusionBackend, "sdxl": StableDiffusionXLBackend,
+            "sd3": StableDiffusion3Backend}
 
 
-@pytest.fixture(scope="module", params=KINDS)
-def kind_pipe(request):
-    return request.param, tiny_pipeline(request.param)
+@functools.cache
+def tiny(kind):
+    return tiny_pipeline(kind)
 
 
 class Latents:
@@ -42,26 +51,36 @@ def brightness(images):
 
 
 def pipeline_latents(pipe, steps, eta, seed=5):
-    return pipe(PROMPT, num_inference_steps=steps, eta=eta, guidance_scale=7.5,
-                output_type="latent", generator=torch.Generator().manual_seed(seed)).images
+    extra = {} if type(pipe).__name__ == "StableDiffusion3Pipeline" else {"eta": eta}
+    return pipe(PROMPT, num_inference_steps=steps, guidance_scale=7.5, output_type="latent",
+                generator=torch.Generator().manual_seed(seed), **extra).images
 
 
-@pytest.mark.parametrize("eta", [0.0, 1.0])
-def test_base_reproduces_the_pipeline_latents(kind_pipe, eta):
-    kind, pipe = kind_pipe
-    T = 6
+@pytest.mark.parametrize("kind, eta", [("sd-v", 0.0), ("sd-v", 1.0), ("sdxl", 0.0),
+                                       ("sdxl", 1.0), ("sd3", 0.0)])
+def test_base_reproduces_the_pipeline_latents(kind, eta):
+    """N = 1 is the pipeline: DDIM(η) for SD 2.x and SDXL, the flow Euler step (η = 0) for SD3."""
+    pipe, T = tiny(kind), 6
     want = pipeline_latents(pipe, T, eta)
-    be = make_backend(pipe, PROMPT, steps=T, eta=eta)
-    assert type(be) is {"sd-v": StableDiffusionBackend, "sdxl": StableDiffusionXLBackend}[kind]
+    be = make_backend(pipe, PROMPT, steps=T, eta=eta, guidance_scale=7.5)
+    assert type(be) is BACKENDS[kind]
     got = sample_blockwise(Latents(be), mean_latent, 1,
                            generator=torch.Generator().manual_seed(5)).samples
     assert torch.allclose(got, want, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind_pipe", ["sd-v"], indirect=True)
-def test_v_prediction_is_read_as_v(kind_pipe):
+def test_sd3_grid_is_process_flow_with_the_scheduler_shift():
+    be = make_backend(tiny("sd3"), PROMPT, steps=5, eta=0.0)
+    assert tiny("sd3").scheduler.config.shift == 3.0
+    ref = Process.flow(5, shift=3.0, eta=0.0)
+    assert be.process.kind == "flow"
+    assert torch.allclose(be.process.sigmas, ref.sigmas, atol=1e-6)
+    assert torch.allclose(be.process.timesteps.double(), ref.timesteps, atol=1e-3)
+
+
+def test_v_prediction_is_read_as_v():
     """Reading SD 2.x's v̂ as ε̂ (the old behaviour) lands far from the pipeline's latents."""
-    _, pipe = kind_pipe
+    pipe = tiny("sd-v")
     be = make_backend(pipe, PROMPT, steps=4, eta=0.0)
     assert be.prediction == "v_prediction"
     be.prediction = "epsilon"
@@ -78,19 +97,21 @@ class UNetCounter:
         self.handle = unet.register_forward_pre_hook(self.hook, with_kwargs=True)
 
     def hook(self, module, args, kwargs):
-        self.rows += args[0].shape[0] // 2
+        x = args[0] if args else kwargs["hidden_states"]
+        self.rows += x.shape[0] // 2
         self.kwargs.append(kwargs)
 
     def close(self):
         self.handle.remove()
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("N, B", [(3, 2), (2, 4)])   # CoDe, and best-of-N (B = T)
-def test_unet_calls_follow_the_formula(kind_pipe, N, B):
-    _, pipe = kind_pipe
+def test_denoiser_calls_follow_the_formula(kind, N, B):
+    pipe = tiny(kind)
     T, n = 4, 2
     be = make_backend(pipe, PROMPT, steps=T, max_batch=4)
-    counter = UNetCounter(pipe.unet)
+    counter = UNetCounter(pipe.transformer if kind == "sd3" else pipe.unet)
     try:
         res = sample_blockwise(be, brightness, n, num_candidates=N, block_size=B,
                                generator=torch.Generator().manual_seed(0))
@@ -101,7 +122,7 @@ def test_unet_calls_follow_the_formula(kind_pipe, N, B):
 
 
 def test_sdxl_conditions_on_pooled_text_and_time_ids():
-    pipe = tiny_pipeline("sdxl")
+    pipe = tiny("sdxl")
     be = make_backend(pipe, PROMPT, steps=2, height=48, width=64)
     assert be.shape == (4, 24, 32)
     counter = UNetCounter(pipe.unet)
@@ -117,9 +138,23 @@ def test_sdxl_conditions_on_pooled_text_and_time_ids():
     assert torch.equal(added["text_embeds"][3:], be.pooled[1].expand(3, -1))
 
 
+def test_sdxl_decodes_an_fp16_vae_in_float32_when_asked():
+    pipe = tiny_pipeline("sdxl")        # a fresh one: its VAE is cast below
+    be = make_backend(pipe, PROMPT, steps=2)
+    x = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(0)).half()
+    with torch.no_grad():
+        want = be.decode(x.float())
+        pipe.vae.register_to_config(force_upcast=True)
+        pipe.vae.half()
+        got = be.decode(x)
+    assert pipe.vae.dtype == torch.float16 and be._vae().dtype == torch.float32
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-2)
+
+
 def test_make_backend_refuses_other_pipelines():
     with pytest.raises(ValueError, match="no toycode backend for object; supported: "
-                                         "StableDiffusionXLPipeline, StableDiffusionPipeline"):
+                                         "StableDiffusionXLPipeline, StableDiffusionPipeline, "
+                                         "StableDiffusion3Pipeline"):
         make_backend(object(), PROMPT)
 
 
@@ -130,7 +165,7 @@ def test_tiny_kinds():
         tiny_pipeline("sd9")
 
 
-@pytest.mark.parametrize("kind", ["sd-v", "sdxl"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_cli_runs_a_tiny_pipeline_offline(kind, tmp_path, monkeypatch, capsys):
     from toycode.cli import main
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -292,9 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_sample)
 
     sd = sub.add_parser("sd", help="CoDe / best-of-N / SVDD on a Stable Diffusion pipeline")
-    sd.add_argument("--model", required=True, help="hub id or local folder of an SD 1.x/2.x "
-                                                   "or SDXL pipeline, or tiny:sd, tiny:sd-v, "
-                                                   "tiny:sdxl (random weights, offline)")
+    sd.add_argument("--model", required=True, help="hub id or local folder of an SD 1.x/2.x, "
+                                                   "SDXL or SD3 pipeline, or tiny:sd, "
+                                                   "tiny:sd-v, tiny:sdxl, tiny:sd3 (random "
+                                                   "weights, offline)")
     sd.add_argument("--prompt", nargs="+", required=True, help="one prompt, or one per image")
     sd.add_argument("--n", type=int, default=1, help="images to generate")
     sd.add_argument("--reward", default="jpeg", choices=["jpeg", "clip-image", "clip-text",

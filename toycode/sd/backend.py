@@ -13,6 +13,7 @@ reproduces the pipeline's own latents. The pipeline's scheduler is never mutated
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -141,19 +142,24 @@ class StableDiffusionBackend:
         lv = self.process.level(i)
         return Prediction(*to_eps_x0(out, self.prediction, x, lv.alpha, lv.sigma))
 
+    def _vae(self):
+        """The VAE that decodes and encodes (the pipeline's own here)."""
+        return self.pipe.vae
+
     def decode(self, x0):
         """VAE decode to images in [0, 1], (n, 3, H, W) float32, in chunks of max_batch."""
-        vae = self.pipe.vae
-        out = [vae.decode(c / vae.config.scaling_factor).sample for c in x0.split(self.max_batch)]
+        vae = self._vae()
+        out = [vae.decode(c.to(vae.dtype) / vae.config.scaling_factor).sample
+               for c in x0.split(self.max_batch)]
         return (torch.cat(out).float() / 2 + 0.5).clamp(0, 1)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] (n, 3, H, W) to latents (the VAE posterior mean, scaled)."""
-        vae = self.pipe.vae
-        x = (2 * images - 1).to(self.device, self.dtype)
+        vae = self._vae()
+        x = (2 * images - 1).to(self.device, vae.dtype)
         with torch.no_grad():
             lat = [vae.encode(c).latent_dist.mean for c in x.split(self.max_batch)]
-        return torch.cat(lat) * vae.config.scaling_factor
+        return (torch.cat(lat) * vae.config.scaling_factor).to(self.dtype)
 
     def noise_to(self, x0, i, generator=None):
         return self.process.noise_to(x0.to(self.device, self.dtype), i, generator)
@@ -172,8 +178,7 @@ class StableDiffusionXLBackend(StableDiffusionBackend):
     zeros, as ``force_zeros_for_empty_prompt`` asks). Each UNet call also gets
     ``added_cond_kwargs = {"text_embeds": pooled, "time_ids": (H, W, 0, 0, H, W)}``, the
     micro-conditioning the pipeline builds from original size, crop (0, 0) and target size. The
-    VAE decodes in float32 when it is fp16 and its config asks to be upcast, as the pipeline
-    does.
+    VAE decodes and encodes in float32 when it is fp16 and its config asks to be upcast.
     """
 
     def _encode_prompt(self, prompt: str, negative_prompt: str | None) -> None:
@@ -199,16 +204,15 @@ class StableDiffusionXLBackend(StableDiffusionBackend):
         return self.pipe.unet(x, t, encoder_hidden_states=self.cond[rows],
                               added_cond_kwargs=added).sample
 
-    def decode(self, x0):
-        """VAE decode to images in [0, 1], (n, 3, H, W) float32, in chunks of max_batch."""
+    def _vae(self):
+        """The pipeline's VAE, or a float32 copy of it (made once) when it is fp16 and its
+        config sets ``force_upcast``: SDXL's VAE overflows in fp16, the pipeline upcasts too."""
         vae = self.pipe.vae
         if not (vae.dtype == torch.float16 and vae.config.get("force_upcast", False)):
-            return super().decode(x0)
-        vae.to(torch.float32)   # SDXL's VAE overflows in fp16; the pipeline upcasts it likewise
-        try:
-            return super().decode(x0.float())
-        finally:
-            vae.to(torch.float16)
+            return vae
+        if getattr(self, "_vae32", None) is None:
+            self._vae32 = copy.deepcopy(vae).float()
+        return self._vae32
 
 
 def _backend_classes() -> dict:
