@@ -267,3 +267,24 @@ def test_lookahead_values_run_on_sd_and_their_unet_calls_are_counted(pipe):
     interior = T // B - 1
     assert counter.rows == res.nfe == n * (1 + (T - 1) * N + interior * N * M * (k - 1))
     assert max(counter.sizes) <= 3
+
+
+def test_pickscore_is_the_scaled_clip_logit_and_runs_from_the_cli(clip, tmp_path, capsys):
+    """PickScore = exp(logit_scale) · cos(image, prompt); `toycode sd --reward pickscore
+    --reward-model FOLDER` loads a (here tiny, random) CLIP from a folder, offline."""
+    from toycode.cli import main
+    from toycode.image_rewards import PickScore
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    pick, cos = PickScore("a fox", clip), ClipTextScore("a fox", clip)
+    scale = float(clip.model.logit_scale.exp())
+    assert torch.allclose(pick(images), scale * cos(images)) and scale > 1
+    assert make_image_reward("pickscore", prompt="a fox", clip=clip).to_dict() == {
+        "type": "pickscore", "text": "a fox"}
+    clip.model.save_pretrained(tmp_path / "pick")
+    clip.tokenizer.save_pretrained(tmp_path / "pick")
+    code = main(["sd", "--model", "tiny:sd", "--prompt", "a fox", "--reward", "pickscore",
+                 "--reward-model", str(tmp_path / "pick"), "--method", "bon",
+                 "--num-candidates", "2", "--steps", "3", "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((tmp_path / "out" / "rewards.json").read_text())
+    assert math.isfinite(meta[0]["reward"])

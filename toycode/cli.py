@@ -52,12 +52,17 @@ def _compare(args):
 
 
 def _sd(args):
-    from .image_rewards import Clip, load_clip
+    from .image_rewards import PICKSCORE_MODEL, PICKSCORE_TOKENIZER, Clip, load_clip
     from .sd.backend import load_pipeline
     from .sd.run import load_image, make_image_reward, sd_sample, write_outputs
     reference = load_image(args.reference) if args.reference else None
+    if args.reward == "pickscore":   # PickScore's own CLIP-H unless --reward-model names one
+        model = args.reward_model or PICKSCORE_MODEL
+        tokenizer = None if args.reward_model else PICKSCORE_TOKENIZER
+    else:
+        model, tokenizer = args.reward_model or args.clip_model, None
     reward = make_image_reward(args.reward, reference=reference, prompt=args.prompt[0],
-                               clip=lambda: Clip(*load_clip(args.clip_model, args.device)),
+                               clip=lambda: Clip(*load_clip(model, args.device, tokenizer)),
                                aesthetic_head=args.aesthetic_head)
     dtype = {"auto": None, "float32": torch.float32, "float16": torch.float16,
              "bfloat16": torch.bfloat16}[args.dtype]
@@ -299,7 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--prompt", nargs="+", required=True, help="one prompt, or one per image")
     sd.add_argument("--n", type=int, default=1, help="images to generate")
     sd.add_argument("--reward", default="jpeg", choices=["jpeg", "clip-image", "clip-text",
-                                                         "aesthetic"])
+                                                         "aesthetic", "pickscore"])
+    sd.add_argument("--reward-model", help="hub id or folder of the reward's CLIP model "
+                                           "(pickscore: default PickScore_v1; others: "
+                                           "--clip-model)")
     sd.add_argument("--reference", help="reference image (clip-image reward; CoDe(η) start)")
     sd.add_argument("--clip-model", default="openai/clip-vit-large-patch14")
     sd.add_argument("--aesthetic-head", help="LAION aesthetic predictor weights (.pth)")

@@ -55,12 +55,18 @@ class Compressibility:
         return {"type": "compressibility", "format": self.fmt, "quality": self.quality}
 
 
-def load_clip(model: str | Path = "openai/clip-vit-large-patch14", device=None):
-    """A transformers CLIPModel and tokenizer from a hub id or a local folder."""
+PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
+PICKSCORE_TOKENIZER = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"   # PickScore ships no tokenizer
+
+
+def load_clip(model: str | Path = "openai/clip-vit-large-patch14", device=None,
+              tokenizer: str | Path | None = None):
+    """A transformers CLIPModel and tokenizer from a hub id or a local folder (the tokenizer from
+    ``tokenizer`` when given, else from ``model``)."""
     from transformers import CLIPModel, CLIPTokenizer
     try:
         clip = CLIPModel.from_pretrained(str(model)).eval()
-        tokenizer = CLIPTokenizer.from_pretrained(str(model))
+        tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer or model))
     except OSError as err:
         raise ValueError(f"could not load the CLIP model {str(model)!r}: "
                          f"{str(err).splitlines()[0]}") from None
@@ -146,6 +152,26 @@ class ClipTextScore:
 
     def to_dict(self):
         return {"type": "clip-text", "text": self.text}
+
+
+class PickScore:
+    """PickScore (Kirstain et al. 2023, "Pick-a-Pic"): a CLIP-H fine-tuned on human preference
+    pairs; r(x) = exp(logit_scale) · cos(CLIP(x), CLIP(prompt)) — the logit its preference model
+    compares across images of one prompt. Load its weights with
+    ``load_clip(PICKSCORE_MODEL, tokenizer=PICKSCORE_TOKENIZER)``."""
+
+    differentiable = True
+
+    def __init__(self, prompt: str, clip: Clip):
+        self.prompt, self.clip = prompt, clip
+        self.target = clip.text_embeds([prompt])
+        self.scale = float(clip.model.logit_scale.exp())
+
+    def __call__(self, x):
+        return self.scale * (self.clip.image_embeds(x) @ self.target.T).squeeze(1).double().cpu()
+
+    def to_dict(self):
+        return {"type": "pickscore", "text": self.prompt}
 
 
 class _AestheticMLP(nn.Module):

@@ -15,7 +15,13 @@ import numpy as np
 import torch
 
 from ..checks import check_choice, check_range
-from ..image_rewards import Aesthetic, ClipImageSimilarity, ClipTextScore, Compressibility
+from ..image_rewards import (
+    Aesthetic,
+    ClipImageSimilarity,
+    ClipTextScore,
+    Compressibility,
+    PickScore,
+)
 from ..io import atomic_write
 from ..methods import METHODS, get_method
 from ..sampler import sample_blockwise
@@ -24,7 +30,7 @@ from .backend import make_backend
 __all__ = ["IMAGE_REWARDS", "SD_METHODS", "make_image_reward", "load_image", "sd_sample",
            "write_outputs"]
 
-IMAGE_REWARDS = ("jpeg", "clip-image", "clip-text", "aesthetic")
+IMAGE_REWARDS = ("jpeg", "clip-image", "clip-text", "aesthetic", "pickscore")
 SD_METHODS = tuple(name for name, m in METHODS.items() if m.guidance is None)
 """The gradient-free methods: image rewards (JPEG size, CLIP scores) are not differentiated."""
 
@@ -60,6 +66,8 @@ def make_image_reward(name: str, *, reference: torch.Tensor | None = None,
         return ClipImageSimilarity(reference, clip)
     if name == "clip-text":
         return ClipTextScore(prompt, clip)
+    if name == "pickscore":
+        return PickScore(prompt, clip)
     return Aesthetic(aesthetic_head, clip)
 
 
