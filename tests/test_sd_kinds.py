@@ -121,6 +121,23 @@ def test_denoiser_calls_follow_the_formula(kind, N, B):
     assert res.samples.shape == (n, 3, 64, 64) and torch.isfinite(res.rewards).all()
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_smc_runs_on_every_kind(kind):
+    """SMC (K = 2 particles, systematic resampling at every step) on each pipeline: T denoiser
+    rows per particle, the reward of the kept particles, a resampling record per step."""
+    pipe = tiny(kind)
+    T, n = 3, 2
+    counter = UNetCounter(pipe.transformer if kind == "sd3" else pipe.unet)
+    try:
+        res = sample_blockwise(make_backend(pipe, PROMPT, steps=T), brightness, n, particles=2,
+                               block_size=1, selection="systematic", ess_threshold=0.5,
+                               generator=torch.Generator().manual_seed(0))
+    finally:
+        counter.close()
+    assert counter.rows == res.nfe == n * T and res.ess.shape == (T, 1)
+    assert torch.allclose(res.rewards, brightness(res.samples))
+
+
 def test_sdxl_conditions_on_pooled_text_and_time_ids():
     pipe = tiny("sdxl")
     be = make_backend(pipe, PROMPT, steps=2, height=48, width=64)
