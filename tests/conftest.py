@@ -57,3 +57,16 @@ class ExactReference:
     def floors(self, x):
         """MMD² of x against the reference, in units of the floor."""
         return self._mmd2(x, self.ref, self.bandwidth) / self.floor
+
+
+class Latents:
+    """A backend with decode = identity, to compare latents with a pipeline's own."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def decode(self, x0):
+        return x0

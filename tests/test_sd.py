@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from conftest import Latents
 
 from toycode import sample_blockwise
 from toycode.guidance import DPS, GuidedBackend
@@ -110,19 +111,6 @@ def test_selection_picks_the_favoured_candidate(pipe):
     for block in seen:
         assert torch.equal(block["selected"].view(-1), torch.full((n,), 2))
         assert torch.equal(block["x"], block["candidates"][torch.arange(n) * N + 2])
-
-
-class Latents:
-    """The backend with decode = identity, to compare latents with the pipeline's."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def decode(self, x0):
-        return x0
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])

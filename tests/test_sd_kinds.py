@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import Latents
 
 from toycode import sample_blockwise
 from toycode.diffusion import Process
@@ -27,19 +28,6 @@ BACKENDS = {"sd-v": StableDiffusionBackend, "sdxl": StableDiffusionXLBackend,
 @functools.cache
 def tiny(kind):
     return tiny_pipeline(kind)
-
-
-class Latents:
-    """The backend with decode = identity, to compare latents with the pipeline's."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def decode(self, x0):
-        return x0
 
 
 def mean_latent(x):
