@@ -98,7 +98,9 @@ def run_demo(problem: str = "between", *, out_dir: str | Path = "figures",
     problem = result["problem"]
     out = Path(out_dir)
     tag = "" if result["process"] == "vp" else f"_{result['process']}"
-    result["figures"] = [save(plot_samples_sheet(problem, result["reference"], result["samples"]),
+    note = "" if result["process"] == "vp" else f" ({result['process']} process)"
+    result["figures"] = [save(plot_samples_sheet(problem, result["reference"], result["samples"],
+                                                 note=note),
                               out / f"gmm_{problem.name}_samples{tag}.png")]
     colors = {r.label: f"C{i}" for i, r in enumerate(DEMO_RUNS)}
     points = [{**r, "label": f"{r['label']} [{r['backend']}]", "color": colors[r["label"]]}

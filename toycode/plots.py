@@ -60,8 +60,9 @@ def _panel(ax, title, xs=None, ys=None, image=None, points=None, contour=None, e
 
 
 def plot_samples_sheet(problem: Problem, exact: torch.Tensor, runs: list[tuple[str, torch.Tensor]],
-                       columns: int = 6, extent: float = 4.0):
-    """Prior, reward, exact target and every run's samples on one sheet."""
+                       columns: int = 6, extent: float = 4.0, note: str = ""):
+    """Prior, reward, exact target and every run's samples on one sheet (``note`` is appended
+    to the title, e.g. the process)."""
     target = problem.target
     rows = 1 + -(-len(runs) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.2 * rows))
@@ -81,7 +82,7 @@ def plot_samples_sheet(problem: Problem, exact: torch.Tensor, runs: list[tuple[s
         _panel(ax, label, xs, ys, points=pts, contour=tgt, extent=extent)
     for ax in axes.flat[columns + len(runs):]:
         ax.axis("off")
-    fig.suptitle(f"{problem.name}: samples (blue) over contours of the exact target p*",
+    fig.suptitle(f"{problem.name}: samples (blue) over contours of the exact target p*{note}",
                  fontsize=10)
     fig.tight_layout()
     return fig
