@@ -28,7 +28,7 @@ from .checks import check_choice, check_range
 from .diffusion import Process
 from .exact.problems import Problem, load_problem
 from .methods import METHODS, GuidanceInputs, get_method
-from .sampler import SampleResult, sample_blockwise
+from .sampler import SampleResult
 from .train import PROCESSES, find_mlp_checkpoint, train_mlp
 from .values import ExactValue, LookaheadValue, PosteriorValue
 
@@ -99,7 +99,7 @@ def sample(problem: Problem | str | Path, *, backend: str | Path | Backend = "an
            ess_threshold: float = 0.5, scale: float | None = None, backward_steps: int = 0,
            backward_lr: float = 0.1, recurrence: int = 1, progress: bool = False,
            callback=None, process: str = "vp", eta: float = 1.0, value_samples: int = 4,
-           lookahead_steps: int = 4) -> SampleResult:
+           lookahead_steps: int = 4, options: dict | None = None) -> SampleResult:
     """Sample a problem with a named method; ``lam`` and ``scale`` default to the problem's λ.
 
     A named ``backend`` is built by :func:`make_backend` with ``steps``, ``eta`` and ``process``.
@@ -108,7 +108,8 @@ def sample(problem: Problem | str | Path, *, backend: str | Path | Backend = "an
     systematic); ``particles``/``ess_threshold`` apply to SMC only; ``scale``,
     ``backward_steps``, ``backward_lr``, ``recurrence`` to gradient guidance. ``value`` is one
     of :data:`VALUES` (with ``value_samples`` M and ``lookahead_steps`` k; see
-    :func:`make_value`).
+    :func:`make_value`). ``options`` holds the keywords a method declares for itself (see
+    its record's ``options`` in :data:`METHODS`).
     """
     problem = _problem(problem)
     m = get_method(method)
@@ -124,9 +125,9 @@ def sample(problem: Problem | str | Path, *, backend: str | Path | Backend = "an
     scale = problem.lam if scale is None else scale
     backend = m.wrap(backend, GuidanceInputs(problem.reward, scale, problem.target,
                                              backward_steps, backward_lr, recurrence))
-    result = sample_blockwise(
+    result = m.run(
         backend, problem.reward, n, lam=problem.lam if lam is None else lam,
-        value=value_fn,
+        value=value_fn, options=options,
         generator=torch.Generator().manual_seed(seed), progress=progress, callback=callback,
         **settings)
     result.settings.update(method=method, seed=seed, value=value,

@@ -28,6 +28,7 @@ from typing import Callable
 from .backends.base import Backend
 from .checks import check_choice, check_range
 from .guidance import DPS, ExactGuidance, GuidedBackend, Universal
+from .sampler import SampleResult, sample_blockwise
 
 __all__ = ["Method", "GuidanceInputs", "METHODS", "get_method", "KNOBS"]
 
@@ -56,6 +57,15 @@ class Method:
     ``block`` says how B is set: "given" (the caller's B, default ``default_block_size``), "all"
     (B = T: one block, best-of-N) or "one" (B = 1). ``selection`` is the default rule (None for
     methods that select nothing). ``guidance`` builds the rule a :class:`GuidedBackend` applies.
+
+    A method whose loop has another shape (search over noises, trees, beams) names it as
+    ``loop``: a function with :func:`~toycode.sampler.sample_blockwise`'s call signature
+    ``(backend, reward, n, *, lam, value, generator, progress, callback, **settings)`` that counts
+    its cost in a :class:`~toycode.sampler.Ledger` and returns a
+    :class:`~toycode.sampler.SampleResult`. ``fixed`` holds sampler keywords the record pins
+    (e.g. an FK potential), ``options`` the extra keywords a caller may set for it, and
+    ``budget(m)`` the knob settings (as in :data:`KNOBS`) that spend about m·T denoiser calls per
+    output sample, for equal-compute comparisons (None: the method has one cost, m = 1).
     """
 
     name: str
@@ -69,6 +79,10 @@ class Method:
     needs_gradient: bool = False
     needs_target: bool = False
     knobs: tuple[str, ...] = ("T",)
+    loop: Callable[..., SampleResult] | None = None
+    fixed: tuple[tuple[str, object], ...] = ()
+    options: tuple[str, ...] = ()
+    budget: Callable[[int], dict] | None = None
 
     def __post_init__(self):
         check_choice("block", self.block, ("given", "all", "one"))
@@ -89,7 +103,19 @@ class Method:
                     "block_size": b, "selection": selection or self.selection or "argmax"}
         if self.particles:
             settings.update(particles=particles, ess_threshold=ess_threshold)
+        settings.update(self.fixed)
         return settings
+
+    def run(self, backend: Backend, reward: Callable, n: int, *,
+            options: dict | None = None, **settings) -> SampleResult:
+        """Sample n outputs with this method's loop (the blockwise sampler unless it has its
+        own); ``settings`` as from :meth:`sampler_settings` plus lam, value, generator, progress,
+        callback; ``options`` the method-specific keywords it declares."""
+        unknown = set(options or {}) - set(self.options)
+        if unknown:
+            raise ValueError(f"method {self.name!r} takes no option(s) {sorted(unknown)}; "
+                             f"its options: {list(self.options) or 'none'}")
+        return (self.loop or sample_blockwise)(backend, reward, n, **settings, **(options or {}))
 
     def wrap(self, backend: Backend, inputs: GuidanceInputs | None) -> Backend:
         """The backend this method samples from: guided where it has a rule, else unchanged."""
@@ -110,14 +136,16 @@ def _universal(g: GuidanceInputs):
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("base", "the pretrained model"),
     Method("bon", "best-of-N: one block, score the finished samples", candidates=True,
-           selection="argmax", knobs=("N", "lam", "T")),
+           selection="argmax", knobs=("N", "lam", "T"), budget=lambda m: {"N": m}),
     Method("svdd", "SVDD-PM: select after every step", candidates=True, block="one",
-           selection="argmax", knobs=("N", "lam", "T", "M", "k")),
+           selection="argmax", knobs=("N", "lam", "T", "M", "k"), budget=lambda m: {"N": m}),
     Method("code", "CoDe: N candidates per state, select every B steps", candidates=True,
-           block="given", selection="argmax", knobs=("N", "B", "lam", "T", "M", "k")),
+           block="given", selection="argmax", knobs=("N", "B", "lam", "T", "M", "k"),
+           budget=lambda m: {"N": m}),
+    # K particles cost K·T per population; one output per population is the equal-compute draw
     Method("smc", "SMC / FK steering: K particles, resample every B steps or at low ESS",
            particles=True, block="given", default_block_size=1, selection="systematic",
-           knobs=("K", "B", "lam", "T", "M", "k")),
+           knobs=("K", "B", "lam", "T", "M", "k"), budget=lambda m: {"K": m}),
     Method("dps", "diffusion posterior sampling", guidance=lambda g: DPS(g.reward, g.scale),
            needs_gradient=True, knobs=("scale", "T")),
     Method("dps-detached", "DPS with ε̂ held fixed (the official CoDe code's gradient baseline)",
