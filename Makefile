@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # the CPU build of torch; a bare `pip install torch` would pull a multi-GB CUDA build
 TORCH  := torch==2.13.0
 
-.PHONY: venv demo test lint figures notebooks docs checkpoints bench dist-check clean
+.PHONY: venv demo test lint figures notebooks docs checkpoints bench dist-check clean leaderboard
 
 # MNIST: a copy of the official files beside the checkout (../shared/data/mnist) is used when
 # there is one; otherwise $$TOYCODE_DATA or ~/.cache/toycode, downloading with checksums
@@ -66,6 +66,11 @@ figures: $(STAMP)
 		$(TOYCODE) plot figures/sweeps/values_$$p --kind distance-nfe \
 			--out figures/values_$${p}_distance-nfe.png || exit 1; \
 	done
+
+# every method at equal compute against the exact targets: figures/leaderboard/ (resumable
+# table, leaderboard.md) and figures/leaderboard.png (about 20 minutes on 2 idle cores)
+leaderboard: $(STAMP)
+	$(TOYCODE) leaderboard --out figures/leaderboard --figure figures/leaderboard.png
 
 # re-executes the committed notebooks in place at full size, outputs included (15 minutes on 2
 # busy cores)

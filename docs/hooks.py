@@ -3,7 +3,11 @@
 - the committed, executed notebooks (``notebooks/*.ipynb``) and the figures (``figures/*.png``)
   are added to the site from where they live, not copied into ``docs/``;
 - the nav's "Notebooks" section lists every notebook there, titled by its first heading;
-- ``cli.md`` is generated from :func:`toycode.cli.build_parser`'s help text at every build.
+- ``cli.md`` is generated from :func:`toycode.cli.build_parser`'s help text at every build;
+- the nav's "Methods" section lists ``docs/methods/*.md`` (one page per method family, titled by
+  its first heading), and each page whose front matter names ``methods: [...]`` gets their
+  measured rows from the committed leaderboard (``figures/leaderboard/results.jsonl``) appended;
+  ``leaderboard.md`` is generated from the same table.
 """
 
 from __future__ import annotations
@@ -52,11 +56,92 @@ def _title(notebook: Path) -> str:
     return notebook.stem
 
 
+LEADERBOARD = ROOT / "figures" / "leaderboard"
+
+
+def _method_pages() -> list[Path]:
+    return sorted((ROOT / "docs" / "methods").glob("*.md"))
+
+
+def _heading(page: Path) -> str:
+    for line in page.read_text().splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return page.stem
+
+
+def _leaderboard_rows() -> list[dict]:
+    from toycode.tradeoff import read_results
+    return read_results(LEADERBOARD)
+
+
+def measured(methods: list[str], rows: list[dict]) -> str:
+    """Markdown: every leaderboard row of these methods, mean over seeds per budget."""
+    from toycode.leaderboard import summary
+    cells = summary([r for r in rows if r["method"] in methods])
+    if not cells:
+        return ("\n## Measured\n\nNot in the committed leaderboard yet "
+                "(`make leaderboard` adds it).\n")
+    kinds = {r["bench"]: r["distance_kind"] for r in rows if "distance_kind" in r}
+    lines = ["", "## Measured", "",
+             "From the committed leaderboard (`make leaderboard`; Tweedie values, equal compute, "
+             "mean over seeds; 1 ≈ an exact sampler of p\\*). See [the leaderboard](../"
+             "leaderboard.md) for every method side by side.", "",
+             "| method | bench | distance to p\\* | budget m | NFE per output | reward |",
+             "|---|---|---|---:|---:|---:|"]
+    for (bench, method), by_budget in sorted(cells.items(), key=lambda kv: (
+            methods.index(kv[0][1]), kv[0][0])):
+        for budget, c in by_budget.items():
+            if isinstance(c, str):
+                lines.append(f"| {method} | {bench} | skipped: {c} | {budget} | | |")
+            else:
+                lines.append(f"| {method} | {bench} | {c['distance']:.3g} ({kinds[bench]}) | "
+                             f"{budget} | {c['nfe']:.0f} | {c['reward']:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+LEADERBOARD_INTRO = """# Leaderboard
+
+Every method of toycode, at equal compute, against the exact tilted target
+p\\* ∝ p·e^{λr}. `make leaderboard` (= `toycode leaderboard --out figures/leaderboard`)
+runs each method at budgets of about m·T denoiser calls per output sample (m = 1, 4, 16, 32 on
+the 2-D problems; 1, 4, 16 on MNIST), on five benches: the 2-D problems `between`, `box`,
+`ring` (distance: MMD² to an exact sample, in units of its noise floor), the MNIST class tilt
+(|class-3 fraction − P\\*(3)| in standard errors) and the 784-D MNIST mixture (mode-weight TV, in
+units of its noise floor). On every bench 1 is what an exact sampler of p\\* scores. A particle
+method runs n populations of K particles and keeps one particle per population (K·T per
+output). Methods that need a reward gradient (∇r) are skipped where the reward has none (`box`,
+the MNIST class indicator), exact guidance where there is no exact target (MNIST classes). The
+table shows each method at its largest budget (distance @ NFE per output); the figure every
+budget; each method's page lists its rows. The module is
+`toycode.leaderboard` (API reference: Experiments and figures).
+
+"""
+
+
+def leaderboard_page() -> str:
+    from toycode.leaderboard import table
+    rows = _leaderboard_rows()
+    text = LEADERBOARD_INTRO
+    if not rows:
+        return text + "\nNo committed results yet: run `make leaderboard`.\n"
+    return (text + "\n" + table(rows) + "\n\n![leaderboard](figures/leaderboard.png)\n")
+
+
 def on_config(config):
     nav = config["nav"]
     at = next(i for i, item in enumerate(nav) if "Results" in item) + 1
     nav.insert(at, {"Notebooks": [{_title(nb): f"notebooks/{nb.name}"} for nb in _notebooks()]})
+    nav.insert(at, {"Methods": [{"Leaderboard": "leaderboard.md"}]
+                    + [{_heading(p): f"methods/{p.name}"} for p in _method_pages()]})
     return config
+
+
+def on_page_markdown(markdown, page, config, files):
+    methods = page.meta.get("methods")
+    if not methods:
+        return markdown
+    return markdown + measured(list(methods), _leaderboard_rows())
 
 
 # before mkdocs-jupyter's on_files, which turns the .ipynb files it is given into pages
@@ -66,4 +151,5 @@ def on_files(files: Files, config) -> Files:
         files.append(File(f"{path.parent.name}/{path.name}", str(ROOT), config["site_dir"],
                           config["use_directory_urls"]))
     files.append(File.generated(config, "cli.md", content=cli_reference()))
+    files.append(File.generated(config, "leaderboard.md", content=leaderboard_page()))
     return files

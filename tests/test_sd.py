@@ -202,7 +202,7 @@ def test_sd_sample_writes_images_rewards_and_grid(pipe, tmp_path):
     (lambda p: sd_sample(p, "x", brightness, steps=2, reference=torch.rand(3, 64, 64),
                          strength=1.5), "strength"),
     (lambda p: sd_sample(p, "x", brightness, steps=2, strength=0.5), "reference"),
-    (lambda p: StableDiffusionBackend(p, "x", steps=2, scheduler="euler"), "scheduler"),
+    (lambda p: StableDiffusionBackend(p, "x", steps=2, scheduler="heun"), "scheduler"),
     (lambda p: sd_sample(p, "x", brightness, steps=2, eta=0.0, num_candidates=2), "stochastic"),
 ])
 def test_bad_input(pipe, call, match):

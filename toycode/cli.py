@@ -1,8 +1,9 @@
 """The `toycode` command line: reward-guided sampling checked against exact targets.
 
-2-D problems: demo, compare, target, sample, train, tradeoff, plot. MNIST: train-mnist,
-mnist-eval, mnist-demo, mnist-gmm. Stable Diffusion: sd. Each has a Python counterpart in
-toycode.api, toycode.demo, toycode.tradeoff, toycode.mnist or toycode.sd.run.
+2-D problems: demo, compare, target, sample, train, tradeoff, plot. All methods against exact
+targets: leaderboard. MNIST: train-mnist,
+mnist-eval, mnist-demo, mnist-gmm. Stable Diffusion: sd, sd-sweep. Each has a Python counterpart
+in toycode.api, toycode.demo, toycode.tradeoff, toycode.mnist, toycode.sd.run or toycode.sd.sweep.
 """
 
 from __future__ import annotations
@@ -51,18 +52,26 @@ def _compare(args):
         print(format_table(result, gradients=True))
 
 
-def _sd(args):
+def _reward_clip(args, device=None):
+    """A function loading the reward's CLIP once: PickScore's own CLIP-H unless --reward-model
+    names one, else --reward-model or --clip-model."""
+    import functools
+
     from .image_rewards import PICKSCORE_MODEL, PICKSCORE_TOKENIZER, Clip, load_clip
-    from .sd.backend import load_pipeline
-    from .sd.run import load_image, make_image_reward, sd_sample, write_outputs
-    reference = load_image(args.reference) if args.reference else None
-    if args.reward == "pickscore":   # PickScore's own CLIP-H unless --reward-model names one
+    if args.reward == "pickscore":
         model = args.reward_model or PICKSCORE_MODEL
         tokenizer = None if args.reward_model else PICKSCORE_TOKENIZER
     else:
         model, tokenizer = args.reward_model or args.clip_model, None
+    return functools.cache(lambda: Clip(*load_clip(model, device, tokenizer)))
+
+
+def _sd(args):
+    from .sd.backend import load_pipeline
+    from .sd.run import load_image, make_image_reward, sd_sample, write_outputs
+    reference = load_image(args.reference) if args.reference else None
     reward = make_image_reward(args.reward, reference=reference, prompt=args.prompt[0],
-                               clip=lambda: Clip(*load_clip(model, args.device, tokenizer)),
+                               clip=_reward_clip(args, args.device),
                                aesthetic_head=args.aesthetic_head)
     dtype = {"auto": None, "float32": torch.float32, "float16": torch.float16,
              "bfloat16": torch.bfloat16}[args.dtype]
@@ -79,6 +88,47 @@ def _sd(args):
     for r in records:
         print(json.dumps({"index": r["index"], "prompt": r["prompt"], "reward": r["reward"],
                           "nfe": r["nfe"], "reward_calls": r["reward_calls"]}))
+
+
+def _sd_sweep(args):
+    from .image_rewards import Clip, load_clip
+    from .sd.backend import load_pipeline
+    from .sd.run import load_image, make_image_reward
+    from .sd.score_decoder import check_score_decoder_path, load_score_decoder
+    from .sd.sweep import load_prompts, process_shard, run_sd_sweep, sweep_jobs
+    from .tradeoff import parse_grid
+    # everything a user can get wrong is checked before a model loads or a file is written
+    prompts = load_prompts(args.prompts, args.limit_prompts)
+    grid = parse_grid(args.grid)
+    sweep_jobs(prompts, args.methods, grid, args.seeds)
+    if args.score_decoder:
+        check_score_decoder_path(args.score_decoder)
+    reference = load_image(args.reference) if args.reference else None
+    shard = process_shard(args.device)
+    clip = _reward_clip(args, shard.device)
+
+    def reward_for(prompt):
+        return make_image_reward(args.reward, reference=reference, prompt=prompt, clip=clip,
+                                 aesthetic_head=args.aesthetic_head)
+
+    reward_for(prompts[0])
+    dtype = {"auto": None, "float32": torch.float32, "float16": torch.float16,
+             "bfloat16": torch.bfloat16}[args.dtype]
+    pipe = load_pipeline(args.model, device=shard.device, dtype=dtype)
+    decoder = load_score_decoder(args.score_decoder, pipe) if args.score_decoder else None
+    fidelity = (Clip(*load_clip(args.fidelity_model, shard.device)) if args.fidelity_model
+                else None)
+    describe = {"model": args.model, "reward": args.reward, "reward_model": args.reward_model,
+                "aesthetic_head": args.aesthetic_head, "reference": args.reference,
+                "fidelity_model": args.fidelity_model, "score_decoder": args.score_decoder}
+    rows = run_sd_sweep(pipe, prompts, reward_for, args.methods, grid, seeds=args.seeds,
+                        steps=args.steps, out=args.out, eta=args.eta,
+                        guidance_scale=args.guidance_scale, scheduler=args.scheduler,
+                        selection=args.selection, max_batch=args.max_batch, fidelity=fidelity,
+                        score_decoder=decoder, describe=describe, shard=shard)
+    if shard.index == 0:
+        print(f"{len(rows)} rows in {args.out}/results.jsonl ({shard.count} process"
+              f"{'es' if shard.count > 1 else ''})")
 
 
 def _train_mnist(args):
@@ -161,6 +211,20 @@ def _tradeoff(args):
     print(f"{len(rows)} rows in {args.out}/results.jsonl")
 
 
+def _leaderboard(args):
+    from .leaderboard import BENCHES, plot_leaderboard, run_leaderboard, table
+    from .plots import save
+    rows = run_leaderboard(args.out, benches=args.benches or BENCHES, methods=args.methods,
+                           size="fast" if args.fast else "default",
+                           progress=not args.no_progress)
+    text = table(rows)
+    (Path(args.out) / "leaderboard.md").write_text(text + "\n")
+    print(text)
+    figure = args.figure or str(Path(args.out) / "leaderboard.png")
+    saved = save(plot_leaderboard(rows), figure)
+    print(f"{len(rows)} rows in {args.out}/results.jsonl; wrote {saved}")
+
+
 def _values(args):
     from .plots import plot_value_errors, save
     from .value_study import DEFAULT_ESTIMATORS, format_value_errors, value_errors
@@ -192,6 +256,15 @@ def _plot(args):
     if not rows:
         raise ValueError(f"no results in {args.results}/results.jsonl; run `toycode tradeoff` "
                          f"first")
+    if "prompt" in rows[0]:   # an sd-sweep table
+        kind = args.kind or "reward-nfe"
+        if kind == "reward-fidelity" and all(r.get("fidelity") is None for r in rows):
+            raise ValueError(f"{args.results} has no prompt fidelity: run sd-sweep with "
+                             f"--fidelity-model")
+        out = args.out or str(Path(args.results) / f"sd_{kind}.png")
+        print(f"wrote {save(plot_sweep(rows, kind), out)}")
+        return
+    args.kind = args.kind or "frontier"
     problem = load_problem(rows[0]["problem"])
     out = args.out or str(Path(args.results) / f"{problem.name}_{args.kind}.png")
     if args.kind == "genealogy":
@@ -298,9 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sd = sub.add_parser("sd", help="CoDe / best-of-N / SVDD on a Stable Diffusion pipeline")
     sd.add_argument("--model", required=True, help="hub id or local folder of an SD 1.x/2.x, "
-                                                   "SDXL or SD3 pipeline, or tiny:sd, "
-                                                   "tiny:sd-v, tiny:sdxl, tiny:sd3 (random "
-                                                   "weights, offline)")
+                                                   "SDXL, SD3 or FLUX pipeline, or tiny:sd, "
+                                                   "tiny:sd-v, tiny:sdxl, tiny:sd3, tiny:flux "
+                                                   "(random weights, offline)")
     sd.add_argument("--prompt", nargs="+", required=True, help="one prompt, or one per image")
     sd.add_argument("--n", type=int, default=1, help="images to generate")
     sd.add_argument("--reward", default="jpeg", choices=["jpeg", "clip-image", "clip-text",
@@ -320,7 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--particles", type=int, default=4, help="SMC population size K")
     sd.add_argument("--lam", type=float, default=1.0, help="softmax selection's λ")
     sd.add_argument("--steps", type=int, default=50)
-    sd.add_argument("--scheduler", default="ddim", choices=["ddim", "ddpm"])
+    sd.add_argument("--scheduler", default=None, choices=["ddim", "ddpm", "euler"],
+                    help="the timestep grid (the step is always DDIM(η)); default: Euler's for "
+                         "a pipeline that ships EulerDiscreteScheduler (SDXL), else DDIM's")
     sd.add_argument("--eta", type=float, default=1.0, help="DDIM η (selection needs η > 0)")
     sd.add_argument("--strength", type=float, default=None,
                     help="CoDe(η): start from --reference noised to this strength in (0, 1]")
@@ -332,6 +407,46 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "bfloat16"])
     sd.add_argument("--out", required=True, help="output folder")
     sd.set_defaults(func=_sd)
+
+    sw = sub.add_parser("sd-sweep", help="methods × settings × prompts × seeds on a Stable "
+                                         "Diffusion pipeline: a resumable table of rows and "
+                                         "their images (accelerate launch shards the rows)")
+    sw.add_argument("--model", required=True, help="as for `toycode sd`")
+    sw.add_argument("--prompts", default="animals",
+                    help="a shipped prompt set (animals) or a file with one prompt a line")
+    sw.add_argument("--limit-prompts", type=int, default=None, help="only the first L prompts")
+    sw.add_argument("--methods", nargs="+", default=["base", "bon", "code", "smc"],
+                    help=f"any of {', '.join(SD_METHODS)}")
+    sw.add_argument("--grid", default="N=4;B=5;K=4",
+                    help='knobs N, B, K, lam, T, e.g. "N=1,4,8;B=5,10;K=4" (a knob a method '
+                         'reads but the grid omits: N=8, B=5, K=4, lam=1, T=--steps)')
+    sw.add_argument("--seeds", type=int, default=2, help="seeds per prompt and setting")
+    sw.add_argument("--fidelity-model", help="hub id or folder of a CLIP model: each row's "
+                                             "prompt fidelity (text–image cosine)")
+    sw.add_argument("--score-decoder", help="folder of a diffusers AutoencoderTiny (TAESD) that "
+                                            "decodes block-end candidates for scoring")
+    sw.add_argument("--out", required=True, help="output folder (results.jsonl, images/)")
+    sw.add_argument("--reward", default="jpeg", choices=["jpeg", "clip-image", "clip-text",
+                                                         "aesthetic", "pickscore"])
+    sw.add_argument("--reward-model", help="hub id or folder of the reward's CLIP model "
+                                           "(pickscore: default PickScore_v1; others: "
+                                           "--clip-model)")
+    sw.add_argument("--clip-model", default="openai/clip-vit-large-patch14")
+    sw.add_argument("--reference", help="reference image (clip-image reward)")
+    sw.add_argument("--aesthetic-head", help="LAION aesthetic predictor weights (.pth)")
+    sw.add_argument("--selection", default=None, choices=sorted(SELECTIONS),
+                    help="default: the method's (argmax; systematic for SMC)")
+    sw.add_argument("--steps", type=int, default=50, help="T, unless the grid varies it")
+    sw.add_argument("--scheduler", default=None,
+                    help="the backend's timestep grid (ddim, ddpm, ...); default: the backend's")
+    sw.add_argument("--eta", type=float, default=1.0, help="DDIM η (selection needs η > 0)")
+    sw.add_argument("--guidance-scale", type=float, default=7.5)
+    sw.add_argument("--max-batch", type=int, default=8, help="latents per UNet/VAE call")
+    sw.add_argument("--device", default=None, help="default: accelerate's device for this "
+                                                   "process (cuda if available, else cpu)")
+    sw.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16",
+                                                        "bfloat16"])
+    sw.set_defaults(func=_sd_sweep)
 
     tm = sub.add_parser("train-mnist", help="train the MNIST UNet DDPM or the CNN classifier")
     tm.add_argument("--model", required=True, choices=["unet", "classifier"])
@@ -389,6 +504,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="value estimator of every row (grid knobs M, k set its options)")
     to.set_defaults(func=_tradeoff)
 
+    lb = sub.add_parser("leaderboard", help="every method × budgets × seeds against the exact "
+                                            "targets, at equal compute (resumable table + figure)")
+    lb.add_argument("--out", default="leaderboard", help="folder of results.jsonl, "
+                                                         "leaderboard.md and the figure")
+    lb.add_argument("--benches", nargs="+", help="between box ring mnist-class mnist-gmm "
+                                                 "(default: all)")
+    lb.add_argument("--methods", nargs="+", help="method records or variants (default: all)")
+    lb.add_argument("--fast", action="store_true", help="the tests' size (minutes → seconds)")
+    lb.add_argument("--figure", help="PNG path (default OUT/leaderboard.png)")
+    lb.add_argument("--no-progress", action="store_true")
+    lb.set_defaults(func=_leaderboard)
+
     va = sub.add_parser("values", help="each value estimator's error against the exact V_t, "
                                        "by noise level (table and figure)")
     va.add_argument("--problem", required=True)
@@ -407,10 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--seed", type=int, default=0)
     tv.set_defaults(func=_train_value)
 
-    pl = sub.add_parser("plot", help="plots from a tradeoff table")
+    pl = sub.add_parser("plot", help="plots from a tradeoff or sd-sweep table")
     pl.add_argument("results", help="the folder holding results.jsonl")
-    pl.add_argument("--kind", default="frontier",
-                    choices=["frontier", "distance-nfe", "reward-nfe", "genealogy"])
+    pl.add_argument("--kind", default=None,
+                    choices=["frontier", "distance-nfe", "reward-nfe", "genealogy",
+                             "reward-fidelity"],
+                    help="default: frontier (tradeoff), reward-nfe (sd-sweep); sd-sweep tables "
+                         "have reward-nfe and reward-fidelity")
     pl.add_argument("--out", help="PNG path (default: in the results folder)")
     pl.set_defaults(func=_plot)
 

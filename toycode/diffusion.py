@@ -310,6 +310,20 @@ class Process:
         ODE (for rectified flow the Euler step x + (t' − t) v̂). ``x0`` is the model's x̂0: by
         default Tweedie's (x − σ ε̂)/α, which a grid point with α = 0 (flow's t = 1) cannot form.
         """
+        terms, noise = self._step_terms(x, i, eps, to, x0)
+        if noise > 0:
+            terms.append((noise, randn_like(x, generator)))
+        return _lincomb(*terms).to(x.dtype)
+
+    def step_moments(self, x: torch.Tensor, i: int, eps: torch.Tensor, *, to: int | None = None,
+                     x0: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+        """The mean (float64) and standard deviation s of :meth:`step`'s Gaussian transition
+        (``step`` returns mean + s z); for importance ratios of two steps (twisted SMC)."""
+        terms, noise = self._step_terms(x, i, eps, to, x0)
+        return _lincomb(*((c, t.double()) for c, t in terms)), noise
+
+    def _step_terms(self, x, i, eps, to, x0) -> tuple[list, float]:
+        """(coefficient, tensor) terms of the step's mean, and its noise scale s (float64)."""
         check_range("i", i, 0, self.num_steps - 1)
         i = int(i)
         j = i + 1 if to is None else self._index("to", to, i + 1)
@@ -321,14 +335,10 @@ class Process:
         keep = math.sqrt(max(s2 * s2 - noise * noise, 0.0))
         # (2) α' x̂0 + √(σ'² − s²) ε̂ + s z; folded into x and ε̂ when x̂0 is Tweedie's
         if x0 is not None:
-            terms = [(a2, x0), (keep, eps)]
-        elif a == 0:
+            return [(a2, x0), (keep, eps)], noise
+        if a == 0:
             raise ValueError(f"grid index {i} has alpha = 0: pass the model's x0 to step")
-        else:
-            terms = [(a2 / a, x), (keep - a2 * s / a, eps)]
-        if noise > 0:
-            terms.append((noise, randn_like(x, generator)))
-        return _lincomb(*terms).to(x.dtype)
+        return [(a2 / a, x), (keep - a2 * s / a, eps)], noise
 
     def noise_to(self, x0: torch.Tensor, i: int,
                  generator: torch.Generator | None = None) -> torch.Tensor:

@@ -21,7 +21,8 @@ one shifted along a score correction g ≈ ∇_{x_t} log E[e^{λ r(x0)} | x_t]:
 Where α_t = 0 (a flow grid's first point) x_t carries nothing of x0, so the correction
 ∇ log E[e^{λr(x0)} | x_t] vanishes and no rule moves ε̂ or x̂0. With the exact denoiser and the
 exact rule, the guided ε̂ is exactly −σ ∇ log p*_t: the tilted reverse process, up to time
-discretisation.
+discretisation. DPS and exact guidance also return the unguided (ε̂, x̂0) in the prediction's
+``unguided``, so twisted SMC (TDS) can read off g and weigh its proposals against the model.
 """
 
 from __future__ import annotations
@@ -110,8 +111,10 @@ class DPS:
                 pred = backend.predict(xg, i, generator)
                 x0 = pred.x0
             g = _reward_grad(self.reward, backend, xg, x0)
-        eps, x0 = _shift(backend, i, pred.eps.detach(), pred.x0.detach(), self.scale * g)
-        return Prediction(eps, x0, reward_grads=1, backprops=0 if self.detach else 1)
+        base = pred.eps.detach(), pred.x0.detach()
+        eps, x0 = _shift(backend, i, *base, self.scale * g)
+        return Prediction(eps, x0, reward_grads=1, backprops=0 if self.detach else 1,
+                          unguided=base)
 
 
 class Universal:
@@ -169,4 +172,4 @@ class ExactGuidance:
             level = backend.process.level(i)
             g = torch.autograd.grad(self.target.log_tilt(xg, level).sum(), xg)[0]
         eps, x0 = _shift(backend, i, pred.eps, pred.x0, g.to(x.dtype))
-        return Prediction(eps, x0, reward_grads=1)
+        return Prediction(eps, x0, reward_grads=1, unguided=(pred.eps, pred.x0))

@@ -13,15 +13,26 @@ all read :data:`METHODS`; adding a method is adding one record to it.
     svdd            N          1          1   argmax       —            SVDD-PM (Li et al. 2024)
     code            N          B (10)     1   argmax       —            CoDe (Singh et al. 2025)
     smc             1          B (1)      K   systematic   —            SMC / FK steering
+    fk-diff         1          B (20)     K   systematic   —            FK steering, λ(V − V')
+    fk-max          1          B (20)     K   systematic   —            FK steering, λ max V
+    fk-add          1          B (20)     K   systematic   —            FK steering, λ Σ V
+    das             1          B (1)      K   systematic   —            tempered SMC (DAS)
     dps             1          T          1   —            DPS          Chung et al. 2023
     dps-detached    1          T          1   —            DPS, ε̂ held fixed (the CoDe code's)
     universal       1          T          1   —            universal    Bansal et al. 2023
     exact-guidance  1          T          1   —            exact twisted score (gold standard)
     code-gradient   N          B (10)     1   argmax       DPS          CoDe on guided proposals
+    tds             1          B (1)      K   systematic   DPS          twisted SMC (Wu et al. 2023)
+    noise-random    N noises   T          1   argmax       —            Ma et al. 2025, own loop
+    noise-zero-order N runs    T          1   argmax       —            Ma et al. 2025, own loop
+    dts             N·T NFE    —          —   softmax      —            DTS (Jain et al. 2025)
+    dts-star        N·T NFE    —          —   argmax       —            DTS* (search), tree
+    dsearch         N          B (5)      W   top-W        —            DSearch (Li et al. 2025)
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,11 +40,13 @@ from .backends.base import Backend
 from .checks import check_choice, check_range
 from .guidance import DPS, ExactGuidance, GuidedBackend, Universal
 from .sampler import SampleResult, sample_blockwise
+from .search import beam_search, noise_random_search, noise_zero_order_search, tree_sample
 
 __all__ = ["Method", "GuidanceInputs", "METHODS", "get_method", "KNOBS"]
 
 KNOBS = {"N": "num_candidates", "B": "block_size", "K": "particles", "lam": "lam",
-         "scale": "scale", "T": "steps", "M": "value_samples", "k": "lookahead_steps"}
+         "scale": "scale", "T": "steps", "M": "value_samples", "k": "lookahead_steps",
+         "W": "beam_width"}
 """Sweep knobs and the ``api.sample`` argument each one sets."""
 
 
@@ -133,6 +146,39 @@ def _universal(g: GuidanceInputs):
     return Universal(g.reward, g.scale, g.backward_steps, g.backward_lr, g.recurrence)
 
 
+def _fk(potential: str) -> Method:
+    """Feynman–Kac steering (Singhal, Horvitz et al. 2025, arXiv 2501.06848) with one of its
+    potentials (:data:`toycode.sampler.POTENTIALS`), resampling every B = 20 steps (the official
+    code's interval) or at ESS < K/2; option ``weights`` ("incremental" | "reset", see
+    :data:`toycode.sampler.WEIGHTS`) picks the bookkeeping. docs/methods/fk-steering.md."""
+    return Method(f"fk-{potential}", f"FK steering, {potential} potential, resampled every B "
+                  f"steps or at low ESS", particles=True, block="given", default_block_size=20,
+                  selection="systematic", knobs=("K", "B", "lam", "T", "M", "k"),
+                  fixed=(("potential", potential),), options=("weights",),
+                  budget=lambda m: {"K": m})
+
+
+def _das(backend: Backend, reward: Callable, n: int, *, tempering: float | None = None,
+         **settings) -> SampleResult:
+    """Tempered SMC as in DAS (Kim, Kim, Park et al. 2025, arXiv 2501.05803): the blockwise
+    sampler with λ_t = λ·min(1, (1 + γ)^{steps done} − 1). γ (option ``tempering``) defaults
+    to the paper's Stable Diffusion setting, 0.008 at T = 100, rescaled to the grid so that
+    λ_t reaches λ after 87 % of the steps, as (1.008)^87 ≈ 2. docs/methods/das.md."""
+    gamma = 2 ** (1 / (0.87 * backend.process.num_steps)) - 1 if tempering is None else tempering
+    return sample_blockwise(backend, reward, n, tempering=gamma, **settings)
+
+
+def beam_budget(m: int) -> dict:
+    """DSearch's knobs for about m·T denoiser calls per output: N = 2 children per member and
+    the initial width W whose geometric shrink to 1 averages m/2 members, mean W ≈ (W − 1)/ln W
+    (m = 1: one member, one child, the base model)."""
+    if m <= 1:
+        return {"N": 1, "W": 1}
+    widths = range(1, 64 * m)
+    w = min(widths, key=lambda w: abs(2 * ((w - 1) / math.log(w) if w > 1 else 1.0) - m))
+    return {"N": 2, "W": w}
+
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("base", "the pretrained model"),
     Method("bon", "best-of-N: one block, score the finished samples", candidates=True,
@@ -146,6 +192,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("smc", "SMC / FK steering: K particles, resample every B steps or at low ESS",
            particles=True, block="given", default_block_size=1, selection="systematic",
            knobs=("K", "B", "lam", "T", "M", "k"), budget=lambda m: {"K": m}),
+    *(_fk(potential) for potential in ("diff", "max", "add")),
+    Method("das", "tempered SMC (DAS): λ_t rises from 0 to λ over the steps, K particles",
+           particles=True, block="given", default_block_size=1, selection="systematic",
+           knobs=("K", "B", "lam", "T", "M", "k"), loop=_das, options=("tempering",),
+           budget=lambda m: {"K": m}),
     Method("dps", "diffusion posterior sampling", guidance=lambda g: DPS(g.reward, g.scale),
            needs_gradient=True, knobs=("scale", "T")),
     Method("dps-detached", "DPS with ε̂ held fixed (the official CoDe code's gradient baseline)",
@@ -157,7 +208,33 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            guidance=lambda g: ExactGuidance(g.target), needs_target=True),
     Method("code-gradient", "CoDe on a DPS-guided backend", candidates=True, block="given",
            selection="argmax", guidance=lambda g: DPS(g.reward, g.scale), needs_gradient=True,
-           knobs=("N", "B", "lam", "scale", "T")),
+           knobs=("N", "B", "lam", "scale", "T"), budget=lambda m: {"N": m}),
+    # TDS: Wu, Trippe, Naesseth, Blei, Cunningham 2023 (arXiv 2306.17775); docs/methods/tds.md
+    Method("tds", "twisted SMC: DPS-guided proposals reweighted by p/q and the twist ratio",
+           particles=True, block="given", default_block_size=1, selection="systematic",
+           guidance=lambda g: DPS(g.reward, g.scale), needs_gradient=True,
+           knobs=("K", "B", "lam", "scale", "T"), fixed=(("twisted", True),),
+           options=("tempering",), budget=lambda m: {"K": m}),
+    # loops of another shape (toycode.search); N is their budget in full trajectories
+    Method("noise-random", "random search over initial noises: N trajectories, keep the best",
+           candidates=True, knobs=("N", "T"), loop=noise_random_search,
+           budget=lambda m: {"N": m}),
+    Method("noise-zero-order", "zero-order search over initial noises: a pivot and its "
+           "neighbours, N trajectories in all", candidates=True, knobs=("N", "T"),
+           loop=noise_zero_order_search, options=("neighbours", "radius"),
+           budget=lambda m: {"N": m}),
+    Method("dts", "Diffusion Tree Sampling: Boltzmann descent, soft Bellman backups, N·T NFE",
+           candidates=True, selection="softmax", knobs=("N", "lam", "T"), loop=tree_sample,
+           fixed=(("selection", "softmax"),), options=("children", "descent"),
+           budget=lambda m: {"N": m}),
+    Method("dts-star", "Diffusion Tree Search (DTS*): greedy descent, soft backups, N·T NFE",
+           candidates=True, selection="argmax", knobs=("N", "lam", "T"), loop=tree_sample,
+           fixed=(("selection", "argmax"),), options=("children", "descent"),
+           budget=lambda m: {"N": m}),
+    Method("dsearch", "DSearch: a beam of W shrinking to 1, N children per member every B steps",
+           candidates=True, block="given", default_block_size=5,
+           knobs=("N", "B", "T", "M", "k"), loop=beam_search,
+           options=("beam_width", "schedule", "final_width"), budget=beam_budget),
 )}
 """Every method by name, in the order tables list them."""
 

@@ -13,7 +13,7 @@ from .io import atomic_write
 
 __all__ = ["plot_value_errors", "density_grid", "exact_frontier", "plot_samples_sheet",
            "plot_tradeoff", "plot_dimension_sweep", "plot_sweep", "plot_genealogy",
-           "SWEEP_KINDS", "save"]
+           "SWEEP_KINDS", "SD_SWEEP_KINDS", "save"]
 
 
 def save(fig, path: str | Path) -> Path:
@@ -161,12 +161,23 @@ SWEEP_KINDS = {
     "reward-nfe": ("nfe", "reward_mean", "NFE per sample", "mean reward"),
 }
 
+SD_SWEEP_KINDS = {
+    "reward-nfe": ("nfe", "reward", "UNet calls per image (NFE)", "mean reward"),
+    "reward-fidelity": ("fidelity", "reward", "prompt fidelity (mean CLIP text–image cosine)",
+                        "mean reward"),
+}
+"""The kinds of an sd-sweep table (one image per row), averaged over prompts × seeds."""
+
 
 def plot_sweep(rows: list[dict], kind: str, problem: Problem | None = None):
-    """One of SWEEP_KINDS from a tradeoff table, error bars = ±2 s.e. over seeds."""
-    if kind not in SWEEP_KINDS:
-        raise ValueError(f"kind must be one of {sorted(SWEEP_KINDS) + ['genealogy']}, got {kind!r}")
-    x, y, xlabel, ylabel = SWEEP_KINDS[kind]
+    """One of SWEEP_KINDS from a tradeoff table, error bars = ±2 s.e. over seeds; or one of
+    SD_SWEEP_KINDS from an sd-sweep table (rows with a prompt), ±2 s.e. over prompts × seeds."""
+    sd = bool(rows) and "prompt" in rows[0]
+    kinds = SD_SWEEP_KINDS if sd else SWEEP_KINDS
+    if kind not in kinds:
+        extra = [] if sd else ["genealogy"]
+        raise ValueError(f"kind must be one of {sorted(kinds) + extra}, got {kind!r}")
+    x, y, xlabel, ylabel = kinds[kind]
     # null (None) is how a strict-JSON table stores a value it could not write as a number
     finite = [r for r in rows if all(r.get(k) is not None and np.isfinite(r[k]) for k in (x, y))]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -184,15 +195,15 @@ def plot_sweep(rows: list[dict], kind: str, problem: Problem | None = None):
     if kind == "distance-nfe":
         ax.axhline(1.0, color="k", lw=1, ls="--", label="noise floor (exact sampler)")
         ax.set_yscale("log")
-    if kind != "frontier":
+    if x == "nfe":
         ax.set_xscale("log")
     skipped = len(rows) - len(finite)
-    title = f"{rows[0]['problem']}: {ylabel} vs {xlabel}" if rows else kind
+    title = f"{rows[0]['model' if sd else 'problem']}: {ylabel} vs {xlabel}" if rows else kind
     if skipped:
         title += f" ({skipped} rows with infinite or missing values left out)"
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel + " (±2 s.e. over seeds)")
+    ax.set_ylabel(ylabel + f" (±2 s.e. over {'prompts × seeds' if sd else 'seeds'})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -38,7 +38,7 @@ from .train import PROCESSES
 
 __all__ = ["parse_grid", "expand", "run_sweep", "read_results", "load", "dumps_row", "KNOBS"]
 
-_INTS = {"N", "B", "K", "T", "M", "k"}
+_INTS = {"N", "B", "K", "T", "M", "k", "W"}
 
 
 def parse_grid(text: str) -> dict[str, list]:

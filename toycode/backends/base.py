@@ -29,7 +29,9 @@ class Prediction(NamedTuple):
     A guided predict may also *move* the state it was given (universal guidance's
     self-recurrence); it then returns the new state as ``x``. Costs are per row and are added up
     by the sampler's Ledger only: ``nfe`` denoiser forward passes, ``reward_grads`` reward
-    gradients, ``backprops`` backward passes through the denoiser.
+    gradients, ``backprops`` backward passes through the denoiser. A guidance rule that shifts
+    the model's (ε̂, x̂0) at the same state may return the unshifted pair as ``unguided``
+    (twisted SMC weighs its guided proposals against the model's own transitions).
     """
 
     eps: torch.Tensor
@@ -38,6 +40,7 @@ class Prediction(NamedTuple):
     nfe: int = 1
     reward_grads: int = 0
     backprops: int = 0
+    unguided: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class Backend(Protocol):

@@ -1,4 +1,5 @@
-"""Stable Diffusion (SD 1.x / 2.x, SDXL, SD3) behind the backend contract: latents are the state.
+"""Stable Diffusion (SD 1.x / 2.x, SDXL, SD3) and FLUX behind the backend contract: latents are
+the state.
 
 :func:`make_backend` picks the backend for a pipeline's class. The pipeline only lends its
 modules: ``pipe.unet`` for ε̂ (its ε, v or x̂0 output converted by the scheduler's
@@ -6,8 +7,9 @@ modules: ``pipe.unet`` for ε̂ (its ε, v or x̂0 output converted by the sched
 ``pipe.vae`` to decode x̂0 for the rewards and to encode references, the text encoders once to
 embed the prompt, and ``pipe.scheduler``'s config for ᾱ and the timestep grid. The reverse
 steps are toycode's own DDIM(η) maths (:class:`toycode.diffusion.Process`), identical to
-diffusers' DDIMScheduler.step for the "leading" spacing SD uses, so N = 1 with η = 0
-reproduces the pipeline's own latents. The pipeline's scheduler is never mutated. Needs the
+diffusers' DDIMScheduler.step for the "leading" spacing SD uses, and at η = 0 to
+EulerDiscreteScheduler's step on its grid (SDXL's default), so N = 1 with η = 0 reproduces the
+pipeline's own latents. The pipeline's scheduler is never mutated. Needs the
 ``sd`` extra (diffusers, transformers).
 """
 
@@ -24,7 +26,8 @@ from ..checks import check_choice, check_range
 from ..diffusion import Process, to_eps_x0
 
 __all__ = ["StableDiffusionBackend", "StableDiffusionXLBackend", "StableDiffusion3Backend",
-           "make_backend", "load_pipeline", "sd_process", "sd3_process", "UNET_PREDICTIONS"]
+           "FluxBackend", "make_backend", "load_pipeline", "sd_process", "sd3_process",
+           "flow_process", "flux_shift", "SD_SCHEDULERS", "UNET_PREDICTIONS"]
 
 UNET_PREDICTIONS = ("epsilon", "v_prediction", "sample")
 """The scheduler ``prediction_type`` values the UNet backends read (SD 1.x: ε, SD 2.x: v)."""
@@ -58,21 +61,65 @@ def load_pipeline(model: str | Path, *, device: str | None = None,
     return pipe.to(device)
 
 
+SD_SCHEDULERS = ("ddim", "ddpm", "euler")
+"""The timestep grids the UNet backends step on (the step itself is always DDIM(η))."""
+
+
 def sd_process(scheduler_config, steps: int, scheduler: str = "ddim", eta: float = 1.0) -> Process:
-    """The pipeline's ᾱ and its DDIM/DDPM timestep grid (from a fresh scheduler, not the pipe's)."""
-    from diffusers import DDIMScheduler, DDPMScheduler
-    check_choice("scheduler", scheduler, ("ddim", "ddpm"))
-    cls = DDIMScheduler if scheduler == "ddim" else DDPMScheduler
-    sched = cls.from_config(scheduler_config)
+    """The pipeline's ᾱ and a timestep grid from a fresh scheduler (never the pipe's own).
+
+    "ddim" / "ddpm": DDIMScheduler's / DDPMScheduler's grid (DDPM: η = 1). "euler":
+    EulerDiscreteScheduler's, SDXL's default: its σ_k = √((1 − ᾱ)/ᾱ) (σ = 0 at the end, or
+    σ(ᾱ_0) with ``final_sigmas_type="sigma_min"``; Karras or other σ spacings included) read as
+    the VP levels ᾱ = 1/(1 + σ²), and its timesteps (float, fractional for Karras σ) as the
+    UNet's time input. Euler's deterministic step on the probability-flow ODE in the variables
+    (σ, x/√ᾱ), x̃' = x̃ + (σ' − σ) ε̂, is DDIM η = 0 on that grid (design §6; Song et al. 2021,
+    DDIM §4.3), so the latents match the Euler pipeline's (which carries x̃ = x/√ᾱ: its
+    ``init_noise_sigma`` and ``scale_model_input`` convert between the two). The last level is
+    (α, σ) = (1, σ_T), Euler's own variable at its final σ, so the clean-end latent is the one
+    the Euler pipeline returns also when σ_T > 0.
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
+    check_choice("scheduler", scheduler, SD_SCHEDULERS)
+    cls = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "euler": EulerDiscreteScheduler}
+    sched = cls[scheduler].from_config(scheduler_config)
     check_range("steps", steps, 1, sched.config.num_train_timesteps)
     if sched.config.get("clip_sample", False) or sched.config.get("thresholding", False):
         log.warning("the scheduler clips or thresholds x̂0; toycode's steps do neither")
     sched.set_timesteps(steps)
+    if scheduler == "euler":
+        sig = sched.sigmas.double()                              # T + 1 levels
+        if not (torch.isfinite(sig).all() and (sig[1:] < sig[:-1]).all()):
+            raise ValueError(f"Euler's σ grid for {steps} steps is not finite and strictly "
+                             f"decreasing: {sig.tolist()}")
+        alphas = (1 + sig ** 2).rsqrt()
+        # the clean end in Euler's own variable x̃ = x/√ᾱ (α = 1), the latent the pipeline
+        # returns and decodes; the same VP level when σ_T = 0, and never a UNet input
+        alphas[-1] = 1.0
+        return Process(alphas, sig * alphas, sched.timesteps.clone(), eta, "vp")
     final = 1.0
     if scheduler == "ddim" and not sched.config.set_alpha_to_one:
         final = float(sched.alphas_cumprod[0])
     return Process.vp(sched.alphas_cumprod.double(), sched.timesteps.long(),
                       eta=1.0 if scheduler == "ddpm" else eta, final_abar=final)
+
+
+def _prior_std(scheduler_config, steps: int, scheduler: str) -> float:
+    """The standard deviation of the first latent in the VP variable: 1, except on Euler's grid
+    with "linspace"/"trailing" spacing, where diffusers starts x̃ = x/√ᾱ at σ_max·z rather than
+    √(σ_max² + 1)·z (its ``init_noise_sigma``), i.e. x at √(1 − ᾱ_max)·z."""
+    if scheduler != "euler":
+        return 1.0
+    from diffusers import EulerDiscreteScheduler
+    sched = EulerDiscreteScheduler.from_config(scheduler_config)
+    sched.set_timesteps(steps)
+    return float(sched.init_noise_sigma) / (1 + float(sched.sigmas[0]) ** 2) ** 0.5
+
+
+def _pipeline_grid(pipe) -> str:
+    """The grid a pipeline samples on by default: Euler's for an EulerDiscreteScheduler (SDXL's
+    default), DDIM's otherwise."""
+    return "euler" if type(pipe.scheduler).__name__ == "EulerDiscreteScheduler" else "ddim"
 
 
 class StableDiffusionBackend:
@@ -82,24 +129,35 @@ class StableDiffusionBackend:
     2.x, or x̂0) and converted to (ε̂, x̂0) at the grid's noise level; CFG combines the raw outputs
     first, as the pipeline does (the conversion is linear, so the order is immaterial).
 
+    ``scheduler`` picks the grid the DDIM(η) step runs on ("ddim", "ddpm", "euler"; default:
+    Euler's for an EulerDiscreteScheduler pipeline, DDIM's otherwise; see :func:`sd_process`).
+    ``guidance_rescale`` φ ∈ [0, 1] rescales the guided output toward the text output's
+    per-sample standard deviation, o ← φ·o·std(o_text)/std(o) + (1 − φ)·o (Lin et al. 2023,
+    "Common Diffusion Noise Schedules and Sample Steps are Flawed", §3.4; diffusers'
+    ``rescale_noise_cfg``), as the pipeline's own ``guidance_rescale`` does.
     ``max_batch`` bounds how many latents go through the UNet (twice that with CFG) and the VAE
     at once, so any number of candidates fits in memory.
     """
 
-    def __init__(self, pipe, prompt: str, *, steps: int = 50, scheduler: str = "ddim",
+    def __init__(self, pipe, prompt: str, *, steps: int = 50, scheduler: str | None = None,
                  eta: float = 1.0, guidance_scale: float = 7.5, negative_prompt: str | None = None,
-                 height: int | None = None, width: int | None = None, max_batch: int = 8):
+                 height: int | None = None, width: int | None = None, max_batch: int = 8,
+                 guidance_rescale: float = 0.0):
         if not isinstance(prompt, str) or not prompt:
             raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
         check_range("guidance_scale", guidance_scale, 0.0, None)
+        check_range("guidance_rescale", guidance_rescale, 0.0, 1.0)
         check_range("max_batch", max_batch, 1, None)
         self.pipe, self.prompt, self.guidance_scale, self.max_batch = (
             pipe, prompt, guidance_scale, max_batch)
+        self.guidance_rescale = guidance_rescale
         self.prediction = pipe.scheduler.config.get("prediction_type", "epsilon")
         if self.prediction not in UNET_PREDICTIONS:
             raise ValueError(f"the scheduler's prediction_type must be one of "
                              f"{', '.join(UNET_PREDICTIONS)}, got {self.prediction!r}")
-        self.process = sd_process(pipe.scheduler.config, steps, scheduler, eta)
+        self.scheduler = scheduler or _pipeline_grid(pipe)
+        self.process = sd_process(pipe.scheduler.config, steps, self.scheduler, eta)
+        self.prior_std = _prior_std(pipe.scheduler.config, steps, self.scheduler)
         self.device, self.dtype = pipe.unet.device, pipe.unet.dtype
         self.cfg = guidance_scale > 1.0
         f = pipe.vae_scale_factor
@@ -116,10 +174,11 @@ class StableDiffusionBackend:
         self.cond = torch.cat([neg, pos]) if self.cfg else pos
 
     def prior_sample(self, n, generator=None):
-        # drawn like the pipeline's randn_tensor: on the generator's device, then moved
+        # drawn like the pipeline's randn_tensor: on the generator's device, then moved. The
+        # state is the VP latent x, not Euler's x/√ᾱ: see _prior_std for init_noise_sigma
         device = generator.device if generator is not None else self.device
         x = torch.randn((n, *self.shape), generator=generator, device=device, dtype=self.dtype)
-        return x.to(self.device) * self.pipe.scheduler.init_noise_sigma
+        return x.to(self.device) if self.prior_std == 1.0 else x.to(self.device) * self.prior_std
 
     def _unet(self, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The raw UNet output for latents x, row k conditioned on prompt row ``rows[k]``."""
@@ -132,7 +191,13 @@ class StableDiffusionBackend:
             return self._unet(x, t, torch.zeros(n, dtype=torch.long, device=self.device))
         rows = torch.arange(2, device=self.device).repeat_interleave(n)   # [neg]*n + [pos]*n
         uncond, text = self._unet(torch.cat([x, x]), t, rows).chunk(2)
-        return uncond + self.guidance_scale * (text - uncond)
+        out = uncond + self.guidance_scale * (text - uncond)
+        if self.guidance_rescale == 0:
+            return out
+        # §3.4: match each sample's guided std to its text-only std, then mix by φ
+        dims = list(range(1, out.ndim))
+        rescaled = out * (text.std(dim=dims, keepdim=True) / out.std(dim=dims, keepdim=True))
+        return self.guidance_rescale * rescaled + (1 - self.guidance_rescale) * out
 
     def predict(self, x, i, generator=None):
         """One guided UNet pass (in chunks of max_batch), read by the scheduler's
@@ -217,13 +282,14 @@ class StableDiffusionXLBackend(StableDiffusionBackend):
 
 def _backend_classes() -> dict:
     from diffusers import (
+        FluxPipeline,
         StableDiffusion3Pipeline,
         StableDiffusionPipeline,
         StableDiffusionXLPipeline,
     )
     return {StableDiffusionXLPipeline: StableDiffusionXLBackend,
             StableDiffusionPipeline: StableDiffusionBackend,
-            StableDiffusion3Pipeline: StableDiffusion3Backend}
+            StableDiffusion3Pipeline: StableDiffusion3Backend, FluxPipeline: FluxBackend}
 
 
 def make_backend(pipe, prompt: str, **options):
@@ -231,10 +297,11 @@ def make_backend(pipe, prompt: str, **options):
 
     StableDiffusionPipeline (SD 1.x, SD 2.x with ε or v prediction) →
     :class:`StableDiffusionBackend`; StableDiffusionXLPipeline → :class:`StableDiffusionXLBackend`;
-    StableDiffusion3Pipeline → :class:`StableDiffusion3Backend` (``scheduler`` "ddim" only: the
-    DDIM(η) step on the pipeline's flow grid).
-    ``options`` are the backend's keywords (``steps``, ``scheduler``, ``eta``,
-    ``guidance_scale``, ``negative_prompt``, ``height``, ``width``, ``max_batch``).
+    StableDiffusion3Pipeline → :class:`StableDiffusion3Backend` and FluxPipeline →
+    :class:`FluxBackend` (``scheduler`` "ddim" only: the DDIM(η) step on the pipeline's flow
+    grid). ``options`` are the backend's keywords (``steps``, ``scheduler``, ``eta``,
+    ``guidance_scale``, ``negative_prompt``, ``height``, ``width``, ``max_batch``; the UNet
+    backends' ``guidance_rescale``; FLUX's ``max_sequence_length``).
     """
     classes = _backend_classes()
     for pipe_cls, backend_cls in classes.items():
@@ -244,17 +311,30 @@ def make_backend(pipe, prompt: str, **options):
                      f"{', '.join(c.__name__ for c in classes)}")
 
 
-def sd3_process(scheduler_config, steps: int, eta: float = 1.0) -> Process:
+def flow_process(scheduler_config, steps: int, eta: float = 1.0, *, sigmas=None,
+                 mu: float | None = None) -> Process:
     """Rectified flow on the grid of a fresh ``FlowMatchEulerDiscreteScheduler`` built from the
-    pipeline's config (its shift included): t_i = its sigmas, the model's time input 1000·t_i."""
+    pipeline's config: t_i = its sigmas, shifted by its fixed ``shift`` or, with
+    ``use_dynamic_shifting``, by exp(μ) (t ↦ e^μ t / (e^μ t + 1 − t), FLUX and SD3.5); the
+    model's time input 1000·t_i. ``sigmas``: the unshifted levels the pipeline passes, if any
+    (FLUX: linspace(1, 1/T, T))."""
     from diffusers import FlowMatchEulerDiscreteScheduler
     sched = FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
     check_range("steps", steps, 1, sched.config.num_train_timesteps)
-    if sched.config.get("use_dynamic_shifting", False):
-        raise ValueError("the scheduler's use_dynamic_shifting is not supported; use a fixed shift")
-    sched.set_timesteps(steps)
+    if sched.config.get("use_dynamic_shifting", False) and mu is None:
+        raise ValueError("the scheduler's use_dynamic_shifting needs mu (the image-size shift)")
+    sched.set_timesteps(steps, sigmas=sigmas, mu=mu)
     t = sched.sigmas.double()                                    # T + 1 levels, ending at 0
     return Process(1 - t, t, sched.timesteps.clone(), eta, "flow")
+
+
+def sd3_process(scheduler_config, steps: int, eta: float = 1.0) -> Process:
+    """SD3's flow grid: :func:`flow_process` with the scheduler's fixed shift."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    if FlowMatchEulerDiscreteScheduler.from_config(scheduler_config).config.get(
+            "use_dynamic_shifting", False):
+        raise ValueError("the scheduler's use_dynamic_shifting is not supported; use a fixed shift")
+    return flow_process(scheduler_config, steps, eta)
 
 
 class StableDiffusion3Backend:
@@ -271,10 +351,10 @@ class StableDiffusion3Backend:
     def __init__(self, pipe, prompt: str, *, steps: int = 28, eta: float = 1.0,
                  guidance_scale: float = 7.0, negative_prompt: str | None = None,
                  height: int | None = None, width: int | None = None, max_batch: int = 8,
-                 scheduler: str = "ddim"):
+                 scheduler: str | None = None):
         if not isinstance(prompt, str) or not prompt:
             raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
-        check_choice("scheduler", scheduler, ("ddim",))   # DDIM(η) on the flow grid
+        check_choice("scheduler", scheduler or "ddim", ("ddim",))   # DDIM(η) on the flow grid
         check_range("guidance_scale", guidance_scale, 0.0, None)
         check_range("max_batch", max_batch, 1, None)
         self.pipe, self.prompt, self.guidance_scale, self.max_batch = (
@@ -341,5 +421,95 @@ class StableDiffusion3Backend:
         return self.process.noise_to(x0.to(self.device, self.dtype), i, generator)
 
     def __repr__(self):
-        return (f"StableDiffusion3Backend({self.name}, T={self.process.num_steps}, "
+        return (f"{type(self).__name__}({self.name}, T={self.process.num_steps}, "
                 f"eta={self.process.eta}, cfg={self.guidance_scale})")
+
+
+def flux_shift(seq_len: int, scheduler_config) -> float:
+    """FLUX's μ: the log-shift grows linearly in the number of image tokens, from ``base_shift``
+    at ``base_image_seq_len`` (256) to ``max_shift`` at ``max_image_seq_len`` (4096) (Black
+    Forest Labs' FLUX.1 reference sampler; SD3 paper §5.3.2 on resolution-dependent shifts)."""
+    lo, hi = (scheduler_config.get("base_image_seq_len", 256),
+              scheduler_config.get("max_image_seq_len", 4096))
+    a, b = scheduler_config.get("base_shift", 0.5), scheduler_config.get("max_shift", 1.15)
+    slope = (b - a) / (hi - lo)
+    return seq_len * slope + (a - slope * lo)
+
+
+class FluxBackend(StableDiffusion3Backend):
+    """A FluxPipeline behind the contract: a velocity transformer on rectified flow.
+
+    The state is the unpacked latent (C, h, w); each call packs its 2×2 patches into
+    (h/2 · w/2) tokens of 4C channels, as the pipeline does, and unpacks the velocity. The grid
+    is the pipeline's: unshifted levels linspace(1, 1/T, T), shifted by μ = :func:`flux_shift`
+    of the token count. FLUX.1 [dev] is guidance-distilled: ``guidance_scale`` is an input of
+    the transformer (its guidance embedding), not classifier-free guidance, so one transformer
+    call is one NFE; FLUX.1 [schnell] has no guidance input and ignores it. The prompt is
+    embedded once by ``pipe.encode_prompt`` (CLIP's pooled output and T5's states, up to
+    ``max_sequence_length`` tokens as in the pipeline). N = 1 with η = 0 reproduces the
+    pipeline's latents.
+    """
+
+    def __init__(self, pipe, prompt: str, *, steps: int = 28, eta: float = 1.0,
+                 guidance_scale: float = 3.5, negative_prompt: str | None = None,
+                 height: int | None = None, width: int | None = None, max_batch: int = 8,
+                 scheduler: str | None = None, max_sequence_length: int = 512):
+        import numpy as np
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+        if negative_prompt is not None:
+            raise ValueError("FLUX's guidance is distilled: it takes no negative prompt")
+        check_choice("scheduler", scheduler or "ddim", ("ddim",))   # DDIM(η) on the flow grid
+        check_range("guidance_scale", guidance_scale, 0.0, None)
+        check_range("max_batch", max_batch, 1, None)
+        self.pipe, self.prompt, self.guidance_scale, self.max_batch = (
+            pipe, prompt, guidance_scale, max_batch)
+        tr = pipe.transformer
+        self.device, self.dtype = tr.device, tr.dtype
+        self.cfg = False
+        f = pipe.vae_scale_factor
+        self.height = height or pipe.default_sample_size * f
+        self.width = width or pipe.default_sample_size * f
+        if self.height % (2 * f) or self.width % (2 * f):
+            raise ValueError(f"height and width must be multiples of {2 * f} (the VAE's factor "
+                             f"{f} times FLUX's 2×2 packing), got {self.height}×{self.width}")
+        h, w = self.height // f, self.width // f
+        self.shape = (tr.config.in_channels // 4, h, w)
+        config = pipe.scheduler.config
+        check_range("steps", steps, 1, config.num_train_timesteps)
+        levels = None if config.get("use_flow_sigmas", False) else np.linspace(1, 1 / steps, steps)
+        self.process = flow_process(config, steps, eta, sigmas=levels,
+                                    mu=flux_shift(h // 2 * (w // 2), config))
+        with torch.no_grad():
+            self.cond, self.pooled, self.txt_ids = pipe.encode_prompt(
+                prompt, None, device=self.device, num_images_per_prompt=1,
+                max_sequence_length=max_sequence_length)
+        # each token's position (0, row, column) for the rotary embedding
+        rows, cols = torch.meshgrid(torch.arange(h // 2), torch.arange(w // 2), indexing="ij")
+        ids = torch.stack([torch.zeros_like(rows), rows, cols], -1).reshape(-1, 3)
+        self.img_ids = ids.to(self.device, self.dtype)
+        self.guidance = (torch.tensor([float(guidance_scale)], device=self.device)
+                         if tr.config.guidance_embeds else None)
+        self.name = f"flux:{getattr(pipe, 'name_or_path', '') or type(pipe).__name__}"
+
+    def _pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, C, h, w) → (n, h/2 · w/2, 4C): one token per 2×2 patch."""
+        n, c, h, w = x.shape
+        x = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(n, (h // 2) * (w // 2), 4 * c)
+
+    def _unpack(self, tokens: torch.Tensor) -> torch.Tensor:
+        c, h, w = self.shape
+        x = tokens.reshape(len(tokens), h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5)
+        return x.reshape(len(tokens), c, h, w)
+
+    def _output(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The velocity v̂ for latents x at time input t (1000·t_i; the transformer takes t_i)."""
+        n = x.shape[0]
+        out = self.pipe.transformer(
+            hidden_states=self._pack(x), timestep=t.expand(n) / 1000,
+            guidance=None if self.guidance is None else self.guidance.expand(n),
+            pooled_projections=self.pooled.expand(n, -1),
+            encoder_hidden_states=self.cond.expand(n, -1, -1), txt_ids=self.txt_ids,
+            img_ids=self.img_ids).sample
+        return self._unpack(out)

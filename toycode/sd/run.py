@@ -24,11 +24,10 @@ from ..image_rewards import (
 )
 from ..io import atomic_write
 from ..methods import METHODS, get_method
-from ..sampler import sample_blockwise
 from .backend import make_backend
 
 __all__ = ["IMAGE_REWARDS", "SD_METHODS", "make_image_reward", "load_image", "sd_sample",
-           "write_outputs"]
+           "save_png", "write_outputs"]
 
 IMAGE_REWARDS = ("jpeg", "clip-image", "clip-text", "aesthetic", "pickscore")
 SD_METHODS = tuple(name for name, m in METHODS.items() if m.guidance is None)
@@ -73,7 +72,7 @@ def make_image_reward(name: str, *, reference: torch.Tensor | None = None,
 
 def sd_sample(pipe, prompts: str | list[str], reward, *, n: int = 1, method: str = "code",
               num_candidates: int = 8, block_size: int = 5, selection: str | None = None,
-              particles: int = 4, lam: float = 1.0, steps: int = 50, scheduler: str = "ddim",
+              particles: int = 4, lam: float = 1.0, steps: int = 50, scheduler: str | None = None,
               eta: float = 1.0,
               guidance_scale: float = 7.5, reference: torch.Tensor | None = None,
               strength: float | None = None, seed: int = 0, max_batch: int = 8,
@@ -109,12 +108,13 @@ def sd_sample(pipe, prompts: str | list[str], reward, *, n: int = 1, method: str
                                            num_candidates=num_candidates, block_size=block_size,
                                            particles=particles, selection=selection)
         gen = torch.Generator(device="cpu").manual_seed(seed + g)
-        res = sample_blockwise(backend, reward, len(idx), lam=lam,
-                               reference=start, generator=gen,
-                               strength=1.0 if strength is None else strength,
-                               progress=progress, **settings)
+        if start is not None:   # CoDe(η): only the blockwise loop starts from a reference
+            settings.update(reference=start, strength=strength)
+        res = record.run(backend, reward, len(idx), lam=lam, generator=gen, progress=progress,
+                         **settings)
         common = {"prompt": prompt, "seed": seed + g, "method": method, "steps": steps,
-                  "scheduler": scheduler, "eta": eta, "guidance_scale": guidance_scale,
+                  "scheduler": getattr(backend, "scheduler", scheduler or "ddim"), "eta": eta,
+                  "guidance_scale": guidance_scale,
                   "strength": strength, "nfe": res.nfe / len(idx),
                   "reward_calls": res.reward_calls / len(idx), **res.settings}
         for j, k in enumerate(idx):
@@ -127,6 +127,11 @@ def _png(img: torch.Tensor):
     from PIL import Image
     arr = (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return lambda f: Image.fromarray(arr).save(f, format="PNG")
+
+
+def save_png(image: torch.Tensor, path: str | Path) -> Path:
+    """An image in [0, 1] (3, H, W) as an 8-bit PNG, written atomically."""
+    return atomic_write(path, _png(image))
 
 
 def write_outputs(records: list[dict], out: str | Path) -> list[Path]:

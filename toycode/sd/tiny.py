@@ -1,10 +1,11 @@
 """Stable Diffusion pipelines built from configs with random weights: no download, ever.
 
 ``tiny_pipeline(kind)`` follows diffusers' own dummy components for SD 1.x, SD 2.x
-(v-prediction) and SDXL (a 2-step call takes ~0.03 s on a CPU); ``sd15_random_pipeline()`` has
-SD 1.5's architecture (UNet, VAE, CLIP ViT-L/14 text encoder) with random weights — what a
-speed benchmark needs, since cost does not depend on weight values. The tokenizers are built
-from a tiny local vocabulary.
+(v-prediction), SDXL, SD3 and FLUX (a 2-step call takes ~0.03 s on a CPU);
+``sd15_random_pipeline()`` has SD 1.5's architecture (UNet, VAE, CLIP ViT-L/14 text encoder)
+with random weights — what a speed benchmark needs, since cost does not depend on weight values.
+The tokenizers are built from a tiny local vocabulary (CLIP's from a temporary folder, T5's in
+memory).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 
 from ..seeding import seeded
 
-__all__ = ["TINY_KINDS", "tiny_pipeline", "sd15_random_pipeline", "tiny_tokenizer"]
+__all__ = ["TINY_KINDS", "tiny_pipeline", "sd15_random_pipeline", "tiny_tokenizer",
+           "tiny_t5_tokenizer"]
 
 
 def tiny_tokenizer(max_length: int = 77):
@@ -32,8 +34,19 @@ def tiny_tokenizer(max_length: int = 77):
                                              local_files_only=True)
 
 
-TINY_KINDS = ("sd", "sd-v", "sdxl", "sd3")
-"""What :func:`tiny_pipeline` builds: SD 1.x (ε-prediction), SD 2.x (v-prediction), SDXL, SD3."""
+def tiny_t5_tokenizer(max_length: int = 512):
+    """A T5 tokenizer over the letters a–z, in memory: a Unigram vocabulary of single letters,
+    word-initial (▁x) ones preferred, after T5's <pad>, </s>, <unk> (no sentencepiece file)."""
+    from transformers import T5TokenizerFast
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = ([("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+             + [(c, -3.0) for c in letters] + [("▁" + c, -2.5) for c in letters])
+    return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=max_length)
+
+
+TINY_KINDS = ("sd", "sd-v", "sdxl", "sd3", "flux")
+"""What :func:`tiny_pipeline` builds: SD 1.x (ε-prediction), SD 2.x (v-prediction), SDXL, SD3,
+FLUX."""
 
 
 def _pipeline(unet, vae, text_encoder, tokenizer, scheduler):
@@ -84,7 +97,10 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
     ``text_time`` UNet (6 time ids × 4 + 8 pooled = 32 added-embedding inputs), on the same DDIM
     scheduler so its latents compare with toycode's steps; "sd3": a StableDiffusion3Pipeline with
     a one-layer MMDiT, two projected CLIP encoders, no T5 (``text_encoder_3=None``) and a
-    FlowMatchEuler scheduler with shift 3.
+    FlowMatchEuler scheduler with shift 3; "flux": a FluxPipeline with a one-double-, one-single-
+    block transformer with a guidance embedding (FLUX.1 [dev]-like), a CLIP and a tiny T5
+    encoder, a 16-channel VAE and FLUX's dynamically shifted FlowMatchEuler scheduler (its
+    ``default_sample_size`` set to 32, so 64×64 images as for the other kinds).
     """
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -92,6 +108,8 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
     check_choice("kind", kind, TINY_KINDS)
     if kind == "sd3":
         return _tiny_sd3(seed)
+    if kind == "flux":
+        return _tiny_flux(seed)
     with seeded(seed):   # module initialisation reads the global generator
         if kind != "sdxl":
             unet = _tiny_unet(cross_attention_dim=8)
@@ -144,6 +162,47 @@ def _tiny_sd3(seed: int):
         transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
         text_encoder=text, tokenizer=tiny_tokenizer(), text_encoder_2=text_2,
         tokenizer_2=tiny_tokenizer(), text_encoder_3=None, tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _tiny_flux(seed: int):
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    t5_tokenizer = tiny_t5_tokenizer()
+    with seeded(seed):   # diffusers' dummy FLUX transformer, 16 latent channels packed 2×2
+        transformer = FluxTransformer2DModel(
+            patch_size=1, in_channels=64, num_layers=1, num_single_layers=1,
+            attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+            pooled_projection_dim=32, axes_dims_rope=[4, 4, 8], guidance_embeds=True)
+        torch.manual_seed(seed)
+        text = CLIPTextModel(CLIPTextConfig(
+            bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37,
+            layer_norm_eps=1e-5, num_attention_heads=4, num_hidden_layers=2, pad_token_id=1,
+            vocab_size=1000))
+        torch.manual_seed(seed)
+        t5 = T5EncoderModel(T5Config(
+            vocab_size=len(t5_tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2,
+            num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0, pad_token_id=0,
+            eos_token_id=1, decoder_start_token_id=0))
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3,
+                            down_block_types=["DownEncoderBlock2D"] * 2,
+                            up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=16,
+                            norm_num_groups=2, shift_factor=0.1159, scaling_factor=0.3611,
+                            use_quant_conv=False, use_post_quant_conv=False)
+    scheduler = FlowMatchEulerDiscreteScheduler(   # FLUX.1 [dev]'s scheduler config
+        base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15,
+        shift=3.0, use_dynamic_shifting=True)
+    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=text,
+                        tokenizer=tiny_tokenizer(), text_encoder_2=t5, tokenizer_2=t5_tokenizer,
+                        transformer=transformer)
+    pipe.default_sample_size = 32   # the pipeline's 128 would mean 4096 image tokens
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
