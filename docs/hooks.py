@@ -109,8 +109,9 @@ the 2-D problems; 1, 4, 16 on MNIST), on five benches: the 2-D problems `between
 `ring` (distance: MMD² to an exact sample, in units of its noise floor), the MNIST class tilt
 (|class-3 fraction − P\\*(3)| in standard errors) and the 784-D MNIST mixture (mode-weight TV, in
 units of its noise floor). On every bench 1 is what an exact sampler of p\\* scores. A particle
-method runs n populations of K particles and keeps one particle per population (K·T per
-output). Methods that need a reward gradient (∇r) are skipped where the reward has none (`box`,
+method runs n populations of K particles and keeps one uniformly chosen particle per population
+(K·T per output). CoDe, FK steering and DSearch act every B = T/5 steps. Every value is Tweedie's
+r(x̂0). Methods that need a reward gradient (∇r) are skipped where the reward has none (`box`,
 the MNIST class indicator), exact guidance where there is no exact target (MNIST classes). The
 table shows each method at its largest budget (distance @ NFE per output); the figure every
 budget; each method's page lists its rows. The module is

@@ -11,6 +11,7 @@ from conftest import ExactReference
 
 from toycode import ExactValue, Process, api, sample_blockwise
 from toycode.backends import analytic_backend
+from toycode.guidance import DPS, GuidedBackend
 from toycode.sampler import _Carry, _potential, _tempered
 
 
@@ -189,3 +190,20 @@ def test_das_is_consistent_with_exact_values(between):
     assert res.settings["tempering"] == pytest.approx(0.008, abs=1e-4)   # DAS's γ at T = 100
     assert abs(_gap_in_se(res, between.target, k)[1]) < 3
     assert exact.floors(res.samples) < 4
+
+
+def test_tempering_and_twisting_refuse_a_single_particle(between):
+    """With N·K = 1 nothing is weighted: tempering would be ignored and twisted=True would
+    only swap in its proposal, so both are refused; the records run there untempered (DAS)
+    and on the guided backend's own steps (TDS at K = 1 is DPS, draw for draw)."""
+    be = analytic_backend(between.prior, Process.make(5))
+    guided = GuidedBackend(be, DPS(between.reward, between.lam))
+    for backend, kwargs, match in ((be, {"tempering": 0.05}, "tempering"),
+                                   (guided, {"twisted": True}, "twisted")):
+        with pytest.raises(ValueError, match=f"{match}.*particles > 1"):
+            sample_blockwise(backend, between.reward, 4, **kwargs)
+    das = api.sample(between, method="das", particles=1, n=8, steps=5)
+    assert "tempering" not in das.settings and das.nfe_per_sample == 5
+    tds = api.sample(between, method="tds", particles=1, n=8, steps=5)
+    dps = api.sample(between, method="dps", n=8, steps=5)
+    assert "twisted" not in tds.settings and torch.equal(tds.samples, dps.samples)

@@ -204,10 +204,21 @@ def test_sd_sample_writes_images_rewards_and_grid(pipe, tmp_path):
     (lambda p: sd_sample(p, "x", brightness, steps=2, strength=0.5), "reference"),
     (lambda p: StableDiffusionBackend(p, "x", steps=2, scheduler="heun"), "scheduler"),
     (lambda p: sd_sample(p, "x", brightness, steps=2, eta=0.0, num_candidates=2), "stochastic"),
+    *((lambda p, m=m: sd_sample(p, "x", brightness, method=m, steps=2,
+                                reference=torch.rand(3, 64, 64), strength=0.5),
+       "cannot start from a reference") for m in ("noise-random", "dts", "dsearch")),
 ])
 def test_bad_input(pipe, call, match):
     with pytest.raises(ValueError, match=match):
         call(pipe)
+
+
+def test_blockwise_wrappers_start_from_a_reference(pipe):
+    """DAS's loop hands the reference on to the blockwise sampler; the search loops refuse it
+    (test_bad_input)."""
+    records = sd_sample(pipe, "x", brightness, method="das", n=2, particles=2, steps=4,
+                        reference=torch.rand(3, 64, 64), strength=0.5, progress=False)
+    assert records[0]["start_index"] == 2 and records[0]["nfe"] == 2
 
 
 def test_cli_on_a_saved_tiny_pipeline(pipe, tmp_path, monkeypatch, capsys):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from test_sd import clip  # noqa: F401  (the tiny random CLIP fixture)
 
 from toycode.cli import main
@@ -273,7 +274,14 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, match
     args = _sweep_args(out)
     for flag, value in zip(extra[::2], extra[1::2]):   # later flags win in argparse
         args += [flag, value]
-    assert main(args) == 2
+    # transformers logs advisories of its own on loading the tiny CLIP (once per process):
+    # silenced here so that the check sees toycode's output alone
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        assert main(args) == 2
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0] and not out.exists()
 
@@ -285,4 +293,28 @@ def test_a_folder_keeps_its_configuration(swept, tmp_path, capsys):
     before = (out / "results.jsonl").read_bytes()
     assert main(_sweep_args(out, "--guidance-scale", "3")) == 2
     assert "guidance_scale=7.5" in capsys.readouterr().err
+    assert (out / "results.jsonl").read_bytes() == before
+
+
+def test_selection_is_the_candidate_methods_and_smc_keeps_its_own(tmp_path):
+    """--selection argmax for bon and SMC (which cannot resample by argmax) runs both rows:
+    SMC keeps systematic, as in `toycode tradeoff`."""
+    out = tmp_path / "sel"
+    assert main(_sweep_args(out, "--methods", "bon", "smc", "--grid", "N=2;K=2",
+                            "--selection", "argmax")) == 0
+    rows = {r["method"]: r for r in read_results(out)}
+    assert rows["bon"]["selection"] == "argmax" and rows["smc"]["selection"] == "systematic"
+
+
+def test_a_rerun_with_another_dtype_or_clip_model_is_refused(tmp_path, capsys):
+    out = tmp_path / "held"
+    assert main(_sweep_args(out)) == 0
+    held = json.loads((out / "sweep.json").read_text())
+    assert held["dtype"] == "float32" and held["clip_model"] == "openai/clip-vit-large-patch14"
+    before = (out / "results.jsonl").read_bytes()
+    capsys.readouterr()
+    for extra, match in ((["--dtype", "bfloat16"], "dtype='float32'"),
+                         (["--clip-model", "another/clip"], "clip_model=")):
+        assert main(_sweep_args(out, *extra)) == 2
+        assert match in capsys.readouterr().err.strip().splitlines()[-1]   # after load warnings
     assert (out / "results.jsonl").read_bytes() == before

@@ -236,22 +236,27 @@ def test_records_run_through_the_api_within_their_budget(between, method):
     """budget(m) names knobs only, and spends about m·T calls per output (at most for the
     noise and tree searches)."""
     record = METHODS[method]
-    assert record.loop is not None and set(record.budget(4)) <= set(KNOBS)
-    knobs = record.budget(4)
+    assert record.loop is not None and set(record.budget(4, 10)) <= set(KNOBS)
+    knobs = record.budget(4, 10)
     options = {"beam_width": knobs["W"]} if "W" in knobs else None
     res = api.sample(between, method=method, num_candidates=knobs["N"], n=8, steps=10,
-                     options=options)
+                     block_size=knobs.get("B"), options=options)
     assert res.n == 8 and res.settings["method"] == method
-    if method == "dsearch":
-        assert 0.5 * 40 <= res.nfe_per_sample <= 1.6 * 40
+    if method == "dsearch":   # the width is whole: within 15 % of the budget
+        assert 0.85 * 40 <= res.nfe_per_sample <= 1.15 * 40
     else:
         assert 30 < res.nfe_per_sample <= 40
 
 
-def test_beam_budget_grows_with_m():
-    assert beam_budget(1) == {"N": 1, "W": 1}
-    widths = [beam_budget(m)["W"] for m in (2, 4, 16, 32)]
-    assert widths == sorted(widths) and widths[0] >= 1
+@pytest.mark.parametrize("steps", [20, 50, 100])
+def test_beam_budget_spends_m_times_t(steps):
+    """The width is solved on the beam's own cost formula: within 15 % of m·T per output."""
+    assert beam_budget(1, steps) == {"N": 1, "W": 1, "B": steps // 5}
+    for m in (4, 16, 32):
+        knobs = beam_budget(m, steps)
+        widths = beam_widths(knobs["W"], -(-steps // knobs["B"]))
+        nfe = beam_nfe(steps, knobs["B"], knobs["N"], widths)
+        assert abs(nfe / (m * steps) - 1) < 0.15, (m, nfe)
 
 
 @pytest.mark.parametrize("call, match", [

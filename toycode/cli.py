@@ -22,7 +22,7 @@ from .exact.problems import load_problem
 from .io import save_npz
 from .methods import METHODS
 from .sampler import SELECTIONS
-from .sd.run import SD_METHODS
+from .sd.run import IMAGE_REWARDS, SD_METHODS
 
 
 def _demo(args):
@@ -52,6 +52,22 @@ def _compare(args):
         print(format_table(result, gradients=True))
 
 
+DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16,
+          "bfloat16": torch.bfloat16}
+"""--dtype's choices: the pipeline's weights (auto: float16 on CUDA, else float32)."""
+
+
+def _add_reward_args(parser, reference_help: str) -> None:
+    """The image-reward options of `toycode sd` and `toycode sd-sweep`."""
+    parser.add_argument("--reward", default="jpeg", choices=list(IMAGE_REWARDS))
+    parser.add_argument("--reward-model", help="hub id or folder of the reward's CLIP model "
+                                               "(pickscore: default PickScore_v1; others: "
+                                               "--clip-model)")
+    parser.add_argument("--reference", help=reference_help)
+    parser.add_argument("--clip-model", default="openai/clip-vit-large-patch14")
+    parser.add_argument("--aesthetic-head", help="LAION aesthetic predictor weights (.pth)")
+
+
 def _reward_clip(args, device=None):
     """A function loading the reward's CLIP once: PickScore's own CLIP-H unless --reward-model
     names one, else --reward-model or --clip-model."""
@@ -73,9 +89,7 @@ def _sd(args):
     reward = make_image_reward(args.reward, reference=reference, prompt=args.prompt[0],
                                clip=_reward_clip(args, args.device),
                                aesthetic_head=args.aesthetic_head)
-    dtype = {"auto": None, "float32": torch.float32, "float16": torch.float16,
-             "bfloat16": torch.bfloat16}[args.dtype]
-    pipe = load_pipeline(args.model, device=args.device, dtype=dtype)
+    pipe = load_pipeline(args.model, device=args.device, dtype=DTYPES[args.dtype])
     records = sd_sample(pipe, args.prompt, reward, n=args.n, method=args.method,
                         num_candidates=args.num_candidates, block_size=args.block_size,
                         selection=args.selection, particles=args.particles, lam=args.lam,
@@ -112,15 +126,15 @@ def _sd_sweep(args):
                                  aesthetic_head=args.aesthetic_head)
 
     reward_for(prompts[0])
-    dtype = {"auto": None, "float32": torch.float32, "float16": torch.float16,
-             "bfloat16": torch.bfloat16}[args.dtype]
-    pipe = load_pipeline(args.model, device=shard.device, dtype=dtype)
+    pipe = load_pipeline(args.model, device=shard.device, dtype=DTYPES[args.dtype])
     decoder = load_score_decoder(args.score_decoder, pipe) if args.score_decoder else None
     fidelity = (Clip(*load_clip(args.fidelity_model, shard.device)) if args.fidelity_model
                 else None)
-    describe = {"model": args.model, "reward": args.reward, "reward_model": args.reward_model,
-                "aesthetic_head": args.aesthetic_head, "reference": args.reference,
-                "fidelity_model": args.fidelity_model, "score_decoder": args.score_decoder}
+    describe = {"model": args.model, "dtype": str(pipe.dtype).removeprefix("torch."),
+                "reward": args.reward, "reward_model": args.reward_model,
+                "clip_model": args.clip_model, "aesthetic_head": args.aesthetic_head,
+                "reference": args.reference, "fidelity_model": args.fidelity_model,
+                "score_decoder": args.score_decoder}
     rows = run_sd_sweep(pipe, prompts, reward_for, args.methods, grid, seeds=args.seeds,
                         steps=args.steps, out=args.out, eta=args.eta,
                         guidance_scale=args.guidance_scale, scheduler=args.scheduler,
@@ -376,14 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(random weights, offline)")
     sd.add_argument("--prompt", nargs="+", required=True, help="one prompt, or one per image")
     sd.add_argument("--n", type=int, default=1, help="images to generate")
-    sd.add_argument("--reward", default="jpeg", choices=["jpeg", "clip-image", "clip-text",
-                                                         "aesthetic", "pickscore"])
-    sd.add_argument("--reward-model", help="hub id or folder of the reward's CLIP model "
-                                           "(pickscore: default PickScore_v1; others: "
-                                           "--clip-model)")
-    sd.add_argument("--reference", help="reference image (clip-image reward; CoDe(η) start)")
-    sd.add_argument("--clip-model", default="openai/clip-vit-large-patch14")
-    sd.add_argument("--aesthetic-head", help="LAION aesthetic predictor weights (.pth)")
+    _add_reward_args(sd, "reference image (clip-image reward; CoDe(η) start)")
     sd.add_argument("--method", default="code", choices=list(SD_METHODS),
                     help="gradient-free methods (image rewards have no gradient here)")
     sd.add_argument("--num-candidates", type=int, default=8)
@@ -403,8 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--seed", type=int, default=0)
     sd.add_argument("--max-batch", type=int, default=8, help="latents per UNet/VAE call")
     sd.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    sd.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16",
-                                                        "bfloat16"])
+    sd.add_argument("--dtype", default="auto", choices=list(DTYPES))
     sd.add_argument("--out", required=True, help="output folder")
     sd.set_defaults(func=_sd)
 
@@ -426,16 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--score-decoder", help="folder of a diffusers AutoencoderTiny (TAESD) that "
                                             "decodes block-end candidates for scoring")
     sw.add_argument("--out", required=True, help="output folder (results.jsonl, images/)")
-    sw.add_argument("--reward", default="jpeg", choices=["jpeg", "clip-image", "clip-text",
-                                                         "aesthetic", "pickscore"])
-    sw.add_argument("--reward-model", help="hub id or folder of the reward's CLIP model "
-                                           "(pickscore: default PickScore_v1; others: "
-                                           "--clip-model)")
-    sw.add_argument("--clip-model", default="openai/clip-vit-large-patch14")
-    sw.add_argument("--reference", help="reference image (clip-image reward)")
-    sw.add_argument("--aesthetic-head", help="LAION aesthetic predictor weights (.pth)")
+    _add_reward_args(sw, "reference image (clip-image reward)")
     sw.add_argument("--selection", default=None, choices=sorted(SELECTIONS),
-                    help="default: the method's (argmax; systematic for SMC)")
+                    help="bon, svdd and code's (default argmax); SMC and the search methods "
+                         "keep their own")
     sw.add_argument("--steps", type=int, default=50, help="T, unless the grid varies it")
     sw.add_argument("--scheduler", default=None,
                     help="the backend's timestep grid (ddim, ddpm, ...); default: the backend's")
@@ -444,8 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--max-batch", type=int, default=8, help="latents per UNet/VAE call")
     sw.add_argument("--device", default=None, help="default: accelerate's device for this "
                                                    "process (cuda if available, else cpu)")
-    sw.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16",
-                                                        "bfloat16"])
+    sw.add_argument("--dtype", default="auto", choices=list(DTYPES))
     sw.set_defaults(func=_sd_sweep)
 
     tm = sub.add_parser("train-mnist", help="train the MNIST UNet DDPM or the CNN classifier")

@@ -14,9 +14,9 @@ Each *bench* is a model, a reward, λ and an exact referee:
 
 Each method runs at budgets m ∈ ``budgets``: its record's ``budget(m)`` says which knobs spend
 about m·T denoiser calls per output sample (a method without one runs at m = 1 only).
-Blockwise methods whose block size is the caller's (CoDe, FK steering, DSearch) select or
-resample every B = T/5 steps, five times per trajectory; SMC, DAS and TDS keep their adaptive
-B = 1 (resample when the ESS falls below K/2). A
+Blockwise methods whose block size is the caller's act every B = T/5 steps, five times per
+trajectory: CoDe and DSearch select there, FK steering weighs there and resamples where the ESS
+is below K/2; SMC, DAS and TDS keep B = 1 (weigh every step, resample below K/2). A
 particle method (SMC family) runs n populations of K particles and keeps one particle per
 population, so its cost per output is K·T like best-of-N's N·T. Methods that need a reward
 gradient are skipped (a row that says so) where the reward has none; those that need an exact
@@ -29,10 +29,11 @@ draws distance against NFE per output.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -49,7 +50,8 @@ from .methods import KNOBS, METHODS, GuidanceInputs, Method
 from .tradeoff import _drop_torn_tail, dumps_row, read_results
 
 __all__ = ["Bench", "Size", "SIZES", "BENCHES", "VARIANTS", "make_bench", "entries",
-           "run_row", "run_leaderboard", "summary", "table", "plot_leaderboard"]
+           "one_per_population", "run_row", "run_leaderboard", "summary", "table",
+           "plot_leaderboard"]
 
 _SAMPLER_KEYS = ("num_candidates", "block_size", "particles", "ess_threshold", "selection")
 
@@ -85,7 +87,7 @@ class Size:
 
 SIZES = {
     "default": {"toy": Size(50, 512, (1, 4, 16, 32), 3),
-                "mnist-class": Size(10, 64, (1, 4, 16), 1),
+                "mnist-class": Size(10, 32, (1, 4, 16), 2),
                 "mnist-gmm": Size(10, 32, (1, 4, 16), 1)},
     "fast": {"toy": Size(6, 64, (1, 4), 1),
              "mnist-class": Size(4, 16, (1, 2), 1),
@@ -227,11 +229,20 @@ def _split_knobs(record: Method, steps: int, knobs: dict) -> tuple[dict, dict]:
     return settings, options
 
 
+def one_per_population(samples, rewards, k: int, generator: torch.Generator):
+    """One uniformly chosen particle of each population of k (consecutive rows): an equal-weight
+    draw from it, at K·T per output. Not the first: systematic resampling lays a population's
+    copies out along its weights' CDF, so the first copy leans towards the low-weight end."""
+    n = len(rewards) // k
+    pick = torch.arange(n) * k + torch.randint(k, (n,), generator=generator)
+    return samples[pick], rewards[pick]
+
+
 def run_row(bench: Bench, method: str, budget: int, seed: int, n: int) -> dict:
     """One (bench, method, budget, seed) row: the method's n outputs scored by the referee."""
     record, overrides = _record(method)
-    knobs = record.budget(budget) if record.budget is not None else {}
     steps = bench.backend.process.num_steps
+    knobs = record.budget(budget, steps) if record.budget is not None else {}
     if record.block == "given" and record.default_block_size > 1 and "B" not in knobs:
         knobs = {**knobs, "B": max(1, steps // 5)}   # five selections per trajectory
     settings, options = _split_knobs(record, steps, knobs)
@@ -244,14 +255,27 @@ def run_row(bench: Bench, method: str, budget: int, seed: int, n: int) -> dict:
                      lam=settings.pop("lam", bench.lam), value="tweedie", options=options,
                      **settings)
     wall = time.perf_counter() - start
-    # one output per population: K particles cost K·T per independent draw
-    samples, rewards = res.samples[::k], res.rewards[::k]
+    samples, rewards = one_per_population(res.samples, res.rewards, k, gen)
     metrics = bench.score(samples, rewards)
     return {"bench": bench.name, "method": method, "budget": budget, "settings": knobs,
             "seed": seed, "n": n, "nfe": res.nfe / n, "reward_calls": res.reward_calls / n,
             "reward_grads": res.reward_grads / n, "backprops": res.backprops / n,
             "needs_gradient": record.needs_gradient, "distance_kind": bench.distance,
             **metrics, "wall_s": wall}
+
+
+def _claim(out: Path, config: dict) -> None:
+    """Rows are resumed only into a folder run at the same size: refuse another."""
+    path = out / "leaderboard.json"
+    config = json.loads(json.dumps(config))   # as it reads back: tuples are lists
+    if path.exists():
+        held = json.loads(path.read_text())
+        if held != config:
+            raise ValueError(f"{out} holds a leaderboard run at {held}, not {config}; "
+                             f"use another --out")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config) + "\n")
 
 
 def _key(row: dict) -> tuple:
@@ -272,7 +296,8 @@ def run_leaderboard(out: str | Path = "leaderboard", *, benches=BENCHES, methods
     names = entries(methods)
     dim = dim or (16 if size == "fast" else 784)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim(out, {"size": size, "dim": dim,
+                 "sizes": {k: list(astuple(v)) for k, v in SIZES[size].items()}})
     path = out / "results.jsonl"
     _drop_torn_tail(path)
     done = {_key(r) for r in read_results(out)}
@@ -348,9 +373,24 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _family(entry: str) -> str:
+    record = _record(entry)[0]
+    if record.needs_gradient:
+        return "gradient"
+    if record.particles:
+        return "smc"
+    return "search" if record.loop is not None else "blockwise"
+
+
+# (marker, line style) per family: blockwise selection, particles, searches, gradients
+_STYLE = {"blockwise": ("o", "-"), "smc": ("s", "-"), "search": ("^", "-."),
+          "gradient": ("D", "--")}
+
+
 def plot_leaderboard(rows: list[dict]):
     """Distance to p* (≈ 1: an exact sampler) against NFE per output, one panel per bench,
-    ±2 s.e. over seeds; dashed lines need reward gradients."""
+    ±2 s.e. over seeds; markers tell the families apart (circles: blockwise selection,
+    squares: particles, triangles: searches, dashed diamonds: reward gradients)."""
     import matplotlib.pyplot as plt
 
     cells_of = summary(rows)
@@ -358,18 +398,24 @@ def plot_leaderboard(rows: list[dict]):
     methods = [m for m in entries() if any(k[1] == m for k in cells_of)]
     methods += sorted({k[1] for k in cells_of} - set(methods))
     kinds = {r["bench"]: r["distance_kind"] for r in rows if "distance_kind" in r}
-    fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 4.2), squeeze=False)
+    cols = min(3, len(benches))
+    nrows = -(-(len(benches) + 1) // cols)   # one more panel holds the legend
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.3 * nrows), squeeze=False)
+    axes = axes.reshape(-1)
     cmap = plt.get_cmap("tab20")
-    for ax, b in zip(axes[0], benches):
+    handles = {}
+    for ax, b in zip(axes, benches):
         for i, m in enumerate(methods):
             pts = [c for c in cells_of.get((b, m), {}).values() if not isinstance(c, str)]
             if not pts:
                 continue
             xs, ys, se = (np.array([c[k] for c in pts], dtype=float)
                           for k in ("nfe", "distance", "se"))
-            ls = "--" if any(r.get("needs_gradient") for r in rows if r["method"] == m) else "-"
-            ax.errorbar(xs, ys, yerr=2 * np.nan_to_num(se), marker="o", ms=3, capsize=2,
-                        ls=ls, color=cmap(i % 20), label=m)
+            marker, ls = _STYLE[_family(m)] if m in entries() else ("o", "-")
+            line = ax.errorbar(xs, ys, yerr=2 * np.nan_to_num(se), marker=marker, ms=4,
+                               capsize=1.5, lw=1.2, elinewidth=0.7, alpha=0.85, ls=ls,
+                               color=cmap(i % 20), label=m)
+            handles.setdefault(m, line)
         ax.axhline(1.0, color="k", lw=1, ls=":")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -377,15 +423,11 @@ def plot_leaderboard(rows: list[dict]):
         ax.set_xlabel("NFE per output sample")
         ax.set_ylabel(kinds.get(b, "distance to p*"))
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes[0][1:]:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), fontsize=7,
-               bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle("distance to the exact target p* at equal compute (1 ≈ an exact sampler; "
-                 "±2 s.e. over seeds)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(labels) // 8), 1, 0.95))
+    for ax in axes[len(benches):]:
+        ax.axis("off")
+    axes[len(benches)].legend(list(handles.values()), list(handles), loc="center",
+                              ncol=2, fontsize=8, frameon=False)
+    fig.suptitle("distance to the exact target p* at equal compute (dotted: 1, an exact "
+                 "sampler; ±2 s.e. over seeds)", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig

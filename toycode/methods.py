@@ -32,7 +32,6 @@ all read :data:`METHODS`; adding a method is adding one record to it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,7 +39,14 @@ from .backends.base import Backend
 from .checks import check_choice, check_range
 from .guidance import DPS, ExactGuidance, GuidedBackend, Universal
 from .sampler import SampleResult, sample_blockwise
-from .search import beam_search, noise_random_search, noise_zero_order_search, tree_sample
+from .search import (
+    beam_nfe,
+    beam_search,
+    beam_widths,
+    noise_random_search,
+    noise_zero_order_search,
+    tree_sample,
+)
 
 __all__ = ["Method", "GuidanceInputs", "METHODS", "get_method", "KNOBS"]
 
@@ -77,8 +83,8 @@ class Method:
     its cost in a :class:`~toycode.sampler.Ledger` and returns a
     :class:`~toycode.sampler.SampleResult`. ``fixed`` holds sampler keywords the record pins
     (e.g. an FK potential), ``options`` the extra keywords a caller may set for it, and
-    ``budget(m)`` the knob settings (as in :data:`KNOBS`) that spend about m·T denoiser calls per
-    output sample, for equal-compute comparisons (None: the method has one cost, m = 1).
+    ``budget(m, T)`` the knob settings (as in :data:`KNOBS`) that spend about m·T denoiser calls
+    per output sample, for equal-compute comparisons (None: the method has one cost, m = 1).
     """
 
     name: str
@@ -95,7 +101,7 @@ class Method:
     loop: Callable[..., SampleResult] | None = None
     fixed: tuple[tuple[str, object], ...] = ()
     options: tuple[str, ...] = ()
-    budget: Callable[[int], dict] | None = None
+    budget: Callable[[int, int], dict] | None = None
 
     def __post_init__(self):
         check_choice("block", self.block, ("given", "all", "one"))
@@ -148,14 +154,17 @@ def _universal(g: GuidanceInputs):
 
 def _fk(potential: str) -> Method:
     """Feynman–Kac steering (Singhal, Horvitz et al. 2025, arXiv 2501.06848) with one of its
-    potentials (:data:`toycode.sampler.POTENTIALS`), resampling every B = 20 steps (the official
-    code's interval) or at ESS < K/2; option ``weights`` ("incremental" | "reset", see
-    :data:`toycode.sampler.WEIGHTS`) picks the bookkeeping. docs/methods/fk-steering.md."""
-    return Method(f"fk-{potential}", f"FK steering, {potential} potential, resampled every B "
-                  f"steps or at low ESS", particles=True, block="given", default_block_size=20,
+    potentials (:data:`toycode.sampler.POTENTIALS`); the weights are checked only at block ends,
+    every B = 20 steps (the official code's interval), and a population resamples there when its
+    ESS < threshold·K (K/2 by default), and always at the clean end; option ``weights``
+    ("incremental" | "reset", see :data:`toycode.sampler.WEIGHTS`) picks the bookkeeping.
+    docs/methods/fk-steering.md."""
+    return Method(f"fk-{potential}", f"FK steering, {potential} potential: at every B-th step "
+                  f"resampled if ESS < threshold·K, and at the end", particles=True,
+                  block="given", default_block_size=20,
                   selection="systematic", knobs=("K", "B", "lam", "T", "M", "k"),
                   fixed=(("potential", potential),), options=("weights",),
-                  budget=lambda m: {"K": m})
+                  budget=lambda m, steps: {"K": m})
 
 
 def _das(backend: Backend, reward: Callable, n: int, *, tempering: float | None = None,
@@ -163,40 +172,59 @@ def _das(backend: Backend, reward: Callable, n: int, *, tempering: float | None 
     """Tempered SMC as in DAS (Kim, Kim, Park et al. 2025, arXiv 2501.05803): the blockwise
     sampler with λ_t = λ·min(1, (1 + γ)^{steps done} − 1). γ (option ``tempering``) defaults
     to the paper's Stable Diffusion setting, 0.008 at T = 100, rescaled to the grid so that
-    λ_t reaches λ after 87 % of the steps, as (1.008)^87 ≈ 2. docs/methods/das.md."""
-    gamma = 2 ** (1 / (0.87 * backend.process.num_steps)) - 1 if tempering is None else tempering
-    return sample_blockwise(backend, reward, n, tempering=gamma, **settings)
+    λ_t reaches λ after 87 % of the steps, as (1.008)^87 ≈ 2; one particle (K = 1) weighs
+    nothing, so it runs untempered (the base model). docs/methods/das.md."""
+    if tempering is None and _weighted(settings):
+        tempering = 2 ** (1 / (0.87 * backend.process.num_steps)) - 1
+    return sample_blockwise(backend, reward, n, tempering=tempering, **settings)
 
 
-def beam_budget(m: int) -> dict:
-    """DSearch's knobs for about m·T denoiser calls per output: N = 2 children per member and
-    the initial width W whose geometric shrink to 1 averages m/2 members, mean W ≈ (W − 1)/ln W
-    (m = 1: one member, one child, the base model)."""
+def _tds(backend: Backend, reward: Callable, n: int, **settings) -> SampleResult:
+    """Twisted SMC (Wu, Trippe, Naesseth, Blei, Cunningham 2023, arXiv 2306.17775): the
+    blockwise sampler on a guided backend weighing its proposals against the model's own
+    (``twisted=True``). One particle (K = 1) has no weights to correct: it takes the guided
+    backend's own steps, DPS. docs/methods/tds.md."""
+    return sample_blockwise(backend, reward, n, twisted=_weighted(settings), **settings)
+
+
+def _weighted(settings: dict) -> bool:
+    """Whether sampler settings weigh anything (N·K > 1)."""
+    return settings.get("num_candidates", 1) * settings.get("particles", 1) > 1
+
+
+def beam_budget(m: int, steps: int) -> dict:
+    """DSearch's knobs for about m·T denoiser calls per output at T = ``steps``: N = 2 children
+    per member, B = T/5 (five selections) and the initial width W whose geometric shrink to 1
+    spends closest to m·T by :func:`~toycode.search.beam_nfe` (m = 1: the base model)."""
+    b = max(1, steps // 5)
     if m <= 1:
-        return {"N": 1, "W": 1}
-    widths = range(1, 64 * m)
-    w = min(widths, key=lambda w: abs(2 * ((w - 1) / math.log(w) if w > 1 else 1.0) - m))
-    return {"N": 2, "W": w}
+        return {"N": 1, "W": 1, "B": b}
+    blocks = -(-steps // b)
+    w = min(range(1, 8 * m + 2), key=lambda w: abs(
+        beam_nfe(steps, b, 2, beam_widths(w, blocks)) - m * steps))
+    return {"N": 2, "W": w, "B": b}
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("base", "the pretrained model"),
     Method("bon", "best-of-N: one block, score the finished samples", candidates=True,
-           selection="argmax", knobs=("N", "lam", "T"), budget=lambda m: {"N": m}),
+           selection="argmax", knobs=("N", "lam", "T"), budget=lambda m, steps: {"N": m}),
     Method("svdd", "SVDD-PM: select after every step", candidates=True, block="one",
-           selection="argmax", knobs=("N", "lam", "T", "M", "k"), budget=lambda m: {"N": m}),
+           selection="argmax", knobs=("N", "lam", "T", "M", "k"),
+           budget=lambda m, steps: {"N": m}),
     Method("code", "CoDe: N candidates per state, select every B steps", candidates=True,
            block="given", selection="argmax", knobs=("N", "B", "lam", "T", "M", "k"),
-           budget=lambda m: {"N": m}),
+           budget=lambda m, steps: {"N": m}),
     # K particles cost K·T per population; one output per population is the equal-compute draw
-    Method("smc", "SMC / FK steering: K particles, resample every B steps or at low ESS",
+    Method("smc", "SMC / FK steering: K particles, at every B-th step resampled if "
+           "ESS < threshold·K, and at the end",
            particles=True, block="given", default_block_size=1, selection="systematic",
-           knobs=("K", "B", "lam", "T", "M", "k"), budget=lambda m: {"K": m}),
+           knobs=("K", "B", "lam", "T", "M", "k"), budget=lambda m, steps: {"K": m}),
     *(_fk(potential) for potential in ("diff", "max", "add")),
     Method("das", "tempered SMC (DAS): λ_t rises from 0 to λ over the steps, K particles",
            particles=True, block="given", default_block_size=1, selection="systematic",
            knobs=("K", "B", "lam", "T", "M", "k"), loop=_das, options=("tempering",),
-           budget=lambda m: {"K": m}),
+           budget=lambda m, steps: {"K": m}),
     Method("dps", "diffusion posterior sampling", guidance=lambda g: DPS(g.reward, g.scale),
            needs_gradient=True, knobs=("scale", "T")),
     Method("dps-detached", "DPS with ε̂ held fixed (the official CoDe code's gradient baseline)",
@@ -208,29 +236,29 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            guidance=lambda g: ExactGuidance(g.target), needs_target=True),
     Method("code-gradient", "CoDe on a DPS-guided backend", candidates=True, block="given",
            selection="argmax", guidance=lambda g: DPS(g.reward, g.scale), needs_gradient=True,
-           knobs=("N", "B", "lam", "scale", "T"), budget=lambda m: {"N": m}),
+           knobs=("N", "B", "lam", "scale", "T"), budget=lambda m, steps: {"N": m}),
     # TDS: Wu, Trippe, Naesseth, Blei, Cunningham 2023 (arXiv 2306.17775); docs/methods/tds.md
     Method("tds", "twisted SMC: DPS-guided proposals reweighted by p/q and the twist ratio",
            particles=True, block="given", default_block_size=1, selection="systematic",
            guidance=lambda g: DPS(g.reward, g.scale), needs_gradient=True,
-           knobs=("K", "B", "lam", "scale", "T"), fixed=(("twisted", True),),
-           options=("tempering",), budget=lambda m: {"K": m}),
+           knobs=("K", "B", "lam", "scale", "T"), loop=_tds, options=("tempering",),
+           budget=lambda m, steps: {"K": m}),
     # loops of another shape (toycode.search); N is their budget in full trajectories
     Method("noise-random", "random search over initial noises: N trajectories, keep the best",
            candidates=True, knobs=("N", "T"), loop=noise_random_search,
-           budget=lambda m: {"N": m}),
+           budget=lambda m, steps: {"N": m}),
     Method("noise-zero-order", "zero-order search over initial noises: a pivot and its "
            "neighbours, N trajectories in all", candidates=True, knobs=("N", "T"),
            loop=noise_zero_order_search, options=("neighbours", "radius"),
-           budget=lambda m: {"N": m}),
+           budget=lambda m, steps: {"N": m}),
     Method("dts", "Diffusion Tree Sampling: Boltzmann descent, soft Bellman backups, N·T NFE",
            candidates=True, selection="softmax", knobs=("N", "lam", "T"), loop=tree_sample,
            fixed=(("selection", "softmax"),), options=("children", "descent"),
-           budget=lambda m: {"N": m}),
+           budget=lambda m, steps: {"N": m}),
     Method("dts-star", "Diffusion Tree Search (DTS*): greedy descent, soft backups, N·T NFE",
            candidates=True, selection="argmax", knobs=("N", "lam", "T"), loop=tree_sample,
            fixed=(("selection", "argmax"),), options=("children", "descent"),
-           budget=lambda m: {"N": m}),
+           budget=lambda m, steps: {"N": m}),
     Method("dsearch", "DSearch: a beam of W shrinking to 1, N children per member every B steps",
            candidates=True, block="given", default_block_size=5,
            knobs=("N", "B", "T", "M", "k"), loop=beam_search,

@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 from .backends.base import Backend, Prediction
 from .checks import check_choice, check_range, check_rewards
 from .diffusion import randn_like
-from .values import ExactValue, TweedieValue
+from .values import ExactValue, TweedieValue, make_value_fn
 
 __all__ = ["Ledger", "TweedieValue", "ExactValue", "SELECTIONS", "POTENTIALS", "WEIGHTS",
            "SampleResult", "sample_blockwise"]   # the values are re-exported from toycode.values
@@ -156,10 +156,7 @@ def _check_arguments(backend, n, num_candidates, block_size, particles, lam, ess
     check_range("lam", lam, 0.0, None)
     check_range("ess_threshold", ess_threshold, 0.0, 1.0)
     check_choice("selection", selection, SELECTIONS)
-    value_fn = TweedieValue(reward) if value == "tweedie" else value
-    if not hasattr(value_fn, "needs_x0"):
-        raise ValueError(f"value must be 'tweedie' or a value object (see toycode.values), "
-                         f"got {value!r}")
+    value_fn = make_value_fn(value, reward)
     if n % particles:
         raise ValueError(f"n={n} must be a multiple of particles={particles}")
     if particles > 1 and num_candidates > 1:
@@ -329,6 +326,12 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
         check_range("tempering", tempering, 0.0, None, low_open=True)
         if potential != "diff":
             raise ValueError(f"tempering works on the diff potential, not {potential!r}")
+    # with one state per population nothing is weighted: tempering and the p/q correction
+    # would have nothing to act on, and twisted=True would only swap in its proposal
+    for name, on in (("tempering", tempering is not None), ("twisted=True", twisted)):
+        if on and num_candidates * particles == 1:
+            raise ValueError(f"{name} weighs particles: it needs particles > 1 or "
+                             f"num_candidates > 1, got num_candidates = particles = 1")
     big_n, k, process = num_candidates, particles, backend.process
     steps, pops = process.num_steps, n // k
     start = 0 if reference is None else steps - round(strength * steps)

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from .backends.base import Backend
 from .checks import check_choice, check_range
-from .sampler import Ledger, SampleResult
-from .values import TweedieValue
+from .sampler import Ledger, SampleResult, _blocks
+from .values import make_value_fn
 
 __all__ = ["noise_random_search", "noise_zero_order_search", "tree_sample", "Forest",
            "beam_search", "beam_widths", "beam_nfe", "BEAM_SCHEDULES"]
@@ -458,7 +458,7 @@ def beam_nfe(steps: int, block_size: int, num_candidates: int, widths: list[int]
     Tweedie values (every child predicted at its block end, the kept ones reuse it):
     W_0 + N Σ_b W_b·B_b − N·W_last. Values without x̂0 (exact): W_0 + N Σ_b W_b (B_b − 1) +
     Σ_{b<last} W_{b+1}. A block whose W_b·N children are all kept is not scored."""
-    blocks = [(i, min(i + block_size, steps)) for i in range(0, steps, block_size)]
+    blocks = _blocks(0, steps, block_size)
     total = widths[0]
     for b, (i, j) in enumerate(blocks):
         w, w_next = widths[b], widths[b + 1]
@@ -500,12 +500,9 @@ def beam_search(backend: Backend, reward: Callable, n: int, *, num_candidates: i
     if num_candidates > 1 and backend.process.deterministic:
         raise ValueError("beam search needs a stochastic step: with DDIM eta = 0 every child of "
                          "a beam member is identical")
-    value_fn = TweedieValue(reward) if value == "tweedie" else value
-    if not hasattr(value_fn, "needs_x0"):
-        raise ValueError(f"value must be 'tweedie' or a value object (see toycode.values), "
-                         f"got {value!r}")
+    value_fn = make_value_fn(value, reward)
     big_n, process, ledger = num_candidates, backend.process, Ledger()
-    blocks = [(i, min(i + block_size, steps)) for i in range(0, steps, block_size)]
+    blocks = _blocks(0, steps, block_size)
     widths = beam_widths(beam_width, len(blocks), schedule, min(final_width, beam_width))
 
     def predict(x, i):

@@ -34,7 +34,8 @@ import torch
 from .checks import check_range
 from .exact.posterior import posterior_sample
 
-__all__ = ["TweedieValue", "ExactValue", "LookaheadValue", "PosteriorValue", "log_mean_exp"]
+__all__ = ["TweedieValue", "ExactValue", "LookaheadValue", "PosteriorValue", "log_mean_exp",
+           "make_value_fn"]
 
 
 def log_mean_exp(rewards: torch.Tensor, lam: float) -> torch.Tensor:
@@ -68,6 +69,16 @@ class ExactValue:
 
     def __call__(self, ledger, backend, x, x0, i: int, generator=None) -> torch.Tensor:
         return self.target.soft_value(x, backend.process.level(i))
+
+
+def make_value_fn(value, reward: Callable):
+    """The value object a loop scores block ends with: ``"tweedie"`` (:class:`TweedieValue` of
+    ``reward``) or a value object itself, else a one-line error."""
+    value_fn = TweedieValue(reward) if value == "tweedie" else value
+    if not hasattr(value_fn, "needs_x0"):
+        raise ValueError(f"value must be 'tweedie' or a value object (see toycode.values), "
+                         f"got {value!r}")
+    return value_fn
 
 
 def coarse_grid(start: int, stop: int, steps: int) -> list[int]:

@@ -47,7 +47,9 @@ def load_pipeline(model: str | Path, *, device: str | None = None,
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
     if str(model).startswith("tiny:"):
         from .tiny import tiny_pipeline
-        return tiny_pipeline(str(model)[len("tiny:"):]).to(device, dtype)
+        pipe = tiny_pipeline(str(model)[len("tiny:"):])   # built in float32
+        # a cast to float32 is a no-op that diffusers still warns about: skip it
+        return pipe.to(device) if dtype == torch.float32 else pipe.to(device, dtype)
     from diffusers import DiffusionPipeline
     try:
         kind = DiffusionPipeline.load_config(str(model)).get("_class_name", "")

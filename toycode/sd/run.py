@@ -8,6 +8,7 @@ settings) and ``grid.png``.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -44,6 +45,15 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.T
     if size is not None:
         img = img.resize((size[1], size[0]), Image.BICUBIC)
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
+
+
+def _starts_from_reference(record) -> bool:
+    """Whether a method's loop takes the blockwise sampler's ``reference`` (its own keyword,
+    or keywords it hands on to the blockwise sampler)."""
+    if record.loop is None:
+        return True
+    params = inspect.signature(record.loop).parameters.values()
+    return any(p.name == "reference" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def make_image_reward(name: str, *, reference: torch.Tensor | None = None,
@@ -91,6 +101,10 @@ def sd_sample(pipe, prompts: str | list[str], reward, *, n: int = 1, method: str
                          f"exactly n")
     if strength is not None and reference is None:
         raise ValueError("strength needs a reference image (--reference)")
+    if strength is not None and not _starts_from_reference(record):
+        raise ValueError(f"method {method!r} runs its own loop, which cannot start from a "
+                         f"reference (--strength); use one of "
+                         f"{[m for m in SD_METHODS if _starts_from_reference(METHODS[m])]}")
     groups = {p: [] for p in prompts}   # prompt → image indices, in order
     for k in range(n):
         groups[prompts[k % len(prompts)] if len(prompts) == n else prompts[0]].append(k)

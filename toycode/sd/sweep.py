@@ -131,11 +131,13 @@ def _image_path(prompt: str, method: str, settings: dict, seed: int) -> str:
 
 
 def _sampler(method: str, settings: dict, steps: int, selection: str | None = None) -> dict:
-    """The sample_blockwise keywords of a method at its grid settings (DEFAULTS elsewhere)."""
-    knobs = {**DEFAULTS, **settings}
-    return get_method(method).sampler_settings(steps, num_candidates=knobs["N"],
-                                               block_size=knobs["B"], particles=knobs["K"],
-                                               selection=selection)
+    """The sample_blockwise keywords of a method at its grid settings (DEFAULTS elsewhere).
+    ``selection`` is the candidate methods' (as in :func:`toycode.tradeoff.run_sweep`): particle
+    and search methods keep their own."""
+    knobs, record = {**DEFAULTS, **settings}, get_method(method)
+    own = record.selection is None or record.particles
+    return record.sampler_settings(steps, num_candidates=knobs["N"], block_size=knobs["B"],
+                                   particles=knobs["K"], selection=None if own else selection)
 
 
 def sweep_row(backend, method: str, settings: dict, seed: int, reward: Callable, *,

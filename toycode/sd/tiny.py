@@ -73,12 +73,15 @@ def _tiny_unet(**extra):
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=2, **extra)
 
 
-def _tiny_vae():
+def _tiny_vae(latent_channels: int = 4, quant_conv: bool = True, **extra):
+    """diffusers' dummy AutoencoderKL; SD3 and FLUX drop the quant convs and set their latents'
+    shift and scale (``extra``)."""
     from diffusers import AutoencoderKL
     return AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3,
                          down_block_types=["DownEncoderBlock2D"] * 2,
-                         up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4,
-                         norm_num_groups=2)
+                         up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=latent_channels,
+                         norm_num_groups=2, use_quant_conv=quant_conv,
+                         use_post_quant_conv=quant_conv, **extra)
 
 
 def _tiny_text_config(**extra):
@@ -137,7 +140,6 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
 
 def _tiny_sd3(seed: int):
     from diffusers import (
-        AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
         SD3Transformer2DModel,
         StableDiffusion3Pipeline,
@@ -149,11 +151,7 @@ def _tiny_sd3(seed: int):
             num_attention_heads=2, caption_projection_dim=16, joint_attention_dim=16,
             pooled_projection_dim=16, out_channels=4)
         torch.manual_seed(seed)
-        vae = AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3,
-                            down_block_types=["DownEncoderBlock2D"] * 2,
-                            up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4,
-                            norm_num_groups=2, shift_factor=0.0609, scaling_factor=1.5035,
-                            use_quant_conv=False, use_post_quant_conv=False)
+        vae = _tiny_vae(quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
         torch.manual_seed(seed)
         text = CLIPTextModelWithProjection(_tiny_text_config(projection_dim=8))
         torch.manual_seed(seed + 1)
@@ -167,12 +165,7 @@ def _tiny_sd3(seed: int):
 
 
 def _tiny_flux(seed: int):
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        FluxPipeline,
-        FluxTransformer2DModel,
-    )
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
     t5_tokenizer = tiny_t5_tokenizer()
     with seeded(seed):   # diffusers' dummy FLUX transformer, 16 latent channels packed 2×2
@@ -191,11 +184,7 @@ def _tiny_flux(seed: int):
             num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0, pad_token_id=0,
             eos_token_id=1, decoder_start_token_id=0))
         torch.manual_seed(seed)
-        vae = AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3,
-                            down_block_types=["DownEncoderBlock2D"] * 2,
-                            up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=16,
-                            norm_num_groups=2, shift_factor=0.1159, scaling_factor=0.3611,
-                            use_quant_conv=False, use_post_quant_conv=False)
+        vae = _tiny_vae(16, quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611)
     scheduler = FlowMatchEulerDiscreteScheduler(   # FLUX.1 [dev]'s scheduler config
         base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15,
         shift=3.0, use_dynamic_shifting=True)
