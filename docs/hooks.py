@@ -126,7 +126,11 @@ def leaderboard_page() -> str:
     text = LEADERBOARD_INTRO
     if not rows:
         return text + "\nNo committed results yet: run `make leaderboard`.\n"
-    return (text + "\n" + table(rows) + "\n\n![leaderboard](figures/leaderboard.png)\n")
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- leaderboard-summary", "<!-- /leaderboard-summary -->"
+    summary = readme[readme.index("-->", readme.index(start)) + 3:readme.index(end)].strip()
+    return (text + "\n" + table(rows) + "\n\n" + summary
+            + "\n\n![leaderboard](figures/leaderboard.png)\n")
 
 
 def on_config(config):
