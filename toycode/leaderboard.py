@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from .diffusion import Process
 from .exact.metrics import evaluate, median_bandwidth, noise_floor
 from .exact.problems import load_problem
 from .methods import KNOBS, METHODS, GuidanceInputs, Method
-from .tradeoff import _drop_torn_tail, dumps_row, read_results
+from .tradeoff import append_row, drop_torn_tail, read_results
 
 __all__ = ["Bench", "Size", "SIZES", "BENCHES", "VARIANTS", "make_bench", "entries",
            "one_per_population", "run_row", "run_leaderboard", "summary", "table",
@@ -299,7 +298,7 @@ def run_leaderboard(out: str | Path = "leaderboard", *, benches=BENCHES, methods
     _claim(out, {"size": size, "dim": dim,
                  "sizes": {k: list(astuple(v)) for k, v in SIZES[size].items()}})
     path = out / "results.jsonl"
-    _drop_torn_tail(path)
+    drop_torn_tail(path)
     done = {_key(r) for r in read_results(out)}
     with open(path, "a") as f:
         for bench_name in benches:
@@ -321,9 +320,7 @@ def run_leaderboard(out: str | Path = "leaderboard", *, benches=BENCHES, methods
                     row = {"bench": bench_name, "method": method, "budget": budget,
                            "seed": seed, "skipped": reason,
                            "needs_gradient": record.needs_gradient}
-                f.write(dumps_row(row) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+                append_row(f, row)
     return read_results(out)
 
 

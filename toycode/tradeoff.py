@@ -36,7 +36,8 @@ from .exact.problems import load_problem
 from .methods import KNOBS, get_method
 from .train import PROCESSES
 
-__all__ = ["parse_grid", "expand", "run_sweep", "read_results", "load", "dumps_row", "KNOBS"]
+__all__ = ["parse_grid", "expand", "run_sweep", "read_results", "load", "dumps_row",
+           "append_row", "drop_torn_tail", "KNOBS"]
 
 _INTS = {"N", "B", "K", "T", "M", "k", "W"}
 
@@ -125,7 +126,16 @@ def load(folder: str | Path):
     return pd.concat([table.iloc[:, :at], knobs[order], table.iloc[:, at + 1:]], axis=1)
 
 
-def _drop_torn_tail(path: Path) -> None:
+def append_row(f, row: dict) -> None:
+    """Write one strict-JSON line to an open results file and make it durable (flush and
+    fsync): a killed run loses at most the row being written. Text or binary mode."""
+    line = dumps_row(row) + "\n"
+    f.write(line.encode() if "b" in f.mode else line)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def drop_torn_tail(path: Path) -> None:
     """A run killed mid-write leaves a last line without its newline: cut it off."""
     if path.exists():
         data = path.read_bytes()
@@ -152,7 +162,7 @@ def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
     floor = noise_floor(target, n, gen, reference)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _drop_torn_tail(out / "results.jsonl")
+    drop_torn_tail(out / "results.jsonl")
     done = {_key(r) for r in read_results(out)
             if r.get("process", "vp") == process and r.get("value", "tweedie") == value}
     jobs = [(m, s, seed) for m, s in expand(methods, grid) for seed in range(seeds)]
@@ -181,7 +191,5 @@ def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
                 row["process"] = process
             if value != "tweedie":
                 row["value"] = value
-            f.write(dumps_row(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            append_row(f, row)
     return read_results(out)

@@ -52,7 +52,7 @@ from ..checks import check_range
 from ..image_rewards import ClipTextScore
 from ..io import atomic_write
 from ..methods import get_method
-from ..tradeoff import _drop_torn_tail, dumps_row, expand, read_results
+from ..tradeoff import append_row, drop_torn_tail, expand, read_results
 from .backend import make_backend
 from .run import SD_METHODS, save_png
 from .score_decoder import ScoreDecoderValue
@@ -219,10 +219,8 @@ def _append(path: Path, row: dict) -> None:
     """Append one row under the lock, cutting a line torn by a killed writer first."""
     with open(path, "ab") as f, _locked(f):
         if f.tell() and not _ends_with_newline(path):
-            _drop_torn_tail(path)
-        f.write((dumps_row(row) + "\n").encode())
-        f.flush()
-        os.fsync(f.fileno())
+            drop_torn_tail(path)
+        append_row(f, row)
 
 
 def _ends_with_newline(path: Path) -> bool:
