@@ -14,7 +14,7 @@ import time
 import torch
 
 from toycode import load_problem, sample_blockwise
-from toycode.api import make_backend
+from toycode.experiments.api import make_backend
 
 
 def main():

@@ -10,8 +10,9 @@ MMD² to the exact target in units of its noise floor, and the mean reward again
 
 import torch
 
-from toycode import api, load_problem
+from toycode import load_problem
 from toycode.exact.metrics import median_bandwidth, mmd2
+from toycode.experiments import api
 
 
 def main():

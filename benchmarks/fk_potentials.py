@@ -15,8 +15,9 @@ import argparse
 
 import torch
 
-from toycode import ExactValue, Process, api, load_problem, sample_blockwise
+from toycode import ExactValue, Process, load_problem, sample_blockwise
 from toycode.backends import analytic_backend
+from toycode.experiments import api
 
 SIZES = ((16, 128), (128, 64), (1024, 16))   # (K, populations)
 

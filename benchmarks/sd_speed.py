@@ -16,9 +16,9 @@ from collections import defaultdict
 import torch
 
 from toycode import sample_blockwise
-from toycode.image_rewards import Compressibility
 from toycode.sd.backend import StableDiffusionBackend
 from toycode.sd.tiny import sd15_random_pipeline, tiny_pipeline
+from toycode.utils.images import Compressibility
 
 PROMPT = "a photograph of an astronaut riding a horse"
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from toycode.image_rewards import Compressibility
 from toycode.sd.backend import make_backend
 from toycode.sd.score_decoder import load_score_decoder
 from toycode.sd.sweep import load_prompts, run_sd_sweep
 from toycode.sd.tiny import sd15_random_pipeline
+from toycode.utils.images import Compressibility
 
 
 class Clock:

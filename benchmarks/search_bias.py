@@ -1,4 +1,4 @@
-"""How far the search loops of toycode.search land from p* on `between` (docs/methods/dts.md).
+"""How far the search loops of toycode.core.search land from p* on `between` (docs/methods/dts.md).
 
 Prints, for the analytic backend (T = 20, n = 512 outputs, λ = 2, seed 1), the MMD² to an exact
 sample in units of its noise floor and the mean reward in standard errors from E_p*[r], for DTS
@@ -16,7 +16,7 @@ import torch
 
 from toycode import Process, load_problem, sample_blockwise
 from toycode.backends import analytic_backend
-from toycode.search import tree_sample
+from toycode.core.search import tree_sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import ExactReference  # noqa: E402

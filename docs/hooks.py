@@ -71,13 +71,13 @@ def _heading(page: Path) -> str:
 
 
 def _leaderboard_rows() -> list[dict]:
-    from toycode.tradeoff import read_results
+    from toycode.experiments.tradeoff import read_results
     return read_results(LEADERBOARD)
 
 
 def measured(methods: list[str], rows: list[dict]) -> str:
     """Markdown: every leaderboard row of these methods, mean over seeds per budget."""
-    from toycode.leaderboard import summary
+    from toycode.leaderboard.board import summary
     cells = summary([r for r in rows if r["method"] in methods])
     if not cells:
         return ("\n## Measured\n\nNot in the committed leaderboard yet "
@@ -115,13 +115,13 @@ r(x̂0). Methods that need a reward gradient (∇r) are skipped where the reward
 the MNIST class indicator), exact guidance where there is no exact target (MNIST classes). The
 table shows each method at its largest budget (distance @ NFE per output); the figure every
 budget; each method's page lists its rows. The module is
-`toycode.leaderboard` (API reference: Experiments and figures).
+`toycode.leaderboard.board` (API reference: Experiments and figures).
 
 """
 
 
 def leaderboard_page() -> str:
-    from toycode.leaderboard import table
+    from toycode.leaderboard.board import table
     rows = _leaderboard_rows()
     text = LEADERBOARD_INTRO
     if not rows:

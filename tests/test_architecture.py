@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from toycode import api, methods
 from toycode.cli import build_parser, main
+from toycode.core import methods
+from toycode.core.methods import METHODS, Method, get_method
 from toycode.exact.metrics import evaluate, median_bandwidth
-from toycode.methods import METHODS, Method, get_method
-from toycode.tradeoff import expand
+from toycode.experiments import api
+from toycode.experiments.tradeoff import expand
 
 PACKAGE = Path(__file__).resolve().parents[1] / "toycode"
 
@@ -66,7 +67,7 @@ def test_records_are_frozen_and_checked():
 
 
 def test_the_backend_contract_has_five_members():
-    from toycode.backends.base import Backend
+    from toycode.core.backend import Backend
     members = [m for m in vars(Backend) if not m.startswith("_")]
     members += list(Backend.__annotations__)
     assert set(members) == {"process", "prior_sample", "predict", "decode", "noise_to"}
@@ -80,23 +81,18 @@ def test_evaluate_reports_only_what_is_read(between):
                     "kl_to_base", "mode_masses", "mode_tv"}
 
 
-# -- layering: each module may import only from its own layer or below --------------------------
-LAYERS = [
-    {"checks", "io", "seeding"},
-    {"diffusion", "exact"},
-    {"backends"},
-    {"sampler", "guidance", "values", "search"},
-    {"methods", "train", "plots", "image_rewards", "learned_value"},
-    {"api", "demo", "tradeoff", "explorer", "value_study"},
-    {"mnist", "sd"},
-    {"leaderboard"},
-    {"cli", "__main__"},
-]
-LAYER = {name: k for k, names in enumerate(LAYERS) for name in names}
+# -- layering: the folders are the layers; a module imports only from its own folder or below --
+LAYERS = ("utils", "core", "exact", "backends", "training", "experiments", ("mnist", "sd"),
+          "leaderboard")
+"""Bottom to top; the wings (mnist, sd) share a layer but do not import each other. Only the
+entry points (the package's ``__init__``, ``__main__`` and ``cli``) sit above, outside folders."""
+LAYER = {name: k for k, names in enumerate(LAYERS)
+         for name in (names if isinstance(names, tuple) else (names,))}
+ENTRY_POINTS = {"__init__", "__main__", "cli"}
 
 
 def _unit(parts):
-    """The layering unit of a module path inside toycode: its subpackage or its module name."""
+    """The layering unit of a module path inside toycode: its top folder (or its module name)."""
     return parts[0] if parts else "__init__"
 
 
@@ -123,30 +119,35 @@ def _imports(path: Path):
                     yield _unit(a.name.split(".")[1:])
 
 
-def test_every_module_is_placed_in_a_layer():
-    units = {_unit(p.relative_to(PACKAGE).with_suffix("").parts) for p in PACKAGE.rglob("*.py")}
-    assert units - {"__init__"} <= set(LAYER), sorted(units - set(LAYER) - {"__init__"})
-
-
-def test_nothing_imports_upwards():
-    bad = []
+def _modules():
     for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        yield path, path.relative_to(PACKAGE).with_suffix("").parts
+
+
+def test_every_folder_is_a_layer_and_no_module_sits_loose():
+    folders = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert folders == set(LAYER), (sorted(folders - set(LAYER)), sorted(set(LAYER) - folders))
+    loose = {p.stem for p in PACKAGE.glob("*.py")}
+    assert loose == ENTRY_POINTS, sorted(loose - ENTRY_POINTS)
+
+
+def test_nothing_imports_upwards_or_across_the_wings():
+    bad = []
+    for path, parts in _modules():
         me = _unit(parts)
-        if me == "__init__":
+        if me in ENTRY_POINTS:
             continue
         for dep in _imports(path):
-            if dep in LAYER and dep != me and LAYER[dep] > LAYER[me]:
+            if dep in LAYER and dep != me and LAYER[dep] >= LAYER[me]:
                 bad.append(f"{'/'.join(parts)} imports {dep}")
     assert not bad, bad
 
 
-def test_the_core_knows_nothing_of_the_wings():
-    for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE).with_suffix("").parts
-        if _unit(parts) == "__init__" or LAYER[_unit(parts)] >= LAYER["mnist"]:
-            continue   # the wings themselves, and what sits above them (leaderboard, cli)
-        assert not {"mnist", "sd"} & set(_imports(path)), path
+def test_the_core_knows_nothing_above_it():
+    """The sampler's folder imports nothing but utils: no exact targets, no model, no wing."""
+    for path, parts in _modules():
+        if parts[0] == "core":
+            assert set(_imports(path)) <= {"core", "utils"}, path
 
 
 def test_public_names_still_import_from_the_top():

@@ -109,7 +109,7 @@ def test_unknown_problem_and_backend(capsys, tmp_path):
 
 @pytest.mark.parametrize("content", ["garbage", "truncated"])
 def test_a_corrupt_checkpoint_is_a_one_line_error_naming_the_file(capsys, tmp_path, content):
-    from toycode.train import CHECKPOINT_DIR
+    from toycode.training.train import CHECKPOINT_DIR
     path = tmp_path / f"{content}.pt"
     good = (CHECKPOINT_DIR / "mlp_gmm3.pt").read_bytes()
     path.write_bytes(b"not a checkpoint" if content == "garbage" else good[: len(good) // 2])

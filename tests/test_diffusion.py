@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from toycode.diffusion import Process, cosine_schedule, linear_schedule
+from toycode.core.diffusion import Process, cosine_schedule, linear_schedule
 
 
 def test_schedules_are_float64_and_decreasing():

@@ -68,8 +68,9 @@ def test_notebook_pages_show_their_saved_figures(site):
 def test_api_reference_documents_the_core(site):
     core = _page(site, "reference/core")
     for anchor in ("sampler.sample_blockwise", "sampler.SampleResult", "diffusion.Process",
-                   "guidance.GuidedBackend", "api.sample"):
-        assert f'id="toycode.{anchor}"' in core, anchor
+                   "guidance.GuidedBackend", "backend.Backend", "search.beam_search"):
+        assert f'id="toycode.core.{anchor}"' in core, anchor
+    assert 'id="toycode.experiments.api.sample"' in _page(site, "reference/tools")
     exact = _page(site, "reference/exact")
     for anchor in ("targets.exact_target", "metrics.noise_floor", "gmm.GaussianMixture"):
         assert f'id="toycode.exact.{anchor}"' in exact, anchor

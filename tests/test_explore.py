@@ -7,7 +7,7 @@ import pytest
 
 import toycode
 from toycode import load_problem
-from toycode.explorer import Explorer, method_names
+from toycode.experiments.explorer import Explorer, method_names
 
 SMALL = {"n": 128, "steps": 20}
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 from conftest import ExactReference
 
-from toycode import ExactValue, Process, api, sample_blockwise
+from toycode import ExactValue, Process, sample_blockwise
 from toycode.backends import analytic_backend
-from toycode.guidance import DPS, GuidedBackend
-from toycode.sampler import _Carry, _potential, _tempered
+from toycode.core.guidance import DPS, GuidedBackend
+from toycode.core.sampler import _Carry, _potential, _tempered
+from toycode.experiments import api
 
 
 def _run(problem, steps, k, pops, seed=1, **kwargs):
@@ -117,7 +118,7 @@ def test_fk_records_pin_the_potential_and_take_the_bookkeeping_as_an_option(betw
 
 def _dropped_correction(monkeypatch):
     """Twisted SMC without its importance correction log p/q (the ablation)."""
-    from toycode import sampler
+    from toycode.core import sampler
     step = sampler._twisted_step
 
     def uncorrected(*args):

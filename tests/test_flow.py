@@ -19,12 +19,13 @@ import pytest
 import torch
 from conftest import ExactReference
 
-from toycode import ExactValue, api, sample_blockwise
+from toycode import ExactValue, sample_blockwise
 from toycode.backends import analytic_backend, load_trained_backend
 from toycode.cli import main
-from toycode.diffusion import PREDICTIONS, NoiseLevel, Process, from_eps_x0, to_eps_x0
+from toycode.core.diffusion import PREDICTIONS, NoiseLevel, Process, from_eps_x0, to_eps_x0
 from toycode.exact.targets import GridTarget, MixtureTarget
-from toycode.train import find_mlp_checkpoint, train_mlp
+from toycode.experiments import api
+from toycode.training.train import find_mlp_checkpoint, train_mlp
 
 F64 = torch.float64
 LEVELS = [NoiseLevel.vp(0.97), NoiseLevel.vp(0.3), NoiseLevel.flow(0.2), NoiseLevel.flow(0.9),

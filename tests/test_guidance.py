@@ -4,9 +4,10 @@ import pytest
 import torch
 from conftest import ExactReference
 
-from toycode import Process, api, sample_blockwise
+from toycode import Process, sample_blockwise
 from toycode.backends import analytic_backend
-from toycode.guidance import DPS, ExactGuidance, GuidedBackend, Universal
+from toycode.core.guidance import DPS, ExactGuidance, GuidedBackend, Universal
+from toycode.experiments import api
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from toycode.cli import main
-from toycode.leaderboard import (
+from toycode.core.methods import METHODS
+from toycode.core.sampler import SELECTIONS
+from toycode.experiments.tradeoff import read_results
+from toycode.leaderboard.board import (
     SIZES,
     VARIANTS,
     Size,
@@ -17,9 +20,6 @@ from toycode.leaderboard import (
     run_row,
     table,
 )
-from toycode.methods import METHODS
-from toycode.sampler import SELECTIONS
-from toycode.tradeoff import read_results
 
 FAST = SIZES["fast"]["toy"]
 

@@ -7,11 +7,11 @@ import torch
 
 from toycode import Linear, Problem, sample_blockwise
 from toycode.backends import load_trained_backend
-from toycode.image_rewards import Compressibility
 from toycode.mnist.data import load_split
 from toycode.mnist.eval import bon_fraction, classifier_accuracy, tilted_fraction
 from toycode.mnist.gmm import digit_problem, fit_mnist_mixture, project
 from toycode.mnist.models import ClassIndicator, ClassLogProb, Ink, load_classifier, train_unet
+from toycode.utils.images import Compressibility
 
 
 @pytest.fixture(scope="module")

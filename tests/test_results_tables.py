@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from toycode.plots import plot_sweep
-from toycode.tradeoff import load, read_results, run_sweep
+from toycode.experiments.plots import plot_sweep
+from toycode.experiments.tradeoff import load, read_results, run_sweep
 
 COMMITTED = sorted((Path(__file__).resolve().parents[1] / "figures" / "sweeps")
                    .glob("*/results.jsonl"))

@@ -110,7 +110,7 @@ class MovingRule:
 
 
 def test_a_state_moved_by_predict_is_kept_at_every_index_including_the_first(between):
-    from toycode.guidance import GuidedBackend
+    from toycode.core.guidance import GuidedBackend
     rule = MovingRule()
     be = GuidedBackend(analytic_backend(between.prior, Process.make(4, eta=0.0)), rule)
     x_t = be.prior_sample(3, torch.Generator().manual_seed(0))

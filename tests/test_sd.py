@@ -8,17 +8,17 @@ import torch
 from conftest import Latents
 
 from toycode import sample_blockwise
-from toycode.guidance import DPS, GuidedBackend
-from toycode.image_rewards import (
+from toycode.core.guidance import DPS, GuidedBackend
+from toycode.sd.backend import StableDiffusionBackend
+from toycode.sd.rewards import (
     Aesthetic,
     Clip,
     ClipImageSimilarity,
     ClipTextScore,
-    Compressibility,
 )
-from toycode.sd.backend import StableDiffusionBackend
 from toycode.sd.run import make_image_reward, sd_sample, write_outputs
 from toycode.sd.tiny import tiny_pipeline
+from toycode.utils.images import Compressibility
 
 PROMPT = "a red fox in the snow"
 
@@ -253,7 +253,7 @@ def test_building_a_tiny_pipeline_leaves_the_global_generator_alone():
 def test_lookahead_values_run_on_sd_and_their_unet_calls_are_counted(pipe):
     """Rollouts go through the same UNet (chunked by max_batch) and the one Ledger:
     per sample 1 + (T − 1)·N + (interior block ends)·N·M·(k − 1) UNet rows."""
-    from toycode.values import LookaheadValue
+    from toycode.core.values import LookaheadValue
     T, n, N, B, M, k = 6, 2, 2, 2, 2, 2
     be = StableDiffusionBackend(pipe, PROMPT, steps=T, max_batch=3)
     counter = UNetCounter(pipe.unet)
@@ -272,7 +272,7 @@ def test_pickscore_is_the_scaled_clip_logit_and_runs_from_the_cli(clip, tmp_path
     """PickScore = exp(logit_scale) · cos(image, prompt); `toycode sd --reward pickscore
     --reward-model FOLDER` loads a (here tiny, random) CLIP from a folder, offline."""
     from toycode.cli import main
-    from toycode.image_rewards import PickScore
+    from toycode.sd.rewards import PickScore
     images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     pick, cos = PickScore("a fox", clip), ClipTextScore("a fox", clip)
     scale = float(clip.model.logit_scale.exp())

@@ -9,7 +9,7 @@ import torch
 from conftest import Latents
 
 from toycode import sample_blockwise
-from toycode.diffusion import Process
+from toycode.core.diffusion import Process
 from toycode.sd import make_backend
 from toycode.sd.backend import (
     FluxBackend,

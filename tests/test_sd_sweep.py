@@ -14,14 +14,14 @@ import transformers
 from test_sd import clip  # noqa: F401  (the tiny random CLIP fixture)
 
 from toycode.cli import main
-from toycode.image_rewards import Compressibility
+from toycode.experiments.tradeoff import parse_grid, read_results
 from toycode.sd import sweep
 from toycode.sd.backend import make_backend
 from toycode.sd.run import save_png
 from toycode.sd.score_decoder import load_score_decoder
 from toycode.sd.sweep import load_prompts, row_key, run_sd_sweep, sweep_row
 from toycode.sd.tiny import tiny_pipeline
-from toycode.tradeoff import parse_grid, read_results
+from toycode.utils.images import Compressibility
 
 PROMPTS = ["a red fox", "a cat"]
 METHODS, GRID, T, SEEDS = ["bon", "code", "smc"], "N=1,2;B=2;K=2", 4, 2
@@ -250,7 +250,7 @@ def test_the_cli_sweeps_with_a_score_decoder_and_plots(swept, tmp_path, capsys):
     assert main(["plot", str(out)]) == 0 and (out / "sd_reward-nfe.png").exists()
     assert main(["plot", str(out), "--kind", "reward-fidelity"]) == 2   # no fidelity model
     assert main(["plot", str(out), "--kind", "frontier"]) == 2
-    from toycode.tradeoff import load
+    from toycode.experiments.tradeoff import load
     table = load(src)
     assert {"N", "B", "reward", "fidelity", "prompt"} <= set(table.columns)
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import ExactReference
 
-from toycode import ExactValue, Process, api, sample_blockwise
+from toycode import ExactValue, Process, sample_blockwise
 from toycode.backends import analytic_backend
-from toycode.methods import KNOBS, METHODS, beam_budget
-from toycode.search import (
+from toycode.core.methods import KNOBS, METHODS, beam_budget
+from toycode.core.search import (
     Forest,
     beam_nfe,
     beam_search,
@@ -18,6 +18,7 @@ from toycode.search import (
     noise_zero_order_search,
     tree_sample,
 )
+from toycode.experiments import api
 
 SEARCH = ("noise-random", "noise-zero-order", "dts", "dts-star", "dsearch")
 

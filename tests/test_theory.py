@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from toycode import api
 from toycode.exact.metrics import mean_se
 from toycode.exact.theory import (
     blockwise_kl_bound,
@@ -14,6 +13,7 @@ from toycode.exact.theory import (
     exact_best_of_n,
     knn_kl_bias,
 )
+from toycode.experiments import api
 
 
 def test_closed_forms():

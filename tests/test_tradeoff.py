@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from toycode import api
 from toycode.cli import main
-from toycode.plots import plot_sweep
-from toycode.tradeoff import expand, parse_grid, read_results, run_sweep
+from toycode.experiments import api
+from toycode.experiments.plots import plot_sweep
+from toycode.experiments.tradeoff import expand, parse_grid, read_results, run_sweep
 
 
 def test_grid_parsing_and_expansion():

@@ -4,7 +4,7 @@ from conftest import ExactReference
 
 from toycode import sample_blockwise
 from toycode.backends import load_trained_backend
-from toycode.train import find_mlp_checkpoint, fit, train_mlp
+from toycode.training.train import find_mlp_checkpoint, fit, train_mlp
 
 
 def test_checkpoint_round_trip_gives_identical_samples(tmp_path, between):

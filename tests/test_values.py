@@ -5,13 +5,15 @@ import math
 import pytest
 import torch
 
-from toycode import Process, api, sample_blockwise
+from toycode import Process, sample_blockwise
 from toycode.backends import analytic_backend
 from toycode.cli import main
-from toycode.diffusion import NoiseLevel
+from toycode.core.diffusion import NoiseLevel
+from toycode.core.sampler import Ledger
+from toycode.core.values import LookaheadValue, TweedieValue, coarse_grid, log_mean_exp
 from toycode.exact.posterior import posterior_sample
-from toycode.sampler import Ledger
-from toycode.values import LookaheadValue, PosteriorValue, TweedieValue, coarse_grid, log_mean_exp
+from toycode.exact.values import PosteriorValue
+from toycode.experiments import api
 
 
 class CountingBackend:
@@ -152,7 +154,7 @@ def test_the_committed_learned_value_is_close_to_the_exact_value(between):
     """Under the tilted marginals p*_t (where CoDe's selection happens) the committed network's
     RMSE against V_t stays below 0.2 at every level (measured 0.05–0.12), where Tweedie's is
     up to 1.0; it costs no denoiser call."""
-    from toycode.value_study import value_errors
+    from toycode.experiments.value_study import value_errors
     rows = value_errors(between, [("tweedie", {}), ("learned", {})], n=400,
                         indices=[0, 30, 60, 90], progress=False)
     learned = [r for r in rows if r["estimator"] == "learned" and r["under"] == "p*_t"]
@@ -162,7 +164,7 @@ def test_the_committed_learned_value_is_close_to_the_exact_value(between):
 
 
 def test_value_training_is_reproducible_and_leaves_the_global_generator_alone(tmp_path, between):
-    from toycode.learned_value import load_learned_value, train_value
+    from toycode.training.learned_value import load_learned_value, train_value
     state = torch.get_rng_state()
     a = train_value(between, tmp_path / "a.pt", steps=3, batch_size=64, progress=False)
     b = train_value(between, tmp_path / "b.pt", steps=3, batch_size=64, progress=False)

@@ -1,18 +1,19 @@
 """toycode: reward-guided sampling of diffusion models, checked against exact tilted targets.
 
 A pretrained diffusion model samples p(x); a reward r(x) says what we want; the target is
-p*(x) ∝ p(x) e^{λ r(x)}. :func:`toycode.sampler.sample_blockwise` is CoDe (blockwise controlled
+p*(x) ∝ p(x) e^{λ r(x)}. :func:`toycode.core.sampler.sample_blockwise` is CoDe (blockwise controlled
 denoising, arXiv 2502.00968) with best-of-N and SVDD as its edge cases; :mod:`toycode.exact`
 gives p* exactly for Gaussian-mixture priors so every sampler can be judged against it.
 """
 
-from .diffusion import Process
+from .core.diffusion import Process
+from .core.sampler import SampleResult, sample_blockwise
+from .core.values import TweedieValue
 from .exact.gmm import GaussianMixture
 from .exact.problems import Problem, builtin_problems, load_problem
 from .exact.rewards import Box, Linear, Quadratic, Reward, Ring
 from .exact.targets import Target, exact_target
-from .sampler import SampleResult, sample_blockwise
-from .values import ExactValue, TweedieValue
+from .exact.values import ExactValue
 
 __version__ = "0.1.0"
 
@@ -23,7 +24,8 @@ __all__ = ["Process", "GaussianMixture", "Problem", "builtin_problems", "load_pr
 
 def explore(problem="between", **options):
     """Sliders and menus that rerun a sampler against the exact target in a notebook: see
-    :func:`toycode.explorer.explore`. Imported here on first use, since it needs ipywidgets
+    :func:`toycode.experiments.explorer.explore`. Imported here on first use, since it needs
+    ipywidgets
     (the ``notebooks`` extra) and importing toycode must not."""
-    from .explorer import explore as _explore
+    from .experiments.explorer import explore as _explore
     return _explore(problem, **options)

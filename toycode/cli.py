@@ -3,7 +3,8 @@
 2-D problems: demo, compare, target, sample, train, tradeoff, plot. All methods against exact
 targets: leaderboard. MNIST: train-mnist,
 mnist-eval, mnist-demo, mnist-gmm. Stable Diffusion: sd, sd-sweep. Each has a Python counterpart
-in toycode.api, toycode.demo, toycode.tradeoff, toycode.mnist, toycode.sd.run or toycode.sd.sweep.
+in toycode.experiments.api, toycode.experiments.demo, toycode.experiments.tradeoff, toycode.mnist,
+toycode.sd.run or toycode.sd.sweep.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from pathlib import Path
 
 import torch
 
-from . import api
+from .core.methods import METHODS
+from .core.sampler import SELECTIONS
 from .exact.problems import load_problem
-from .io import save_npz
-from .methods import METHODS
-from .sampler import SELECTIONS
+from .experiments import api
 from .sd.run import IMAGE_REWARDS, SD_METHODS
+from .utils.io import save_npz
 
 
 def _demo(args):
-    from .demo import format_table, run_demo
+    from .experiments.demo import format_table, run_demo
     start = time.time()
     result = run_demo(args.problem, out_dir=args.out_dir, backends=tuple(args.backends), n=args.n,
                       steps=args.steps, num_candidates=args.num_candidates,
@@ -40,8 +41,8 @@ def _demo(args):
 
 
 def _compare(args):
-    from .demo import COMPARE_RUNS, compare, format_table
     from .exact.problems import builtin_problems
+    from .experiments.demo import COMPARE_RUNS, compare, format_table
     for name in args.problems or builtin_problems():
         result = compare(name, COMPARE_RUNS, tuple(args.backends), n=args.n, steps=args.steps,
                          num_candidates=args.num_candidates, block_size=args.block_size,
@@ -73,7 +74,7 @@ def _reward_clip(args, device=None):
     names one, else --reward-model or --clip-model."""
     import functools
 
-    from .image_rewards import PICKSCORE_MODEL, PICKSCORE_TOKENIZER, Clip, load_clip
+    from .sd.rewards import PICKSCORE_MODEL, PICKSCORE_TOKENIZER, Clip, load_clip
     if args.reward == "pickscore":
         model = args.reward_model or PICKSCORE_MODEL
         tokenizer = None if args.reward_model else PICKSCORE_TOKENIZER
@@ -105,12 +106,12 @@ def _sd(args):
 
 
 def _sd_sweep(args):
-    from .image_rewards import Clip, load_clip
+    from .experiments.tradeoff import parse_grid
     from .sd.backend import load_pipeline
+    from .sd.rewards import Clip, load_clip
     from .sd.run import load_image, make_image_reward
     from .sd.score_decoder import check_score_decoder_path, load_score_decoder
     from .sd.sweep import load_prompts, process_shard, run_sd_sweep, sweep_jobs
-    from .tradeoff import parse_grid
     # everything a user can get wrong is checked before a model loads or a file is written
     prompts = load_prompts(args.prompts, args.limit_prompts)
     grid = parse_grid(args.grid)
@@ -198,8 +199,8 @@ def _mnist_demo(args):
 
 
 def _mnist_gmm(args):
+    from .experiments.plots import plot_dimension_sweep, save
     from .mnist.gmm import dimension_sweep
-    from .plots import plot_dimension_sweep, save
     rows = dimension_sweep(tuple(args.dims), digit=args.digit, n=args.n,
                            num_candidates=args.num_candidates, block_size=args.block_size,
                            steps=args.steps, seed=args.seed, data_dir=args.data_dir)
@@ -219,15 +220,15 @@ def _mnist_gmm(args):
 
 
 def _tradeoff(args):
-    from .tradeoff import parse_grid, run_sweep
+    from .experiments.tradeoff import parse_grid, run_sweep
     rows = run_sweep(args.problem, args.methods, parse_grid(args.grid), seeds=args.seeds,
                      out=args.out, n=args.n, process=args.process, value=args.value)
     print(f"{len(rows)} rows in {args.out}/results.jsonl")
 
 
 def _leaderboard(args):
-    from .leaderboard import BENCHES, plot_leaderboard, run_leaderboard, table
-    from .plots import save
+    from .experiments.plots import save
+    from .leaderboard.board import BENCHES, plot_leaderboard, run_leaderboard, table
     rows = run_leaderboard(args.out, benches=args.benches or BENCHES, methods=args.methods,
                            size="fast" if args.fast else "default",
                            progress=not args.no_progress)
@@ -240,8 +241,8 @@ def _leaderboard(args):
 
 
 def _values(args):
-    from .plots import plot_value_errors, save
-    from .value_study import DEFAULT_ESTIMATORS, format_value_errors, value_errors
+    from .experiments.plots import plot_value_errors, save
+    from .experiments.value_study import DEFAULT_ESTIMATORS, format_value_errors, value_errors
     estimators = [e for e in DEFAULT_ESTIMATORS if not args.only or e[0] in args.only]
     rows = value_errors(args.problem, estimators, steps=args.steps, n=args.n, seed=args.seed,
                         process=args.process)
@@ -255,7 +256,7 @@ def _values(args):
 
 
 def _train_value(args):
-    from .learned_value import train_value
+    from .training.learned_value import train_value
     ckpt = train_value(load_problem(args.problem), args.out, process=args.process,
                        steps=args.steps, seed=args.seed)
     print(json.dumps({"steps": ckpt["train"]["steps"], "loss": ckpt["loss"],
@@ -264,8 +265,8 @@ def _train_value(args):
 
 def _plot(args):
     from .exact.problems import load_problem
-    from .plots import plot_genealogy, plot_sweep, save
-    from .tradeoff import read_results
+    from .experiments.plots import plot_genealogy, plot_sweep, save
+    from .experiments.tradeoff import read_results
     rows = read_results(args.results)
     if not rows:
         raise ValueError(f"no results in {args.results}/results.jsonl; run `toycode tradeoff` "
@@ -368,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default argmax (CoDe family), systematic (SMC)")
     s.add_argument("--lam", type=float, default=None, help="softmax λ (default: the problem's)")
     s.add_argument("--value", default="tweedie", choices=api.VALUES,
-                   help="value estimator at block ends (see toycode.values)")
+                   help="value estimator at block ends (see toycode.core.values)")
     s.add_argument("--particles", type=int, default=32, help="SMC population size K")
     s.add_argument("--ess-threshold", type=float, default=0.5, help="SMC resamples at ESS < this·K")
     s.add_argument("--scale", type=float, default=None, help="guidance scale (default λ)")

@@ -1,7 +1,8 @@
 """Backends: a reverse process over a timestep grid, behind one small contract (see base.py)."""
 
+from ..core.backend import Backend, Prediction
 from .analytic import AnalyticDenoiser, analytic_backend
-from .base import Backend, ModuleEps, Prediction, ToyBackend
+from .base import ModuleEps, ToyBackend
 from .mlp import MLPDenoiser
 from .trained import load_trained_backend
 from .unet import UNetDenoiser

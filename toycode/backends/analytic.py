@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..diffusion import NoiseLevel, Process
+from ..core.diffusion import NoiseLevel, Process
 from ..exact.gmm import GaussianMixture
 from .base import ToyBackend
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..diffusion import Process
+from ..core.diffusion import Process
 from .base import ModuleEps, ToyBackend
 from .mlp import MLPDenoiser
 from .unet import UNetDenoiser

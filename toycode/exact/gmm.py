@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..diffusion import NoiseLevel
+from ..core.diffusion import NoiseLevel
 
 __all__ = ["GaussianMixture", "tilt_quadratic", "tilt_linear"]
 
@@ -114,7 +114,7 @@ class GaussianMixture:
         return x
 
     def noised(self, level: NoiseLevel | float) -> "GaussianMixture":
-        """The law of α x0 + σ ε for x0 ~ self, at a :class:`~toycode.diffusion.NoiseLevel`
+        """The law of α x0 + σ ε for x0 ~ self, at a :class:`~toycode.core.diffusion.NoiseLevel`
         (a float is a variance-preserving ᾱ: α = √ᾱ, σ = √(1 − ᾱ))."""
         lv = NoiseLevel.of(level)
         eye = torch.eye(self.dim, dtype=_F64)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import check_range
-from ..diffusion import NoiseLevel
+from ..core.diffusion import NoiseLevel
+from ..utils.checks import check_range
 from .gmm import GaussianMixture
 
 __all__ = ["posterior_sample"]

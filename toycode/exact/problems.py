@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from ..checks import check_range
+from ..utils.checks import check_range
 from .gmm import GaussianMixture
 from .rewards import Reward, reward_from_dict
 from .targets import Target, exact_target

@@ -17,7 +17,8 @@ Both give, exactly (up to float64 and, for the grid, its resolution):
 The last identity holds because tilting each prior component by the same factor leaves the
 responsibilities unchanged: w*_k N(x; m_k, C_k) = w_k N_k(x) e^{λr(x)} / Z.
 
-Noise levels are (α, σ) of x_t = α x0 + σ ε (:class:`~toycode.diffusion.NoiseLevel`; a float is a
+Noise levels are (α, σ) of x_t = α x0 + σ ε (:class:`~toycode.core.diffusion.NoiseLevel`; a float
+is a
 variance-preserving ᾱ), so VP and flow-matching processes share the same ground truth.
 """
 
@@ -27,8 +28,8 @@ import math
 
 import torch
 
-from ..checks import check_range
-from ..diffusion import NoiseLevel
+from ..core.diffusion import NoiseLevel
+from ..utils.checks import check_range
 from .gmm import GaussianMixture, tilt_linear, tilt_quadratic
 from .rewards import Linear, Quadratic, Reward
 

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ..checks import check_range
+from ..utils.checks import check_range
 from .metrics import knn_entropy, mean_se
 
 __all__ = ["bon_kl", "bon_win_probability", "blockwise_kl_bound", "exact_best_of_n",

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_write
+from ..utils.io import atomic_write
 
 __all__ = ["MIRRORS", "FILES", "SPLITS", "data_dir", "fetch", "load_mnist", "load_split"]
 

@@ -18,11 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backends import load_trained_backend
-from ..checks import check_choice
-from ..methods import GuidanceInputs, get_method
-from ..plots import save
-from ..sampler import sample_blockwise
-from ..values import LookaheadValue
+from ..core.methods import GuidanceInputs, get_method
+from ..core.sampler import sample_blockwise
+from ..core.values import LookaheadValue
+from ..experiments.plots import save
+from ..utils.checks import check_choice
 from .eval import bon_fraction, class_rates, tilted_fraction
 from .models import UNET_PATH, ClassIndicator, ClassLogProb, load_classifier
 

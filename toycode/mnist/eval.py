@@ -19,7 +19,7 @@ import torch
 from scipy import linalg
 from scipy.stats import binom
 
-from ..sampler import sample_blockwise
+from ..core.sampler import sample_blockwise
 from .data import load_split
 
 __all__ = ["classifier_accuracy", "class_rates", "tilted_fraction", "bon_fraction",

@@ -18,11 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backends import analytic_backend
-from ..diffusion import Process
+from ..core.diffusion import Process
+from ..core.sampler import sample_blockwise
 from ..exact.gmm import GaussianMixture
 from ..exact.problems import Problem
 from ..exact.rewards import Quadratic
-from ..sampler import sample_blockwise
 from .data import load_split
 
 __all__ = ["fit_mnist_mixture", "project", "digit_problem", "dimension_sweep"]

@@ -6,7 +6,7 @@ Rewards see images in [−1, 1], shape (n, 1, 28, 28), and return one float per 
     ClassLogProb(c)       log p_classifier(c | x)           differentiable
     Ink()                 mean brightness in [0, 1]          differentiable
     Compressibility(...)  −(JPEG or PNG size in kB)          not differentiable
-                          (toycode.image_rewards, with value_range=(−1, 1))
+                          (toycode.sd.rewards, with value_range=(−1, 1))
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..backends.unet import UNetDenoiser
-from ..checks import check_range
-from ..image_rewards import Compressibility
-from ..io import atomic_save
-from ..seeding import seeded
-from ..train import CHECKPOINT_DIR, fit
+from ..training.train import CHECKPOINT_DIR, fit
+from ..utils.checks import check_range
+from ..utils.images import Compressibility
+from ..utils.io import atomic_save
+from ..utils.seeding import seeded
 from .data import load_split
 
 __all__ = ["Classifier", "train_unet", "train_classifier", "load_classifier", "ClassIndicator",

@@ -6,7 +6,7 @@ modules: ``pipe.unet`` for ε̂ (its ε, v or x̂0 output converted by the sched
 ``prediction_type``; with classifier-free guidance, one guided UNet call = one NFE),
 ``pipe.vae`` to decode x̂0 for the rewards and to encode references, the text encoders once to
 embed the prompt, and ``pipe.scheduler``'s config for ᾱ and the timestep grid. The reverse
-steps are toycode's own DDIM(η) maths (:class:`toycode.diffusion.Process`), identical to
+steps are toycode's own DDIM(η) maths (:class:`toycode.core.diffusion.Process`), identical to
 diffusers' DDIMScheduler.step for the "leading" spacing SD uses, and at η = 0 to
 EulerDiscreteScheduler's step on its grid (SDXL's default), so N = 1 with η = 0 reproduces the
 pipeline's own latents. The pipeline's scheduler is never mutated. Needs the
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from ..backends.base import Prediction
-from ..checks import check_choice, check_range
-from ..diffusion import Process, to_eps_x0
+from ..core.backend import Prediction
+from ..core.diffusion import Process, to_eps_x0
+from ..utils.checks import check_choice, check_range
 
 __all__ = ["StableDiffusionBackend", "StableDiffusionXLBackend", "StableDiffusion3Backend",
            "FluxBackend", "make_backend", "load_pipeline", "sd_process", "sd3_process",

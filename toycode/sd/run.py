@@ -1,7 +1,7 @@
 """`toycode sd`: the blockwise sampler on a Stable Diffusion pipeline, with image rewards.
 
 One backend per distinct prompt (the prompt is embedded once), the same
-:func:`toycode.sampler.sample_blockwise` as everywhere else, and outputs written atomically:
+:func:`toycode.core.sampler.sample_blockwise` as everywhere else, and outputs written atomically:
 one PNG per image, ``rewards.json`` (per image: prompt, reward, NFE, reward calls, seed, all
 settings) and ``grid.png``.
 """
@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checks import check_choice, check_range
-from ..image_rewards import (
+from ..core.methods import METHODS, get_method
+from ..utils.checks import check_choice, check_range
+from ..utils.images import Compressibility
+from ..utils.io import atomic_write
+from .backend import make_backend
+from .rewards import (
     Aesthetic,
     ClipImageSimilarity,
     ClipTextScore,
-    Compressibility,
     PickScore,
 )
-from ..io import atomic_write
-from ..methods import METHODS, get_method
-from .backend import make_backend
 
 __all__ = ["IMAGE_REWARDS", "SD_METHODS", "make_image_reward", "load_image", "sd_sample",
            "save_png", "write_outputs"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..values import TweedieValue
+from ..core.values import TweedieValue
 
 __all__ = ["ScoreDecoderValue", "load_score_decoder", "check_score_decoder_path"]
 

@@ -8,7 +8,8 @@ tidy, resumable table and one PNG per row.
 A row is one (prompt, method, settings, seed): the reward of the image, its prompt fidelity (the
 CLIP text–image cosine, when a fidelity CLIP is given), the UNet calls (NFE) and reward calls
 spent on it (for SMC, all K particles'), wall seconds, the device and the PNG's path under DIR.
-``settings`` holds the grid knobs the method reads (as in :mod:`toycode.tradeoff`, whose grid
+``settings`` holds the grid knobs the method reads (as in :mod:`toycode.experiments.tradeoff`,
+whose grid
 parser, expansion and strict-JSON rows are reused); the resolved sampler settings are columns.
 A knob a method reads but the grid leaves out takes :data:`DEFAULTS`.
 
@@ -48,12 +49,12 @@ from typing import Callable, NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from ..checks import check_range
-from ..image_rewards import ClipTextScore
-from ..io import atomic_write
-from ..methods import get_method
-from ..tradeoff import append_row, drop_torn_tail, expand, read_results
+from ..core.methods import get_method
+from ..experiments.tradeoff import append_row, drop_torn_tail, expand, read_results
+from ..utils.checks import check_range
+from ..utils.io import atomic_write
 from .backend import make_backend
+from .rewards import ClipTextScore
 from .run import SD_METHODS, save_png
 from .score_decoder import ScoreDecoderValue
 
@@ -132,7 +133,8 @@ def _image_path(prompt: str, method: str, settings: dict, seed: int) -> str:
 
 def _sampler(method: str, settings: dict, steps: int, selection: str | None = None) -> dict:
     """The sample_blockwise keywords of a method at its grid settings (DEFAULTS elsewhere).
-    ``selection`` is the candidate methods' (as in :func:`toycode.tradeoff.run_sweep`): particle
+    ``selection`` is the candidate methods' (as in :func:`toycode.experiments.tradeoff.run_sweep`):
+    particle
     and search methods keep their own."""
     knobs, record = {**DEFAULTS, **settings}, get_method(method)
     own = record.selection is None or record.particles
@@ -254,7 +256,7 @@ def run_sd_sweep(pipe, prompts: list[str], reward_for: Callable[[str], Callable]
     processes are done.
 
     ``reward_for(prompt)`` is the reward of that prompt's images (the same callable for a
-    prompt-free reward such as JPEG size); ``fidelity`` is a :class:`~toycode.image_rewards.Clip`
+    prompt-free reward such as JPEG size); ``fidelity`` is a :class:`~toycode.sd.rewards.Clip`
     whose text–image cosine is each row's prompt fidelity; ``score_decoder`` an
     ``AutoencoderTiny`` for block-end scoring. ``describe`` (e.g. model and reward names) is
     stored with the fixed settings in ``out/sweep.json``. ``shard`` defaults to

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..seeding import seeded
+from ..utils.seeding import seeded
 
 __all__ = ["TINY_KINDS", "tiny_pipeline", "sd15_random_pipeline", "tiny_tokenizer",
            "tiny_t5_tokenizer"]
@@ -107,7 +107,7 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
     """
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from ..checks import check_choice
+    from ..utils.checks import check_choice
     check_choice("kind", kind, TINY_KINDS)
     if kind == "sd3":
         return _tiny_sd3(seed)

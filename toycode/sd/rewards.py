@@ -1,10 +1,11 @@
-"""Rewards on images (n, C, H, W): compressibility, CLIP similarity, the LAION aesthetic score.
+"""Rewards on images (n, C, H, W) for the Stable Diffusion wing: CLIP similarity, PickScore, the
+LAION aesthetic score (``Compressibility``, shared with the MNIST wing, is in
+:mod:`toycode.utils.images`).
 
 Each is a callable returning one float per image with a ``differentiable`` flag. CLIP models
 load with transformers from a hub id or a local folder (``local_files_only`` when offline);
 nothing is downloaded by toycode's tests, which build tiny CLIP models from configs.
 
-    Compressibility(fmt, quality)   −(encoded size in kB), JPEG by default    not differentiable
     ClipImageSimilarity(ref, clip)  cos(CLIP(x), CLIP(reference))             differentiable
     ClipTextScore(text, clip)       cos(CLIP(x), CLIP_text(text))             differentiable
     Aesthetic(head, clip)           LAION aesthetic head on CLIP ViT-L/14     differentiable
@@ -12,47 +13,13 @@ nothing is downloaded by toycode's tests, which build tiny CLIP models from conf
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from .checks import check_choice, check_range
-
-__all__ = ["Compressibility", "Clip", "ClipImageSimilarity", "ClipTextScore", "Aesthetic",
+__all__ = ["Clip", "ClipImageSimilarity", "ClipTextScore", "Aesthetic",
            "load_clip"]
-
-
-class Compressibility:
-    """r(x) = −(size in kB of x encoded as JPEG at ``quality``, or as PNG).
-
-    ``value_range`` is what black and white are in x: (0, 1) for decoded SD images, (−1, 1) for
-    toycode's MNIST tensors. The encoder runs per image (PIL), so this is the slowest reward.
-    """
-
-    differentiable = False
-
-    def __init__(self, fmt: str = "jpeg", quality: int = 95, value_range=(0.0, 1.0)):
-        check_choice("format", fmt, ("jpeg", "png"))
-        check_range("quality", quality, 1, 100)
-        self.fmt, self.quality, self.low, self.high = fmt, quality, *value_range
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        from PIL import Image
-        scaled = (x.detach().float() - self.low) / (self.high - self.low)
-        pixels = (scaled.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-        sizes = []
-        for img in pixels:
-            arr = img[0] if img.shape[0] == 1 else np.ascontiguousarray(np.moveaxis(img, 0, -1))
-            buf = io.BytesIO()
-            Image.fromarray(arr).save(buf, format=self.fmt.upper(), quality=self.quality)
-            sizes.append(buf.tell() / 1000)
-        return -torch.tensor(sizes, dtype=torch.float64)
-
-    def to_dict(self):
-        return {"type": "compressibility", "format": self.fmt, "quality": self.quality}
 
 
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"

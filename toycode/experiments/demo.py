@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..core.methods import get_method
+from ..exact.metrics import evaluate, median_bandwidth, noise_floor
+from ..exact.problems import Problem, load_problem
+from ..exact.theory import knn_kl_bias
 from . import api
-from .exact.metrics import evaluate, median_bandwidth, noise_floor
-from .exact.problems import Problem, load_problem
-from .exact.theory import knn_kl_bias
-from .methods import get_method
 from .plots import plot_samples_sheet, plot_tradeoff, save
 
 __all__ = ["Run", "DEMO_RUNS", "COMPARE_RUNS", "compare", "run_demo", "format_table"]
@@ -57,7 +57,7 @@ def compare(problem: Problem | str, runs=DEMO_RUNS, backends=("analytic",), *, n
             progress: bool = True, process: str = "vp", value: str = "tweedie") -> dict:
     """Run every configuration on every backend under ``process`` ("vp" | "flow"); return
     rows, samples, floor and target. ``value`` is the value estimator of every run that does
-    not name its own (see :data:`toycode.api.VALUES`)."""
+    not name its own (see :data:`toycode.experiments.api.VALUES`)."""
     problem = problem if isinstance(problem, Problem) else load_problem(problem)
     target = problem.target
     gen = torch.Generator().manual_seed(seed + 10_000)

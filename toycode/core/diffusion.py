@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .checks import check_choice, check_range
+from ..utils.checks import check_choice, check_range
 
 __all__ = ["linear_schedule", "cosine_schedule", "NoiseLevel", "Process", "PREDICTIONS",
            "to_eps_x0", "from_eps_x0", "flow_sigmas"]

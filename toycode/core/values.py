@@ -16,7 +16,7 @@ through the ``ledger``, so their cost lands in the one place NFE are counted.
     posterior    the same with exact draws x0_m ~ p(x0 | x_t)   M reward calls (toys only)
     learned      b(x_t) + (1/λ) log v_θ(x_t, α, σ), v_θ ≈       one small-network call
                  E[e^{λ(r(x0) − b(x_t))} | x_t], b a Gaussian
-                 baseline  (toycode.learned_value)
+                 baseline  (toycode.training.learned_value)
 
 Look-ahead's first coarse step reuses the candidate's own ε̂ (the one its x̂0 came from), so k = 1
 costs nothing and equals Tweedie; it is consistent as M grows and the rollouts approach the
@@ -31,11 +31,9 @@ from typing import Callable
 
 import torch
 
-from .checks import check_range
-from .exact.posterior import posterior_sample
+from ..utils.checks import check_range
 
-__all__ = ["TweedieValue", "ExactValue", "LookaheadValue", "PosteriorValue", "log_mean_exp",
-           "make_value_fn"]
+__all__ = ["TweedieValue", "LookaheadValue", "log_mean_exp", "make_value_fn"]
 
 
 def log_mean_exp(rewards: torch.Tensor, lam: float) -> torch.Tensor:
@@ -59,24 +57,12 @@ class TweedieValue:
         return ledger.reward(self.reward, backend.decode(x0)).double()
 
 
-class ExactValue:
-    """The exact soft value V_t of a :class:`toycode.exact.targets.Target` (no denoiser call)."""
-
-    needs_x0 = False
-
-    def __init__(self, target):
-        self.target = target
-
-    def __call__(self, ledger, backend, x, x0, i: int, generator=None) -> torch.Tensor:
-        return self.target.soft_value(x, backend.process.level(i))
-
-
 def make_value_fn(value, reward: Callable):
     """The value object a loop scores block ends with: ``"tweedie"`` (:class:`TweedieValue` of
     ``reward``) or a value object itself, else a one-line error."""
     value_fn = TweedieValue(reward) if value == "tweedie" else value
     if not hasattr(value_fn, "needs_x0"):
-        raise ValueError(f"value must be 'tweedie' or a value object (see toycode.values), "
+        raise ValueError(f"value must be 'tweedie' or a value object (see toycode.core.values), "
                          f"got {value!r}")
     return value_fn
 
@@ -116,22 +102,3 @@ class LookaheadValue:
             xs = process.step(xs, here, pred.eps, generator, to=there, x0=pred.x0)
         rewards = ledger.reward(self.reward, backend.decode(xs)).view(len(x), m)
         return log_mean_exp(rewards, self.lam)
-
-
-class PosteriorValue:
-    """The look-ahead estimator with exact posterior draws x0 ~ p(x0 | x_t) of a toy problem's
-    mixture prior: no denoiser call, only the Monte-Carlo error of M draws."""
-
-    needs_x0 = False
-
-    def __init__(self, target, samples: int = 4):
-        check_range("posterior samples", samples, 1, None)
-        if not target.lam > 0:
-            raise ValueError(f"the posterior value needs lam > 0, got lam={target.lam}")
-        self.target, self.samples = target, samples
-
-    def __call__(self, ledger, backend, x, x0, i: int, generator=None) -> torch.Tensor:
-        draws = posterior_sample(self.target.prior, x, backend.process.level(i), self.samples,
-                                 generator)
-        rewards = ledger.reward(self.target.reward, draws.view(-1, draws.shape[-1]))
-        return log_mean_exp(rewards.view(len(x), self.samples), self.target.lam)

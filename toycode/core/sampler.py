@@ -44,7 +44,7 @@ n_b = ⌈T/B⌉ blocks:
 identical passes on the selected state). Starting from a reference at ``strength`` (CoDe(η)'s
 η) replaces T by round(strength·T). Reward calls per sample: N per block scored by Tweedie, N
 at the end otherwise, plus M per candidate and interior block end for look-ahead and posterior
-values (:mod:`toycode.values`; their calls go through the same Ledger). TDS's guided
+values (:mod:`toycode.core.values`; their calls go through the same Ledger). TDS's guided
 backend adds one reward gradient and one backward pass per particle and step. Look-ahead's formula
 assumes at least k grid steps remain after every block end (fewer steps: fewer calls).
 """
@@ -58,13 +58,12 @@ from typing import Any, Callable, NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from .backends.base import Backend, Prediction
-from .checks import check_choice, check_range, check_rewards
+from ..utils.checks import check_choice, check_range, check_rewards
+from .backend import Backend, Prediction
 from .diffusion import randn_like
-from .values import ExactValue, TweedieValue, make_value_fn
+from .values import make_value_fn
 
-__all__ = ["Ledger", "TweedieValue", "ExactValue", "SELECTIONS", "POTENTIALS", "WEIGHTS",
-           "SampleResult", "sample_blockwise"]   # the values are re-exported from toycode.values
+__all__ = ["Ledger", "SELECTIONS", "POTENTIALS", "WEIGHTS", "SampleResult", "sample_blockwise"]
 
 
 @dataclass

@@ -24,17 +24,17 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .backends.mlp import MLPDenoiser
-from .checks import check_choice, check_range
-from .diffusion import cosine_schedule, linear_schedule
-from .exact.gmm import GaussianMixture
-from .io import atomic_save
-from .seeding import seeded
+from ..backends.mlp import MLPDenoiser
+from ..core.diffusion import cosine_schedule, linear_schedule
+from ..exact.gmm import GaussianMixture
+from ..utils.checks import check_choice, check_range
+from ..utils.io import atomic_save
+from ..utils.seeding import seeded
 
 __all__ = ["fit", "train_mlp", "CHECKPOINT_DIR", "find_mlp_checkpoint", "PROCESSES"]
 
 log = logging.getLogger(__name__)
-CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+CHECKPOINT_DIR = Path(__file__).parents[1] / "checkpoints"
 _SCHEDULES = {"linear": linear_schedule, "cosine": cosine_schedule}
 PROCESSES = ("vp", "flow")
 """The forward processes a toy model may be trained on and sampled under."""

@@ -1,11 +1,12 @@
 """An interactive explorer for notebooks: move a slider, see a sampler against the exact target.
 
     import toycode
-    toycode.explore("between")   # or toycode.explorer.explore
+    toycode.explore("between")   # or toycode.experiments.explorer.explore
 
 Menus and sliders set the method, N (candidates), B (block size), λ, the selection rule, the
 value (Tweedie r(x̂0) or the exact soft value V_t) and T (steps). Every change reruns
-:func:`toycode.api.sample` on the analytic backend and redraws the samples over contours of the
+:func:`toycode.experiments.api.sample` on the analytic backend and redraws the samples over
+contours of the
 exact tilted target p*_λ ∝ p·e^{λr}, with the reward ± s.e., MMD² in units of its noise floor
 and NFE per sample beside the exact values (E_{p*}[r]; a floor of 1 is an exact sampler). A
 combination the sampler refuses (a gradient method on the non-differentiable ``box`` reward,
@@ -25,11 +26,11 @@ import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
 
+from ..core.sampler import SELECTIONS
+from ..exact.metrics import evaluate, median_bandwidth, noise_floor
+from ..exact.problems import Problem, load_problem
 from . import api
-from .exact.metrics import evaluate, median_bandwidth, noise_floor
-from .exact.problems import Problem, load_problem
 from .plots import density_grid
-from .sampler import SELECTIONS
 
 __all__ = ["Explorer", "explore", "method_names"]
 

@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..core.methods import KNOBS, get_method
+from ..exact.metrics import evaluate, median_bandwidth, noise_floor
+from ..exact.problems import load_problem
+from ..training.train import PROCESSES
+from ..utils.checks import check_choice
 from . import api
-from .checks import check_choice
-from .exact.metrics import evaluate, median_bandwidth, noise_floor
-from .exact.problems import load_problem
-from .methods import KNOBS, get_method
-from .train import PROCESSES
 
 __all__ = ["parse_grid", "expand", "run_sweep", "read_results", "load", "dumps_row",
            "append_row", "drop_torn_tail", "KNOBS"]
@@ -112,8 +112,8 @@ def load(folder: str | Path):
     try:
         import pandas as pd
     except ImportError:
-        raise ImportError("toycode.tradeoff.load needs pandas: pip install -e '.[tables]'") \
-            from None
+        raise ImportError("toycode.experiments.tradeoff.load needs pandas: "
+                          "pip install -e '.[tables]'") from None
     rows = read_results(folder)
     if not rows:
         raise ValueError(f"no results in {Path(folder) / 'results.jsonl'}")

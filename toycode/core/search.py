@@ -1,8 +1,8 @@
 """Search loops beside the blockwise sampler: noises, trees and shrinking beams.
 
-Each loop has :func:`~toycode.sampler.sample_blockwise`'s call signature, counts every denoiser
-and reward call in a :class:`~toycode.sampler.Ledger` and returns a
-:class:`~toycode.sampler.SampleResult` (cost totals over the n outputs). The n searches are
+Each loop has :func:`~toycode.core.sampler.sample_blockwise`'s call signature, counts every denoiser
+and reward call in a :class:`~toycode.core.sampler.Ledger` and returns a
+:class:`~toycode.core.sampler.SampleResult` (cost totals over the n outputs). The n searches are
 independent and run batched in one tensor; nothing loops over samples in Python.
 
     loop                        paper                                       NFE per output
@@ -31,8 +31,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .backends.base import Backend
-from .checks import check_choice, check_range
+from ..utils.checks import check_choice, check_range
+from .backend import Backend
 from .sampler import Ledger, SampleResult, _blocks
 from .values import make_value_fn
 

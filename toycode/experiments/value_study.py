@@ -2,7 +2,7 @@
 
 ``toycode values --problem P`` draws states x_t from the base marginal p_t and from the tilted
 marginal p*_t (exact target samples noised by the forward process) at a range of grid indices,
-and compares each estimator of :mod:`toycode.values` with the exact V_t(x) of the problem's
+and compares each estimator of :mod:`toycode.core.values` with the exact V_t(x) of the problem's
 target: bias = mean(V̂ − V) and RMSE, per level, with the NFE each estimate cost per state. The
 analytic (exact) denoiser is used, so the errors are the estimators' own, not a network's.
 """
@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from ..backends import analytic_backend
+from ..core.diffusion import Process
+from ..core.sampler import Ledger
+from ..core.values import TweedieValue
+from ..exact.problems import Problem, load_problem
 from . import api
-from .backends import analytic_backend
-from .diffusion import Process
-from .exact.problems import Problem, load_problem
-from .sampler import Ledger
-from .values import TweedieValue
 
 __all__ = ["value_errors", "format_value_errors", "DEFAULT_ESTIMATORS"]
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import torch
 
-from .backends.base import Backend, Prediction
-from .checks import check_range
+from ..utils.checks import check_range
+from .backend import Backend, Prediction
 
 __all__ = ["GuidedBackend", "DPS", "Universal", "ExactGuidance", "require_differentiable"]
 

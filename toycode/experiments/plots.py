@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .exact.problems import Problem
-from .io import atomic_write
+from ..exact.problems import Problem
+from ..utils.io import atomic_write
 
 __all__ = ["plot_value_errors", "density_grid", "exact_frontier", "plot_samples_sheet",
            "plot_tradeoff", "plot_dimension_sweep", "plot_sweep", "plot_genealogy",

@@ -1,4 +1,4 @@
-"""`toycode leaderboard`: every method of :data:`toycode.methods.METHODS`, at equal compute,
+"""`toycode leaderboard`: every method of :data:`toycode.core.methods.METHODS`, at equal compute,
 against exact targets.
 
 Each *bench* is a model, a reward, λ and an exact referee:
@@ -22,7 +22,8 @@ population, so its cost per output is K·T like best-of-N's N·T. Methods that n
 gradient are skipped (a row that says so) where the reward has none; those that need an exact
 target where there is none. Every value is Tweedie's r(x̂0) — what the methods' papers use.
 
-Rows go to ``results.jsonl`` one at a time (the :mod:`toycode.tradeoff` format: strict JSON,
+Rows go to ``results.jsonl`` one at a time (the :mod:`toycode.experiments.tradeoff` format: strict
+JSON,
 resumable, a torn last line dropped); :func:`table` summarises them, :func:`plot_leaderboard`
 draws distance against NFE per output.
 """
@@ -40,13 +41,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .backends import analytic_backend, load_trained_backend
-from .backends.base import Backend
-from .diffusion import Process
-from .exact.metrics import evaluate, median_bandwidth, noise_floor
-from .exact.problems import load_problem
-from .methods import KNOBS, METHODS, GuidanceInputs, Method
-from .tradeoff import append_row, drop_torn_tail, read_results
+from ..backends import analytic_backend, load_trained_backend
+from ..core.backend import Backend
+from ..core.diffusion import Process
+from ..core.methods import KNOBS, METHODS, GuidanceInputs, Method
+from ..exact.metrics import evaluate, median_bandwidth, noise_floor
+from ..exact.problems import load_problem
+from ..experiments.tradeoff import append_row, drop_torn_tail, read_results
 
 __all__ = ["Bench", "Size", "SIZES", "BENCHES", "VARIANTS", "make_bench", "entries",
            "one_per_population", "run_row", "run_leaderboard", "summary", "table",
@@ -118,9 +119,9 @@ def _toy_bench(name: str, size: Size) -> Bench:
 
 
 def _mnist_class_bench(size: Size, digit: int = 3, lam: float = 2.0) -> Bench:
-    from .mnist.eval import class_rates, tilted_fraction
-    from .mnist.models import UNET_PATH, ClassIndicator, load_classifier
-    from .sampler import sample_blockwise
+    from ..core.sampler import sample_blockwise
+    from ..mnist.eval import class_rates, tilted_fraction
+    from ..mnist.models import UNET_PATH, ClassIndicator, load_classifier
 
     classifier = load_classifier()
     backend = load_trained_backend(UNET_PATH, steps=size.steps)
@@ -143,7 +144,7 @@ def _mnist_class_bench(size: Size, digit: int = 3, lam: float = 2.0) -> Bench:
 
 
 def _mnist_gmm_bench(size: Size, dim: int = 784, digit: int = 3) -> Bench:
-    from .mnist.gmm import digit_problem, fit_mnist_mixture, project
+    from ..mnist.gmm import digit_problem, fit_mnist_mixture, project
 
     mixture, axes, _ = fit_mnist_mixture()
     problem = digit_problem(project(mixture, axes, dim), digit)
@@ -181,7 +182,7 @@ VARIANTS = {"bon-softmax": ("bon", {"selection": "softmax"}),
             "svdd-softmax": ("svdd", {"selection": "softmax"}),
             "code-softmax": ("code", {"selection": "softmax"})}
 """Entries that are a record with another selection rule: softmax at λ makes each block
-self-normalised importance sampling of the optimal policy (see :mod:`toycode.sampler`), the
+self-normalised importance sampling of the optimal policy (see :mod:`toycode.core.sampler`), the
 consistent counterpart of the papers' argmax."""
 
 

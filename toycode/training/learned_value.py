@@ -25,10 +25,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checks import check_choice, check_range
-from .diffusion import Process
-from .io import atomic_save
-from .seeding import seeded
+from ..core.diffusion import Process
+from ..utils.checks import check_choice, check_range
+from ..utils.io import atomic_save
+from ..utils.seeding import seeded
 from .train import CHECKPOINT_DIR, PROCESSES
 
 __all__ = ["ValueNet", "GaussianBaseline", "LearnedValue", "train_value", "find_value_checkpoint",

@@ -1,6 +1,6 @@
 """The Python API behind the command line: ``sample``, ``target``, ``train``, ``make_backend``.
 
-Method names are records of :mod:`toycode.methods` (what N, B, K, selection and guidance each
+Method names are records of :mod:`toycode.core.methods` (what N, B, K, selection and guidance each
 one stands for); ``sample`` turns a name and a problem into one call of the blockwise sampler.
 
 Defaults, from `python benchmarks/defaults_sweep.py` (problem `between`, analytic backend,
@@ -22,20 +22,21 @@ from pathlib import Path
 
 import torch
 
-from .backends import analytic_backend, load_trained_backend
-from .backends.base import Backend
-from .checks import check_choice, check_range
-from .diffusion import Process
-from .exact.problems import Problem, load_problem
-from .methods import METHODS, GuidanceInputs, get_method
-from .sampler import SampleResult
-from .train import PROCESSES, find_mlp_checkpoint, train_mlp
-from .values import ExactValue, LookaheadValue, PosteriorValue
+from ..backends import analytic_backend, load_trained_backend
+from ..core.backend import Backend
+from ..core.diffusion import Process
+from ..core.methods import METHODS, GuidanceInputs, get_method
+from ..core.sampler import SampleResult
+from ..core.values import LookaheadValue
+from ..exact.problems import Problem, load_problem
+from ..exact.values import ExactValue, PosteriorValue
+from ..training.train import PROCESSES, find_mlp_checkpoint, train_mlp
+from ..utils.checks import check_choice, check_range
 
 __all__ = ["METHODS", "VALUES", "make_backend", "make_value", "sample", "target", "train"]
 
 VALUES = ("tweedie", "exact", "lookahead", "posterior", "learned")
-"""The value estimators a toy problem can be sampled with (see :mod:`toycode.values`)."""
+"""The value estimators a toy problem can be sampled with (see :mod:`toycode.core.values`)."""
 
 
 def _problem(problem: Problem | str | Path) -> Problem:
@@ -87,7 +88,7 @@ def make_value(problem: Problem | str | Path, value: str = "tweedie", *, lam: fl
     if value == "posterior":
         return PosteriorValue(problem.target, value_samples)
     if value == "learned":
-        from .learned_value import load_learned_value
+        from ..training.learned_value import load_learned_value
         return load_learned_value(problem, process)
     return "tweedie"
 
@@ -152,6 +153,6 @@ def target(problem: Problem | str | Path, n: int = 1000, seed: int = 0):
 def train(problem: Problem | str | Path, out: str | Path, *, steps: int = 8000, seed: int = 0,
           progress: bool = True, process: str = "vp", **options) -> dict:
     """Train the MLP denoiser on the problem's prior under ``process`` ("vp": ε-prediction,
-    "flow": rectified-flow velocity; see :func:`toycode.train.train_mlp`)."""
+    "flow": rectified-flow velocity; see :func:`toycode.training.train.train_mlp`)."""
     return train_mlp(_problem(problem).prior, out, steps=steps, seed=seed, progress=progress,
                      process=process, **options)

@@ -35,8 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .backends.base import Backend
-from .checks import check_choice, check_range
+from ..utils.checks import check_choice, check_range
+from .backend import Backend
 from .guidance import DPS, ExactGuidance, GuidedBackend, Universal
 from .sampler import SampleResult, sample_blockwise
 from .search import (
@@ -78,10 +78,10 @@ class Method:
     methods that select nothing). ``guidance`` builds the rule a :class:`GuidedBackend` applies.
 
     A method whose loop has another shape (search over noises, trees, beams) names it as
-    ``loop``: a function with :func:`~toycode.sampler.sample_blockwise`'s call signature
+    ``loop``: a function with :func:`~toycode.core.sampler.sample_blockwise`'s call signature
     ``(backend, reward, n, *, lam, value, generator, progress, callback, **settings)`` that counts
-    its cost in a :class:`~toycode.sampler.Ledger` and returns a
-    :class:`~toycode.sampler.SampleResult`. ``fixed`` holds sampler keywords the record pins
+    its cost in a :class:`~toycode.core.sampler.Ledger` and returns a
+    :class:`~toycode.core.sampler.SampleResult`. ``fixed`` holds sampler keywords the record pins
     (e.g. an FK potential), ``options`` the extra keywords a caller may set for it, and
     ``budget(m, T)`` the knob settings (as in :data:`KNOBS`) that spend about m·T denoiser calls
     per output sample, for equal-compute comparisons (None: the method has one cost, m = 1).
@@ -112,7 +112,7 @@ class Method:
     def sampler_settings(self, steps: int, *, num_candidates: int = 1,
                          block_size: int | None = None, particles: int = 1,
                          ess_threshold: float = 0.5, selection: str | None = None) -> dict:
-        """The :func:`~toycode.sampler.sample_blockwise` keywords this method stands for."""
+        """The :func:`~toycode.core.sampler.sample_blockwise` keywords this method stands for."""
         check_range("num_candidates", num_candidates, 1, None)
         check_range("particles", particles, 1, None)
         if block_size is not None:
@@ -154,10 +154,11 @@ def _universal(g: GuidanceInputs):
 
 def _fk(potential: str) -> Method:
     """Feynman–Kac steering (Singhal, Horvitz et al. 2025, arXiv 2501.06848) with one of its
-    potentials (:data:`toycode.sampler.POTENTIALS`); the weights are checked only at block ends,
+    potentials (:data:`toycode.core.sampler.POTENTIALS`); the weights are checked only at block
+    ends,
     every B = 20 steps (the official code's interval), and a population resamples there when its
     ESS < threshold·K (K/2 by default), and always at the clean end; option ``weights``
-    ("incremental" | "reset", see :data:`toycode.sampler.WEIGHTS`) picks the bookkeeping.
+    ("incremental" | "reset", see :data:`toycode.core.sampler.WEIGHTS`) picks the bookkeeping.
     docs/methods/fk-steering.md."""
     return Method(f"fk-{potential}", f"FK steering, {potential} potential: at every B-th step "
                   f"resampled if ESS < threshold·K, and at the end", particles=True,
@@ -195,7 +196,7 @@ def _weighted(settings: dict) -> bool:
 def beam_budget(m: int, steps: int) -> dict:
     """DSearch's knobs for about m·T denoiser calls per output at T = ``steps``: N = 2 children
     per member, B = T/5 (five selections) and the initial width W whose geometric shrink to 1
-    spends closest to m·T by :func:`~toycode.search.beam_nfe` (m = 1: the base model)."""
+    spends closest to m·T by :func:`~toycode.core.search.beam_nfe` (m = 1: the base model)."""
     b = max(1, steps // 5)
     if m <= 1:
         return {"N": 1, "W": 1, "B": b}
@@ -243,7 +244,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            guidance=lambda g: DPS(g.reward, g.scale), needs_gradient=True,
            knobs=("K", "B", "lam", "scale", "T"), loop=_tds, options=("tempering",),
            budget=lambda m, steps: {"K": m}),
-    # loops of another shape (toycode.search); N is their budget in full trajectories
+    # loops of another shape (toycode.core.search); N is their budget in full trajectories
     Method("noise-random", "random search over initial noises: N trajectories, keep the best",
            candidates=True, knobs=("N", "T"), loop=noise_random_search,
            budget=lambda m, steps: {"N": m}),

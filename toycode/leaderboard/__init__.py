@@ -1,0 +1,1 @@
+"""Every method against the exact targets at equal compute (``toycode leaderboard``)."""

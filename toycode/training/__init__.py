@@ -1,0 +1,1 @@
+"""Training toycode's own small models: the 2-D denoisers and the learned soft values."""
