@@ -83,12 +83,13 @@ def test_evaluate_reports_only_what_is_read(between):
 
 # -- layering: the folders are the layers; a module imports only from its own folder or below --
 LAYERS = ("utils", "core", "exact", "backends", "training", "experiments", ("mnist", "sd"),
-          ("leaderboard", "course"))
+          ("leaderboard", "course"), "cli")
 """Bottom to top; units sharing a layer (the wings; the leaderboard and the course) never import
-each other. Only the entry points (``__init__``, ``__main__``, ``cli``) sit above the folders."""
+each other; the command line is the top layer. Only the entry points (the package's ``__init__``
+and ``__main__``) sit above, outside folders."""
 LAYER = {name: k for k, names in enumerate(LAYERS)
          for name in (names if isinstance(names, tuple) else (names,))}
-ENTRY_POINTS = {"__init__", "__main__", "cli"}
+ENTRY_POINTS = {"__init__", "__main__"}
 
 
 def _unit(parts):

@@ -1,0 +1,48 @@
+"""Options and helpers shared by several subcommands of the `toycode` command line."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ..sd.run import IMAGE_REWARDS
+
+DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16,
+          "bfloat16": torch.bfloat16}
+"""--dtype's choices: the pipeline's weights (auto: float16 on CUDA, else float32)."""
+
+
+def add_process_arg(parser) -> None:
+    """--process of the toy commands (validated by the API: a bad value is a one-line error)."""
+    parser.add_argument("--process", default="vp",
+                        help="vp (variance-preserving, ε-prediction) | flow (rectified flow)")
+
+
+def add_data_dir_arg(parser) -> None:
+    """--data-dir of the MNIST commands."""
+    parser.add_argument("--data-dir", help="MNIST cache root (default $TOYCODE_DATA or "
+                                           "~/.cache/toycode)")
+
+
+def add_reward_args(parser, reference_help: str) -> None:
+    """The image-reward options of `toycode sd` and `toycode sd-sweep`."""
+    parser.add_argument("--reward", default="jpeg", choices=list(IMAGE_REWARDS))
+    parser.add_argument("--reward-model", help="hub id or folder of the reward's CLIP model "
+                                               "(pickscore: default PickScore_v1; others: "
+                                               "--clip-model)")
+    parser.add_argument("--reference", help=reference_help)
+    parser.add_argument("--clip-model", default="openai/clip-vit-large-patch14")
+    parser.add_argument("--aesthetic-head", help="LAION aesthetic predictor weights (.pth)")
+
+
+def reward_clip(args, device=None):
+    """A function loading the reward's CLIP once: PickScore's own CLIP-H unless --reward-model
+    names one, else --reward-model or --clip-model."""
+    from ..sd.rewards import PICKSCORE_MODEL, PICKSCORE_TOKENIZER, Clip, load_clip
+    if args.reward == "pickscore":
+        model = args.reward_model or PICKSCORE_MODEL
+        tokenizer = None if args.reward_model else PICKSCORE_TOKENIZER
+    else:
+        model, tokenizer = args.reward_model or args.clip_model, None
+    return functools.cache(lambda: Clip(*load_clip(model, device, tokenizer)))

@@ -1,0 +1,153 @@
+"""The studies over the toys: tradeoff, leaderboard, values, train-value, plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..exact.problems import load_problem
+from ..experiments import api
+from .common import add_process_arg
+
+
+def add_tradeoff(sub) -> None:
+    """`toycode tradeoff`."""
+    to = sub.add_parser("tradeoff", help="sweep methods × settings × seeds into a resumable "
+                                         "table (results.jsonl)")
+    to.add_argument("--problem", required=True)
+    to.add_argument("--methods", nargs="+", required=True)
+    to.add_argument("--grid", default="", help='e.g. "N=1,2,4,8;B=5;lam=2;scale=1;K=8,32"')
+    to.add_argument("--seeds", type=int, default=5)
+    to.add_argument("--n", type=int, default=512, help="samples per row")
+    to.add_argument("--out", default="results")
+    to.add_argument("--value", default="tweedie", choices=api.VALUES,
+                    help="value estimator of every row (grid knobs M, k set its options)")
+    add_process_arg(to)
+    to.set_defaults(func=run_tradeoff)
+
+
+def run_tradeoff(args) -> None:
+    from ..experiments.tradeoff import parse_grid, run_sweep
+    rows = run_sweep(args.problem, args.methods, parse_grid(args.grid), seeds=args.seeds,
+                     out=args.out, n=args.n, process=args.process, value=args.value)
+    print(f"{len(rows)} rows in {args.out}/results.jsonl")
+
+
+def add_leaderboard(sub) -> None:
+    """`toycode leaderboard`."""
+    lb = sub.add_parser("leaderboard", help="every method × budgets × seeds against the exact "
+                                            "targets, at equal compute (resumable table + figure)")
+    lb.add_argument("--out", default="leaderboard", help="folder of results.jsonl, "
+                                                         "leaderboard.md and the figure")
+    lb.add_argument("--benches", nargs="+", help="between box ring mnist-class mnist-gmm "
+                                                 "(default: all)")
+    lb.add_argument("--methods", nargs="+", help="method records or variants (default: all)")
+    lb.add_argument("--fast", action="store_true", help="the tests' size (minutes → seconds)")
+    lb.add_argument("--figure", help="PNG path (default OUT/leaderboard.png)")
+    lb.add_argument("--no-progress", action="store_true")
+    lb.set_defaults(func=run_leaderboard)
+
+
+def run_leaderboard(args) -> None:
+    from ..experiments.plots import save
+    from ..leaderboard.board import BENCHES, plot_leaderboard, run_leaderboard, table
+    rows = run_leaderboard(args.out, benches=args.benches or BENCHES, methods=args.methods,
+                           size="fast" if args.fast else "default",
+                           progress=not args.no_progress)
+    text = table(rows)
+    (Path(args.out) / "leaderboard.md").write_text(text + "\n")
+    print(text)
+    figure = args.figure or str(Path(args.out) / "leaderboard.png")
+    saved = save(plot_leaderboard(rows), figure)
+    print(f"{len(rows)} rows in {args.out}/results.jsonl; wrote {saved}")
+
+
+def add_values(sub) -> None:
+    """`toycode values`."""
+    va = sub.add_parser("values", help="each value estimator's error against the exact V_t, "
+                                       "by noise level (table and figure)")
+    va.add_argument("--problem", required=True)
+    va.add_argument("--only", nargs="+", choices=[v for v in api.VALUES if v != "exact"],
+                    help="estimators to compare (default: all)")
+    va.add_argument("--n", type=int, default=1000, help="states per noise level")
+    va.add_argument("--steps", type=int, default=100)
+    va.add_argument("--seed", type=int, default=0)
+    va.add_argument("--out", help="PNG path (default figures/values_PROBLEM.png)")
+    add_process_arg(va)
+    va.set_defaults(func=run_values)
+
+
+def run_values(args) -> None:
+    from ..experiments.plots import plot_value_errors, save
+    from ..experiments.value_study import DEFAULT_ESTIMATORS, format_value_errors, value_errors
+    estimators = [e for e in DEFAULT_ESTIMATORS if not args.only or e[0] in args.only]
+    rows = value_errors(args.problem, estimators, steps=args.steps, n=args.n, seed=args.seed,
+                        process=args.process)
+    name = load_problem(args.problem).name
+    print(f"problem {name}: value estimators against the exact soft value V_t, n = {args.n} "
+          f"states per level, analytic denoiser, T = {args.steps}, {args.process}")
+    print(format_value_errors(rows))
+    out = args.out or f"figures/values_{name}.png"
+    fig = plot_value_errors(rows, f"{name}: value estimators against the exact V_t")
+    print(f"wrote {save(fig, out)}")
+
+
+def add_train_value(sub) -> None:
+    """`toycode train-value`."""
+    tv = sub.add_parser("train-value", help="train the learned soft value of a toy problem")
+    tv.add_argument("--problem", required=True)
+    tv.add_argument("--out", help="checkpoint (default toycode/checkpoints/value_P_PROCESS.pt)")
+    tv.add_argument("--steps", type=int, default=1500)
+    tv.add_argument("--seed", type=int, default=0)
+    add_process_arg(tv)
+    tv.set_defaults(func=run_train_value)
+
+
+def run_train_value(args) -> None:
+    from ..training.learned_value import train_value
+    ckpt = train_value(load_problem(args.problem), args.out, process=args.process,
+                       steps=args.steps, seed=args.seed)
+    print(json.dumps({"steps": ckpt["train"]["steps"], "loss": ckpt["loss"],
+                      "process": ckpt["process"]}))
+
+
+PLOT_KINDS = ["frontier", "distance-nfe", "reward-nfe", "genealogy", "reward-fidelity"]
+
+
+def add_plot(sub) -> None:
+    """`toycode plot`."""
+    pl = sub.add_parser("plot", help="plots from a tradeoff or sd-sweep table")
+    pl.add_argument("results", help="the folder holding results.jsonl")
+    pl.add_argument("--kind", default=None, choices=PLOT_KINDS,
+                    help="default: frontier (tradeoff), reward-nfe (sd-sweep); sd-sweep tables "
+                         "have reward-nfe and reward-fidelity")
+    pl.add_argument("--out", help="PNG path (default: in the results folder)")
+    pl.set_defaults(func=run_plot)
+
+
+def run_plot(args) -> None:
+    from ..experiments.plots import plot_genealogy, plot_sweep, save
+    from ..experiments.tradeoff import read_results
+    rows = read_results(args.results)
+    if not rows:
+        raise ValueError(f"no results in {args.results}/results.jsonl; run `toycode tradeoff` "
+                         f"first")
+    if "prompt" in rows[0]:   # an sd-sweep table
+        kind = args.kind or "reward-nfe"
+        if kind == "reward-fidelity" and all(r.get("fidelity") is None for r in rows):
+            raise ValueError(f"{args.results} has no prompt fidelity: run sd-sweep with "
+                             f"--fidelity-model")
+        out = args.out or str(Path(args.results) / f"sd_{kind}.png")
+        print(f"wrote {save(plot_sweep(rows, kind), out)}")
+        return
+    args.kind = args.kind or "frontier"
+    problem = load_problem(rows[0]["problem"])
+    out = args.out or str(Path(args.results) / f"{problem.name}_{args.kind}.png")
+    if args.kind == "genealogy":
+        blocks = []
+        api.sample(problem, method="code", num_candidates=16, block_size=10,
+                   selection="softmax", n=64, seed=0, callback=blocks.append)
+        fig = plot_genealogy(blocks)
+    else:
+        fig = plot_sweep(rows, args.kind, problem)
+    print(f"wrote {save(fig, out)}")
