@@ -24,7 +24,8 @@ import torch
 
 from ..utils.io import atomic_write
 
-__all__ = ["MIRRORS", "FILES", "SPLITS", "data_dir", "fetch", "load_mnist", "load_split"]
+__all__ = ["MIRRORS", "FILES", "SPLITS", "DIGESTS", "data_dir", "fetch", "load_idx", "load_mnist",
+           "load_split"]
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +52,32 @@ SPLITS = {
 }
 
 
-def data_dir(path: str | Path | None = None) -> Path:
-    """The MNIST cache folder: argument, else $TOYCODE_DATA, else ~/.cache/toycode; + /mnist."""
+def data_dir(path: str | Path | None = None, dataset: str = "mnist") -> Path:
+    """The cache folder of ``dataset``: argument, else $TOYCODE_DATA, else ~/.cache/toycode;
+    + /<dataset>."""
     root = path or os.environ.get("TOYCODE_DATA") or Path.home() / ".cache" / "toycode"
-    return Path(root) / "mnist"
+    return Path(root) / dataset
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+# how a file's checksum is taken: MNIST publishes the MD5 of its .gz files; "SHA256 of the
+# contents" does not depend on how the file was compressed (repackaged copies keep it)
+DIGESTS = {"MD5": lambda payload: hashlib.md5(payload).hexdigest(),
+           "SHA256 of the contents": lambda payload: hashlib.sha256(
+               gzip.decompress(payload)).hexdigest()}
 
 
-def fetch(name: str, md5: str, folder: Path, mirrors=MIRRORS, timeout: float = 30.0) -> Path:
-    """A verified local copy of one official file, downloading it if needed."""
+def fetch(name: str, checksum: str, folder: Path, mirrors=MIRRORS, timeout: float = 30.0,
+          digest: str = "MD5") -> Path:
+    """A verified local copy of one official file, downloading it if needed.
+
+    ``digest`` names how ``checksum`` is taken (a key of :data:`DIGESTS`)."""
     path = folder / name
     if path.exists():
-        if _md5(path) == md5:
+        got = DIGESTS[digest](path.read_bytes())
+        if got == checksum:
             return path
-        raise ValueError(f"{path} exists but its MD5 is {_md5(path)}, not {md5}; delete it to "
-                         f"download it again")
+        raise ValueError(f"{path} exists but its {digest} is {got}, not {checksum}; delete it "
+                         f"to download it again")
     errors = []
     for mirror in mirrors:
         url = mirror + name
@@ -82,9 +87,13 @@ def fetch(name: str, md5: str, folder: Path, mirrors=MIRRORS, timeout: float = 3
         except (urllib.error.URLError, OSError) as err:
             errors.append(f"{url}: {err}")
             continue
-        got = hashlib.md5(payload).hexdigest()
-        if got != md5:
-            errors.append(f"{url}: MD5 {got}, expected {md5}")
+        try:
+            got = DIGESTS[digest](payload)
+        except (OSError, EOFError) as err:   # not a gzip file: the contents cannot be read
+            errors.append(f"{url}: {err}")
+            continue
+        if got != checksum:
+            errors.append(f"{url}: {digest} {got}, expected {checksum}")
             continue
         log.info("downloaded %s from %s", name, mirror)
         return atomic_write(path, lambda f, data=payload: f.write(data))
@@ -105,18 +114,25 @@ def _parse(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def load_mnist(split: str = "test", data_dir_: str | Path | None = None,
-               mirrors=MIRRORS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as float32 (n, 1, 28, 28) in [−1, 1] and labels as int64 (n,)."""
-    if split not in FILES:
-        raise ValueError(f"split must be one of {sorted(FILES)}, got {split!r}")
-    folder = data_dir(data_dir_)
-    (img_name, img_md5), (lab_name, lab_md5) = FILES[split]
-    images = fetch(img_name, img_md5, folder, mirrors)
-    labels = fetch(lab_name, lab_md5, folder, mirrors)
+def load_idx(files, split: str, folder: Path, mirrors,
+             digest: str = "MD5") -> tuple[torch.Tensor, torch.Tensor]:
+    """One split of an idx-gzip data set (``files[split]`` = ((images, checksum), (labels,
+    checksum))), fetched and verified into ``folder``: images as float32 (n, 1, rows, cols) in
+    [−1, 1] and labels as int64 (n,)."""
+    if split not in files:
+        raise ValueError(f"split must be one of {sorted(files)}, got {split!r}")
+    (img_name, img_sum), (lab_name, lab_sum) = files[split]
+    images = fetch(img_name, img_sum, folder, mirrors, digest=digest)
+    labels = fetch(lab_name, lab_sum, folder, mirrors, digest=digest)
     x, y = _parse(images, labels)
     x = torch.from_numpy(x.astype(np.float32) / 127.5 - 1.0).unsqueeze(1)
     return x, torch.from_numpy(y.astype(np.int64))
+
+
+def load_mnist(split: str = "test", data_dir_: str | Path | None = None,
+               mirrors=MIRRORS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as float32 (n, 1, 28, 28) in [−1, 1] and labels as int64 (n,)."""
+    return load_idx(FILES, split, data_dir(data_dir_), mirrors)
 
 
 def load_split(name: str, data_dir_: str | Path | None = None):
