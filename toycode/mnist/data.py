@@ -1,4 +1,5 @@
-"""MNIST from the official idx-gzip files: download from known mirrors, verify MD5, cache, parse.
+"""MNIST from the official idx-gzip files: download from known mirrors, verify MD5, cache, parse
+(:mod:`toycode.utils.idx`, shared with Fashion-MNIST).
 
 The cache directory is, in order: the ``data_dir`` argument, ``$TOYCODE_DATA``, or
 ``~/.cache/toycode``; files live in ``<dir>/mnist``. A file already there is used only if its
@@ -11,23 +12,14 @@ machines they were built on), divided into fixed, disjoint ranges (:data:`SPLITS
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import logging
-import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..utils.io import atomic_write
+from ..utils import idx
+from ..utils.idx import fetch
 
-__all__ = ["MIRRORS", "FILES", "SPLITS", "DIGESTS", "data_dir", "fetch", "load_idx", "load_mnist",
-           "load_split"]
-
-log = logging.getLogger(__name__)
+__all__ = ["MIRRORS", "FILES", "SPLITS", "data_dir", "fetch", "load_mnist", "load_split"]
 
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -52,87 +44,15 @@ SPLITS = {
 }
 
 
-def data_dir(path: str | Path | None = None, dataset: str = "mnist") -> Path:
-    """The cache folder of ``dataset``: argument, else $TOYCODE_DATA, else ~/.cache/toycode;
-    + /<dataset>."""
-    root = path or os.environ.get("TOYCODE_DATA") or Path.home() / ".cache" / "toycode"
-    return Path(root) / dataset
-
-
-# how a file's checksum is taken: MNIST publishes the MD5 of its .gz files; "SHA256 of the
-# contents" does not depend on how the file was compressed (repackaged copies keep it)
-DIGESTS = {"MD5": lambda payload: hashlib.md5(payload).hexdigest(),
-           "SHA256 of the contents": lambda payload: hashlib.sha256(
-               gzip.decompress(payload)).hexdigest()}
-
-
-def fetch(name: str, checksum: str, folder: Path, mirrors=MIRRORS, timeout: float = 30.0,
-          digest: str = "MD5") -> Path:
-    """A verified local copy of one official file, downloading it if needed.
-
-    ``digest`` names how ``checksum`` is taken (a key of :data:`DIGESTS`)."""
-    path = folder / name
-    if path.exists():
-        got = DIGESTS[digest](path.read_bytes())
-        if got == checksum:
-            return path
-        raise ValueError(f"{path} exists but its {digest} is {got}, not {checksum}; delete it "
-                         f"to download it again")
-    errors = []
-    for mirror in mirrors:
-        url = mirror + name
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                payload = response.read()
-        except (urllib.error.URLError, OSError) as err:
-            errors.append(f"{url}: {err}")
-            continue
-        try:
-            got = DIGESTS[digest](payload)
-        except (OSError, EOFError) as err:   # not a gzip file: the contents cannot be read
-            errors.append(f"{url}: {err}")
-            continue
-        if got != checksum:
-            errors.append(f"{url}: {digest} {got}, expected {checksum}")
-            continue
-        log.info("downloaded %s from %s", name, mirror)
-        return atomic_write(path, lambda f, data=payload: f.write(data))
-    raise ValueError(f"could not fetch {name}; every mirror failed:\n  " + "\n  ".join(errors))
-
-
-def _parse(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
-    with gzip.open(images, "rb") as f:
-        magic, n, rows, cols = np.frombuffer(f.read(16), ">u4")
-        if magic != 2051:
-            raise ValueError(f"{images} is not an idx3 image file (magic {magic})")
-        x = np.frombuffer(f.read(), np.uint8).reshape(n, rows, cols)
-    with gzip.open(labels, "rb") as f:
-        magic, m = np.frombuffer(f.read(8), ">u4")
-        if magic != 2049 or m != n:
-            raise ValueError(f"{labels} is not an idx1 label file for {n} images")
-        y = np.frombuffer(f.read(), np.uint8)
-    return x, y
-
-
-def load_idx(files, split: str, folder: Path, mirrors,
-             digest: str = "MD5") -> tuple[torch.Tensor, torch.Tensor]:
-    """One split of an idx-gzip data set (``files[split]`` = ((images, checksum), (labels,
-    checksum))), fetched and verified into ``folder``: images as float32 (n, 1, rows, cols) in
-    [−1, 1] and labels as int64 (n,)."""
-    if split not in files:
-        raise ValueError(f"split must be one of {sorted(files)}, got {split!r}")
-    (img_name, img_sum), (lab_name, lab_sum) = files[split]
-    images = fetch(img_name, img_sum, folder, mirrors, digest=digest)
-    labels = fetch(lab_name, lab_sum, folder, mirrors, digest=digest)
-    x, y = _parse(images, labels)
-    x = torch.from_numpy(x.astype(np.float32) / 127.5 - 1.0).unsqueeze(1)
-    return x, torch.from_numpy(y.astype(np.int64))
+def data_dir(path: str | Path | None = None) -> Path:
+    """The MNIST cache folder: argument, else $TOYCODE_DATA, else ~/.cache/toycode; + /mnist."""
+    return idx.data_dir(path, "mnist")
 
 
 def load_mnist(split: str = "test", data_dir_: str | Path | None = None,
                mirrors=MIRRORS) -> tuple[torch.Tensor, torch.Tensor]:
     """Images as float32 (n, 1, 28, 28) in [−1, 1] and labels as int64 (n,)."""
-    return load_idx(FILES, split, data_dir(data_dir_), mirrors)
+    return idx.load_idx(FILES, split, data_dir(data_dir_), mirrors)
 
 
 def load_split(name: str, data_dir_: str | Path | None = None):

@@ -1,7 +1,7 @@
 """Fashion-MNIST (Xiao, Rasul and Vollgraf 2017) from its official idx-gzip files.
 
 Files live in ``<dir>/fashion-mnist``, ``<dir>`` being the ``data_dir`` argument,
-``$TOYCODE_DATA`` or ``~/.cache/toycode`` (:func:`toycode.mnist.data.data_dir`); missing ones are
+``$TOYCODE_DATA`` or ``~/.cache/toycode`` (:func:`toycode.utils.idx.data_dir`); missing ones are
 downloaded from Zalando's mirrors. A file is accepted only if the SHA256 of its *decompressed*
 contents matches: upstream publishes MD5 sums of its own .gz files, and repackaged copies (such as
 Debian's) recompress them, so only the contents' checksum identifies the data in both.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ...mnist.data import data_dir as _data_dir
-from ...mnist.data import load_idx
+from ...utils.idx import data_dir as _data_dir
+from ...utils.idx import load_idx
 
 __all__ = ["MIRRORS", "FILES", "CLASSES", "data_dir", "load_fashion", "pad32"]
 
