@@ -6,12 +6,14 @@ STAMP  := $(VENV)/.installed
 # the CPU build of torch; a bare `pip install torch` would pull a multi-GB CUDA build
 TORCH  := torch==2.13.0
 
-.PHONY: venv demo test lint figures notebooks docs checkpoints bench dist-check clean leaderboard
+.PHONY: venv demo test lint figures notebooks docs checkpoints bench dist-check clean leaderboard \
+	fashion-gates
 
-# MNIST: a copy of the official files beside the checkout (../shared/data/mnist) is used when
-# there is one; otherwise $$TOYCODE_DATA or ~/.cache/toycode, downloading with checksums
+# MNIST and Fashion-MNIST: a copy of the official files beside the checkout
+# (../shared/data/mnist, ../shared/data/fashion-mnist) is used when there is one; otherwise
+# $$TOYCODE_DATA or ~/.cache/toycode, downloading with checksums
 SHARED_DATA := $(abspath ../shared/data)
-ifneq ($(wildcard $(SHARED_DATA)/mnist/t10k-images-idx3-ubyte.gz),)
+ifneq ($(wildcard $(SHARED_DATA)/mnist/t10k-images-idx3-ubyte.gz $(SHARED_DATA)/fashion-mnist/t10k-images-idx3-ubyte.gz),)
 export TOYCODE_DATA ?= $(SHARED_DATA)
 endif
 
@@ -83,7 +85,8 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # reproduces the committed checkpoints: the 2-D MLP (~2.5 min on 2 cores), the MNIST classifier
-# (~1 min) and the MNIST UNet (~40 min); MNIST comes from $$TOYCODE_DATA or is downloaded
+# (~1 min), the MNIST UNet (~40 min) and the Fashion-MNIST text-to-image pipeline with its
+# classifier (~75 min on one thread); the data come from $$TOYCODE_DATA or are downloaded
 checkpoints: $(STAMP)
 	$(TOYCODE) train --problem between --out toycode/checkpoints/mlp_gmm3.pt \
 		--steps 8000 --seed 0 --restart
@@ -94,6 +97,14 @@ checkpoints: $(STAMP)
 	for p in between box ring; do OMP_NUM_THREADS=1 $(TOYCODE) train-value --problem $$p; done
 	$(TOYCODE) train-mnist --model classifier --seed 0
 	$(TOYCODE) train-mnist --model unet --steps 12000 --seed 0 --restart
+	# one thread, so the weights do not depend on the core count
+	OMP_NUM_THREADS=1 $(PY) -m toycode.sd.fashion train --vae-steps 1500 --unet-steps 3000 \
+		--classifier-epochs 3 --seed 0
+	rm -rf toycode/checkpoints/fashion-vae
+
+# the Fashion-MNIST pipeline's quality gates: classifier accuracy, prompt fidelity, Fréchet
+fashion-gates: $(STAMP)
+	$(PY) -m toycode.sd.fashion gates
 
 bench: $(STAMP)
 	$(PY) benchmarks/code_overhead.py

@@ -16,10 +16,10 @@ import math
 
 import numpy as np
 import torch
-from scipy import linalg
 from scipy.stats import binom
 
 from ..core.sampler import sample_blockwise
+from ..training.classifier import frechet_distance
 from .data import load_split
 
 __all__ = ["classifier_accuracy", "class_rates", "tilted_fraction", "bon_fraction",
@@ -55,16 +55,6 @@ def bon_fraction(pi: float, lam: float, n: int) -> float:
     """E[K e^λ / (K e^λ + N − K)], K ~ Binomial(N, π): best-of-N softmax's exact expectation."""
     k = np.arange(n + 1)
     return float((binom.pmf(k, n, pi) * k * math.exp(lam) / (k * math.exp(lam) + n - k)).sum())
-
-
-def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^{1/2}) between two feature samples."""
-    a, b = a.double().numpy(), b.double().numpy()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    with np.errstate(all="ignore"):   # sqrtm warns on tiny imaginary parts; they are dropped
-        covmean = linalg.sqrtm(ca @ cb).real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca + cb - 2 * covmean))
 
 
 def base_quality(backend, classifier, n: int = 1000, seed: int = 0, data_dir=None,

@@ -14,10 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
-from tqdm.auto import tqdm
 
 from ..backends.unet import UNetDenoiser
+from ..training.classifier import Classifier, fit_classifier
 from ..training.train import CHECKPOINT_DIR, fit
 from ..utils.checks import check_range
 from ..utils.images import Compressibility
@@ -48,63 +47,16 @@ def train_unet(out: str | Path = UNET_PATH, *, steps: int = 12000, batch_size: i
                seed=seed, progress=progress, ema_decay=0.999, **options)
 
 
-class Classifier(nn.Module):
-    """A small CNN: two conv blocks, a 64-d feature layer (for Fréchet distances), 10 logits."""
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Dropout(0.3), nn.Linear(64 * 49, 64), nn.ReLU())
-        self.head = nn.Linear(64, 10)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
-
-
-def _shift(x: torch.Tensor, gen: torch.Generator, pixels: int = 2) -> torch.Tensor:
-    """Random translations by up to ``pixels`` (background −1), one per image."""
-    n = len(x)
-    padded = nn.functional.pad(x, (pixels,) * 4, value=-1.0)
-    dx = torch.randint(0, 2 * pixels + 1, (n,), generator=gen)
-    dy = torch.randint(0, 2 * pixels + 1, (n,), generator=gen)
-    rows = (dy[:, None] + torch.arange(28))[:, :, None].expand(n, 28, 28)
-    cols = (dx[:, None] + torch.arange(28))[:, None, :].expand(n, 28, 28)
-    return padded[torch.arange(n)[:, None, None], 0, rows, cols].unsqueeze(1)
-
-
 def train_classifier(out: str | Path = CLASSIFIER_PATH, *, epochs: int = 80,
                      batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
                      data_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Train the CNN on toycode's "classifier" range (test images 6000–8999), with shifts."""
     check_range("epochs", epochs, 1, None)
     x, y = load_split("classifier", data_dir)
-    gen = torch.Generator().manual_seed(seed)
     # dropout reads only the global generator: seed it for the whole run (and restore it)
     with seeded(seed):
-        model = Classifier()
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        steps = epochs * ((len(x) + batch_size - 1) // batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-        model.train()
-        bar = tqdm(total=steps, disable=not progress, desc="training classifier")
-        for _ in range(epochs):
-            order = torch.randperm(len(x), generator=gen)
-            for start in range(0, len(x), batch_size):
-                idx = order[start:start + batch_size]
-                loss = nn.functional.cross_entropy(model(_shift(x[idx], gen)), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                bar.update(1)
-        bar.close()
-    model.eval()
+        model = fit_classifier(Classifier(), x, y, epochs=epochs, batch_size=batch_size, lr=lr,
+                               seed=seed, progress=progress)
     ckpt = {"kind": "classifier", "model": model.state_dict(), "seed": seed,
             "data": "MNIST test[6000:9000]", "train": {"epochs": epochs, "lr": lr,
                                                        "batch_size": batch_size}}

@@ -37,15 +37,19 @@ log = logging.getLogger(__name__)
 
 def load_pipeline(model: str | Path, *, device: str | None = None,
                   dtype: torch.dtype | None = None):
-    """A diffusers pipeline from a hub id, a local folder, or ``tiny:KIND`` (a random-weight
-    :func:`~toycode.sd.tiny.tiny_pipeline`, offline); fp16 on CUDA, float32 on CPU.
+    """A diffusers pipeline from a hub id, a local folder, ``tiny:KIND`` (a random-weight
+    :func:`~toycode.sd.tiny.tiny_pipeline`, offline) or ``tiny:fashion`` (toycode's trained
+    Fashion-MNIST pipeline, :mod:`toycode.sd.fashion`); fp16 on CUDA, float32 on CPU.
 
     The class comes from the folder's ``model_index.json`` (SD 1.x/2.x, SDXL, ...); whether
     toycode can sample it is :func:`make_backend`'s question.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
-    if str(model).startswith("tiny:"):
+    if str(model) == "tiny:fashion":   # the trained Fashion-MNIST pipeline, a committed folder
+        from .fashion import PIPELINE_DIR
+        model = PIPELINE_DIR
+    elif str(model).startswith("tiny:"):
         from .tiny import tiny_pipeline
         pipe = tiny_pipeline(str(model)[len("tiny:"):])   # built in float32
         # a cast to float32 is a no-op that diffusers still warns about: skip it

@@ -1,0 +1,210 @@
+"""The trained Fashion-MNIST pipeline: loader, tokenizer, plain-diffusers folder, exact checks.
+
+The class-indicator reward r(x) = 1[classifier(x) = c] on the generic prompt tilts only the
+class shares (design note §4): under p* ∝ p e^{λr}, P*(c) = π_c e^λ / (π_c e^λ + 1 − π_c), π_c
+the base sampler's own rate, measured here with its standard error propagated. The samplers run
+through ``toycode.sd.make_backend`` on the loaded pipeline.
+"""
+
+import functools
+import gzip
+import http.server
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import Latents
+
+from toycode import sample_blockwise
+from toycode.mnist.eval import tilted_fraction
+from toycode.sd import make_backend
+from toycode.sd.backend import load_pipeline
+from toycode.sd.fashion import CLASSIFIER_PATH, PIPELINE_DIR
+from toycode.sd.fashion.data import FILES, load_fashion
+from toycode.sd.fashion.prompts import (
+    GENERIC_PROMPT,
+    all_prompts,
+    class_prompt,
+    fashion_tokenizer,
+    vocabulary_words,
+)
+from toycode.sd.fashion.rewards import FashionClassIndicator, classify
+from toycode.sd.fashion.train import load_fashion_classifier
+
+DATA = Path(os.environ["TOYCODE_DATA"]) / "fashion-mnist"   # conftest: the shared copy
+needs_data = pytest.mark.skipif(not (DATA / FILES["test"][0][0]).exists(),
+                                reason=f"no Fashion-MNIST copy under {DATA}")
+
+# the exact checks: DDIM η = 1 on T = 10 steps, no CFG (the generic prompt as trained), the
+# class "bag" (label 8, about one image in nine from the generic prompt) and λ = 1.5. Sized for
+# about 23,000 UNet rows in all; each test also shows that a wrong sampler would fail it
+T, CLASS, LAM = 10, 8, 1.5
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline("tiny:fashion", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return load_fashion_classifier()
+
+
+@needs_data
+def test_the_loader_reads_the_shared_copy_checked_by_its_contents():
+    x, y = load_fashion("test")
+    assert x.shape == (10000, 1, 28, 28) and x.min() == -1 and x.max() == 1
+    assert torch.equal(torch.bincount(y), torch.full((10,), 1000))
+
+
+@needs_data
+def test_a_recompressed_download_passes_and_a_corrupted_one_fails(tmp_path):
+    """The checksum is of the contents: upstream's and Debian's .gz differ, both pass."""
+    from toycode.utils.idx import fetch
+    name, checksum = FILES["test"][1]
+    payload = gzip.decompress((DATA / name).read_bytes())
+    (tmp_path / "good").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "good" / name).write_bytes(gzip.compress(payload, compresslevel=1, mtime=0))
+    (tmp_path / "bad" / name).write_bytes(gzip.compress(payload[:-1] + b"\x00", mtime=0))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    digest = "SHA256 of the contents"
+    try:
+        with pytest.raises(ValueError, match="SHA256 of the contents"):
+            fetch(name, checksum, tmp_path / "cache", (url + "/bad/",), digest=digest)
+        assert not (tmp_path / "cache" / name).exists()
+        got = fetch(name, checksum, tmp_path / "cache", (url + "/bad/", url + "/good/"),
+                    digest=digest)
+        assert gzip.decompress(got.read_bytes()) == payload
+    finally:
+        httpd.shutdown()
+
+
+def test_the_tokenizer_keeps_every_prompt_word_whole():
+    tok = fashion_tokenizer()
+    for word in vocabulary_words():
+        assert len(tok(word, add_special_tokens=False).input_ids) == 1, word
+    ids = {tuple(tok(p).input_ids) for p in all_prompts()}
+    assert len(ids) == len(all_prompts())                  # no two prompts collapse
+    assert len(tok(GENERIC_PROMPT).input_ids) <= tok.model_max_length
+
+
+def test_plain_diffusers_loads_the_folder_without_toycode():
+    code = ("import sys, torch\n"
+            "from diffusers import StableDiffusionPipeline\n"
+            f"p = StableDiffusionPipeline.from_pretrained({str(PIPELINE_DIR)!r})\n"
+            "p.set_progress_bar_config(disable=True)\n"
+            "im = p('a photo of a sneaker', num_inference_steps=2, output_type='pt',\n"
+            "       generator=torch.Generator().manual_seed(0)).images\n"
+            "assert not any(m.startswith('toycode') for m in sys.modules)\n"
+            "print(type(p.scheduler).__name__, tuple(im.shape), p.vae.config.scaling_factor)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd="/", env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    sched, shape, scale = out.stdout.split(" ", 1)[0], *out.stdout.strip().rsplit(" ", 1)
+    assert sched == "DDIMScheduler" and "(1, 3, 32, 32)" in shape
+    assert float(scale) != 1.0                             # measured on the data, not default
+
+
+def test_committed_weights_are_small():
+    files = [p for p in PIPELINE_DIR.rglob("*") if p.is_file()] + [CLASSIFIER_PATH]
+    assert sum(p.stat().st_size for p in files) < 25e6
+    meta = json.loads((PIPELINE_DIR / "toycode_training.json").read_text())
+    assert meta["steps_done"] == meta["steps"]             # the finished run, not a snapshot
+
+
+@pytest.mark.parametrize("eta, guidance", [(0.0, 7.5), (1.0, 7.5), (0.0, 1.0)])
+def test_one_candidate_reproduces_the_pipeline_latents(pipe, eta, guidance):
+    want = pipe(class_prompt(7), num_inference_steps=8, eta=eta, guidance_scale=guidance,
+                output_type="latent", generator=torch.Generator().manual_seed(3)).images
+    be = Latents(make_backend(pipe, class_prompt(7), steps=8, eta=eta, guidance_scale=guidance))
+    got = sample_blockwise(be, lambda x: x.mean((1, 2, 3)).double(), 1,
+                           generator=torch.Generator().manual_seed(3)).samples
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+@needs_data
+def test_the_classifier_is_accurate_on_the_test_images(classifier):
+    from toycode.sd.fashion.gates import classifier_test_accuracy
+    acc, _ = classifier_test_accuracy(classifier)
+    assert acc > 0.87                                      # measured: 0.8823
+
+
+def _backend(pipe):
+    return make_backend(pipe, GENERIC_PROMPT, steps=T, eta=1.0, guidance_scale=1.0,
+                        max_batch=1024)
+
+
+@pytest.fixture(scope="module")
+def base_rate(pipe, classifier):
+    """π_c of the base sampler (N = 1, same grid, η and guidance as the methods) ± its s.e."""
+    n = 400
+    res = sample_blockwise(_backend(pipe), FashionClassIndicator(CLASS, classifier), n,
+                           generator=torch.Generator().manual_seed(0))
+    pi = float((classify(classifier, res.samples) == CLASS).double().mean())
+    assert 0.05 < pi < 0.3, pi                             # a class the generic prompt makes
+    return pi, math.sqrt(pi * (1 - pi) / n)
+
+
+def _sigma(want_fn, pi, pi_se, share_se):
+    """The combined standard error: the share's own and π's, through the target's slope."""
+    slope = (want_fn(pi + 1e-4) - want_fn(pi - 1e-4)) / 2e-4
+    return math.sqrt(share_se ** 2 + (slope * pi_se) ** 2)
+
+
+def test_code_softmax_selects_by_its_exact_weights_and_argmax_overshoots(pipe, classifier,
+                                                                          base_rate):
+    """CoDe-softmax with one block (B = T): of the N candidates of a start, K of class c, it
+    keeps one of class c with probability p = K e^λ / (K e^λ + N − K), argmax whenever K > 0.
+
+    Checked: the kept share against the mean of p (exact given the candidates; the s.e. is the
+    draws'), argmax's share 1[K > 0] above it, and the candidates as base draws (their class-c
+    rate is π). At N = 4 softmax's expected share E[p] is well below P*(c) (self-normalised
+    importance sampling reaches P* only as N → ∞); SMC reaches it (next test).
+    """
+    big_n, n = 4, 240
+    seen = []
+    res = sample_blockwise(_backend(pipe), FashionClassIndicator(CLASS, classifier), n,
+                           num_candidates=big_n, block_size=T, selection="softmax", lam=LAM,
+                           callback=seen.append, generator=torch.Generator().manual_seed(1))
+    k = seen[-1]["values"].sum(1)                          # class-c candidates per start
+    p = k * math.exp(LAM) / (k * math.exp(LAM) + big_n - k)
+    share, want = float(res.rewards.mean()), float(p.mean())
+    se = max(float((p * (1 - p)).sum().sqrt()) / n, 1 / n)
+    assert abs(share - want) < 3 * se
+    argmax = float((k > 0).double().mean())                # argmax keeps class c iff K > 0
+    assert argmax - want > 3 * se and argmax - share > 3 * se   # softmax at λ is not argmax
+    pi, pi_se = base_rate
+    rate = float(k.sum()) / (n * big_n)                    # the candidates' own class-c rate
+    # starts are independent, candidates of one start not: the s.e. from the per-start counts
+    rate_se = float(k.std()) / (big_n * math.sqrt(n))
+    assert abs(rate - pi) < 3 * math.sqrt(rate_se ** 2 + pi_se ** 2)
+
+
+def test_smc_hits_p_star(pipe, classifier, base_rate):
+    """SMC (systematic resampling at every block end, potentials e^{λ Δr} of the decoded x̂0)
+    targets p* itself: its class share is P*(c) up to O(1/K); the s.e. is the populations'."""
+    pi, pi_se = base_rate
+    k, pops = 32, 12
+    res = sample_blockwise(_backend(pipe), FashionClassIndicator(CLASS, classifier), k * pops,
+                           particles=k, block_size=2, selection="systematic", lam=LAM,
+                           generator=torch.Generator().manual_seed(2))
+    per_pop = res.rewards.view(pops, k).mean(1)
+    share, share_se = float(per_pop.mean()), float(per_pop.std()) / math.sqrt(pops)
+    want = tilted_fraction(pi, LAM)
+    sigma = _sigma(lambda p: tilted_fraction(p, LAM), pi, pi_se, share_se)
+    assert abs(share - want) < 3 * sigma
+    assert want - pi > 3 * sigma                           # base sampling misses P*
+
+

@@ -1,0 +1,25 @@
+"""A text-to-image latent diffusion pipeline toycode trains itself on Fashion-MNIST.
+
+``toycode/checkpoints/fashion-sd/`` is a plain diffusers ``StableDiffusionPipeline`` folder
+(``StableDiffusionPipeline.from_pretrained(folder)`` loads it with no toycode import; toycode
+names it ``tiny:fashion``): a small AutoencoderKL (28×28 garments padded to 32×32, three
+channels, 4×8×8 latents), a word-level CLIP tokenizer and small CLIPTextModel, a cross-attention
+UNet trained with prompt dropout (classifier-free guidance works) and a DDIM scheduler config.
+``fashion_classifier.pt`` is the reward and prompt-fidelity judge.
+
+Modules: :mod:`.data` (the idx files, checksummed), :mod:`.prompts` (templates, tokenizer),
+:mod:`.train` (``python -m toycode.sd.fashion train``), :mod:`.rewards` (the classifier on
+decoded images), :mod:`.gates` (``python -m toycode.sd.fashion gates``).
+"""
+
+from pathlib import Path
+
+__all__ = ["PIPELINE_DIR", "CLASSIFIER_PATH", "MODEL_NAME"]
+
+_CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+PIPELINE_DIR = _CHECKPOINTS / "fashion-sd"
+"""The committed StableDiffusionPipeline folder."""
+CLASSIFIER_PATH = _CHECKPOINTS / "fashion_classifier.pt"
+"""The committed classifier (reward and prompt-fidelity judge)."""
+MODEL_NAME = "tiny:fashion"
+"""What ``toycode sd --model`` and :func:`toycode.sd.load_pipeline` call the committed folder."""
