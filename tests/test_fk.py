@@ -7,12 +7,12 @@ values, where every intermediate quantity is known.
 
 import pytest
 import torch
-from conftest import ExactReference
 
 from toycode import ExactValue, Process, sample_blockwise
 from toycode.backends import analytic_backend
 from toycode.core.guidance import DPS, GuidedBackend
 from toycode.core.sampler import _Carry, _potential, _tempered
+from toycode.exact.reference import ExactReference
 from toycode.experiments import api
 
 
@@ -135,15 +135,15 @@ def test_tds_converges_to_p_star_where_dps_and_uncorrected_proposals_do_not(betw
     correlated, so SMC output is noisier than the independent-sample floor (seeds 1–5 gave
     1.4–8 floors; DPS gives ~80)."""
     steps, k, pops = 50, 64, 32
-    exact = ExactReference(between.target.sample, 2000, torch.Generator().manual_seed(0),
-                           n=k * pops, replicates=5)
+    exact = ExactReference.of_sampler(between.target.sample, 2000, torch.Generator().manual_seed(0),
+                                      n=k * pops, replicates=5)
     run = {"method": "tds", "particles": k, "n": k * pops, "steps": steps, "value": "exact",
            "seed": 1}
     tds = api.sample(between, **run)
     assert abs(_gap_in_se(tds, between.target, k)[1]) < 3
-    assert exact.floors(tds.samples) < 10
+    assert exact.mmd2_over_floor(tds.samples) < 10
     dps = api.sample(between, method="dps", n=k * pops, steps=steps, seed=1)
-    assert exact.floors(dps.samples) > 30
+    assert exact.mmd2_over_floor(dps.samples) > 30
     _dropped_correction(monkeypatch)
     assert _gap_in_se(api.sample(between, **run), between.target, k)[1] > 20
 
@@ -184,13 +184,13 @@ def test_tempered_weights_telescope_to_the_full_tilt(between):
 
 def test_das_is_consistent_with_exact_values(between):
     k, pops = 64, 32
-    exact = ExactReference(between.target.sample, 2000, torch.Generator().manual_seed(0),
-                           n=k * pops, replicates=5)
+    exact = ExactReference.of_sampler(between.target.sample, 2000, torch.Generator().manual_seed(0),
+                                      n=k * pops, replicates=5)
     res = api.sample(between, method="das", particles=k, n=k * pops, steps=100, value="exact",
                      seed=1)
     assert res.settings["tempering"] == pytest.approx(0.008, abs=1e-4)   # DAS's γ at T = 100
     assert abs(_gap_in_se(res, between.target, k)[1]) < 3
-    assert exact.floors(res.samples) < 4
+    assert exact.mmd2_over_floor(res.samples) < 4
 
 
 def test_tempering_and_twisting_refuse_a_single_particle(between):

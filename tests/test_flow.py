@@ -17,12 +17,12 @@ import math
 
 import pytest
 import torch
-from conftest import ExactReference
 
 from toycode import ExactValue, sample_blockwise
 from toycode.backends import analytic_backend, load_trained_backend
 from toycode.cli import main
 from toycode.core.diffusion import PREDICTIONS, NoiseLevel, Process, from_eps_x0, to_eps_x0
+from toycode.exact.reference import ExactReference
 from toycode.exact.targets import GridTarget, MixtureTarget
 from toycode.experiments import api
 from toycode.training.train import find_mlp_checkpoint, train_mlp
@@ -246,26 +246,26 @@ def test_targets_agree_at_flow_levels(between, gen):
 # -- sampling under flow -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def prior_reference(between):
-    return ExactReference(between.prior.sample, 1000, torch.Generator().manual_seed(0))
+    return ExactReference.of_sampler(between.prior.sample, 1000, torch.Generator().manual_seed(0))
 
 
 @pytest.fixture(scope="module")
 def target_reference(between):
-    return ExactReference(between.target.sample, 1000, torch.Generator().manual_seed(0))
+    return ExactReference.of_sampler(between.target.sample, 1000, torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_flow_base_sampling_reaches_the_prior(between, prior_reference, eta):
     be = analytic_backend(between.prior, Process.make(100, "flow", eta=eta))
     res = sample_blockwise(be, between.reward, 1000, generator=torch.Generator().manual_seed(11))
-    assert prior_reference.floors(res.samples) < 4
+    assert prior_reference.mmd2_over_floor(res.samples) < 4
     assert res.nfe == 1000 * 100
 
 
 def test_exact_guidance_under_flow_reaches_the_target(between, target_reference):
     res = api.sample(between, method="exact-guidance", steps=1000, n=1000, seed=3,
                      process="flow")
-    assert target_reference.floors(res.samples) < 4
+    assert target_reference.mmd2_over_floor(res.samples) < 4
 
 
 def test_code_softmax_exact_values_under_flow_reaches_the_target(between, target_reference):
@@ -273,7 +273,7 @@ def test_code_softmax_exact_values_under_flow_reaches_the_target(between, target
     res = sample_blockwise(be, between.reward, 1000, num_candidates=32, block_size=10,
                            selection="softmax", lam=between.lam, value=ExactValue(between.target),
                            generator=torch.Generator().manual_seed(1))
-    assert target_reference.floors(res.samples) < 4
+    assert target_reference.mmd2_over_floor(res.samples) < 4
 
 
 def test_trained_flow_mlp_reaches_the_prior(between, prior_reference):
@@ -282,7 +282,7 @@ def test_trained_flow_mlp_reaches_the_prior(between, prior_reference):
                               process="flow")
     assert be.process.kind == "flow" and be.prediction == "flow"
     res = sample_blockwise(be, between.reward, 1000, generator=torch.Generator().manual_seed(11))
-    assert prior_reference.floors(res.samples) < 4
+    assert prior_reference.mmd2_over_floor(res.samples) < 4
 
 
 def test_gradient_guidance_runs_under_flow(between):

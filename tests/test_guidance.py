@@ -2,11 +2,11 @@ import math
 
 import pytest
 import torch
-from conftest import ExactReference
 
 from toycode import Process, sample_blockwise
 from toycode.backends import analytic_backend
 from toycode.core.guidance import DPS, ExactGuidance, GuidedBackend, Universal
+from toycode.exact.reference import ExactReference
 from toycode.experiments import api
 
 
@@ -27,9 +27,9 @@ def test_exact_guidance_is_the_tilted_score(between, backend, gen):
 
 def test_exact_guidance_reaches_the_target(between):
     """The exact tilted reverse process at T = 1000: within a few noise floors of p*."""
-    exact = ExactReference(between.target.sample, 1000, torch.Generator().manual_seed(0))
+    exact = ExactReference.of_sampler(between.target.sample, 1000, torch.Generator().manual_seed(0))
     res = api.sample(between, method="exact-guidance", steps=1000, n=1000, seed=3)
-    assert exact.floors(res.samples) < 4
+    assert exact.mmd2_over_floor(res.samples) < 4
     assert res.nfe_per_sample == 1000 and res.reward_grads == 1000 * 1000 and res.backprops == 0
 
 

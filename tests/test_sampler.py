@@ -2,10 +2,10 @@ import math
 
 import pytest
 import torch
-from conftest import ExactReference
 
 from toycode import ExactValue, Process, sample_blockwise
 from toycode.backends import analytic_backend
+from toycode.exact.reference import ExactReference
 
 
 class CountingBackend:
@@ -125,15 +125,15 @@ def test_a_state_moved_by_predict_is_kept_at_every_index_including_the_first(bet
 def test_base_model_matches_the_prior(between):
     """N = 1 on the exact denoiser reproduces p within the estimator's noise floor."""
     gen = torch.Generator().manual_seed(11)
-    exact = ExactReference(between.prior.sample, 1000, gen)
+    exact = ExactReference.of_sampler(between.prior.sample, 1000, gen)
     res = sample_blockwise(analytic_backend(between.prior, Process.make(100)), between.reward,
                            1000, generator=gen)
-    assert exact.floors(res.samples) < 4
+    assert exact.mmd2_over_floor(res.samples) < 4
 
 
 @pytest.fixture(scope="module")
 def target_reference(between):
-    return ExactReference(between.target.sample, 1000, torch.Generator().manual_seed(0))
+    return ExactReference.of_sampler(between.target.sample, 1000, torch.Generator().manual_seed(0))
 
 
 def test_softmax_with_exact_values_converges_to_the_target(between, target_reference):
@@ -143,7 +143,7 @@ def test_softmax_with_exact_values_converges_to_the_target(between, target_refer
                            selection="softmax", lam=between.lam,
                            value=ExactValue(between.target),
                            generator=torch.Generator().manual_seed(1))
-    assert target_reference.floors(res.samples) < 4
+    assert target_reference.mmd2_over_floor(res.samples) < 4
     t = between.target
     masses = t.prior.responsibilities(res.samples).mean(0)
     assert 0.5 * float((masses - t.mode_weights).abs().sum()) < 0.05
@@ -157,7 +157,7 @@ def test_argmax_collapses_onto_the_reward_mode(between, target_reference):
                            generator=torch.Generator().manual_seed(1))
     se = float(res.rewards.std()) / math.sqrt(res.n)
     assert float(res.rewards.mean()) > between.target.reward_mean + 10 * se
-    assert target_reference.floors(res.samples) > 20
+    assert target_reference.mmd2_over_floor(res.samples) > 20
 
 
 def test_reference_start_and_strength(between):

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from conftest import ExactReference
 
 from toycode import ExactValue, Process, sample_blockwise
 from toycode.backends import analytic_backend
@@ -18,6 +17,7 @@ from toycode.core.search import (
     noise_zero_order_search,
     tree_sample,
 )
+from toycode.exact.reference import ExactReference
 from toycode.experiments import api
 
 SEARCH = ("noise-random", "noise-zero-order", "dts", "dts-star", "dsearch")
@@ -149,12 +149,12 @@ def test_dts_converges_to_p_star_as_its_budget_grows(between):
     E_p*[r] there: the adaptive tree's finite-budget bias (docs/methods/dts.md)."""
     t, n = between.target, 256
     be = analytic_backend(between.prior, Process.make(20))
-    exact = ExactReference(t.sample, 2000, _gen(), n=n, replicates=5)
+    exact = ExactReference.of_sampler(t.sample, 2000, _gen(), n=n, replicates=5)
     floors = {}
     for budget in (2, 64):
         res = tree_sample(be, between.reward, n, num_candidates=budget, children=16,
                           lam=between.lam, generator=_gen(1))
-        floors[budget] = exact.floors(res.samples)
+        floors[budget] = exact.mmd2_over_floor(res.samples)
     assert floors[64] < 4 < 20 < floors[2]
 
 
@@ -165,7 +165,7 @@ def test_dts_bias_comes_from_its_adaptive_descent(between):
     reward more than 4 s.e. short (measured −6.8, −8.9, −7.9 s.e. on seeds 1–3)."""
     t, n = between.target, 256
     be = analytic_backend(between.prior, Process.make(20))
-    exact = ExactReference(t.sample, 2000, _gen(), n=n, replicates=5)
+    exact = ExactReference.of_sampler(t.sample, 2000, _gen(), n=n, replicates=5)
     z = {}
     for descent in ("uniform", "boltzmann"):
         res = tree_sample(be, between.reward, n, num_candidates=32, children=4, lam=between.lam,
@@ -173,7 +173,7 @@ def test_dts_bias_comes_from_its_adaptive_descent(between):
         z[descent] = (float(res.rewards.mean()) - t.reward_mean) / (float(res.rewards.std())
                                                                     / math.sqrt(n))
         if descent == "uniform":
-            assert exact.floors(res.samples) < 3
+            assert exact.mmd2_over_floor(res.samples) < 3
     assert abs(z["uniform"]) < 3 and z["boltzmann"] < -4
 
 

@@ -1,10 +1,10 @@
 import pytest
 import torch
-from conftest import ExactReference
 
 from toycode import ExactValue, Process, sample_blockwise
 from toycode.backends import analytic_backend
 from toycode.core.sampler import SELECTIONS
+from toycode.exact.reference import ExactReference
 
 
 def test_systematic_resampling_counts_are_floor_or_ceil():
@@ -55,9 +55,9 @@ def test_smc_with_exact_values_converges_as_particles_grow(between):
         se = float(per_pop.std()) / 8
         errors[k] = abs(float(res.rewards.mean()) - t.reward_mean) / se
         if k == 128:
-            exact = ExactReference(t.sample, 2000, torch.Generator().manual_seed(0), n=64 * k,
-                                   replicates=5)
-            assert exact.floors(res.samples) < 4
+            exact = ExactReference.of_sampler(t.sample, 2000, torch.Generator().manual_seed(0),
+                                              n=64 * k, replicates=5)
+            assert exact.mmd2_over_floor(res.samples) < 4
     assert errors[128] < 3 < 5 < errors[2]
 
 

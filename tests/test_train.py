@@ -1,9 +1,9 @@
 import pytest
 import torch
-from conftest import ExactReference
 
 from toycode import sample_blockwise
 from toycode.backends import load_trained_backend
+from toycode.exact.reference import ExactReference
 from toycode.training.train import find_mlp_checkpoint, fit, train_mlp
 
 
@@ -64,9 +64,9 @@ def test_committed_checkpoint_is_a_good_denoiser(between):
     """The committed MLP's base samples match the prior to within a small MMD (tests the file)."""
     be = load_trained_backend(find_mlp_checkpoint(between.prior), steps=100)
     gen = torch.Generator().manual_seed(0)
-    exact = ExactReference(between.prior.sample, 1000, gen)
+    exact = ExactReference.of_sampler(between.prior.sample, 1000, gen)
     res = sample_blockwise(be, between.reward, 1000, generator=gen)
-    assert exact.floors(res.samples) < 4
+    assert exact.mmd2_over_floor(res.samples) < 4
 
 
 def test_no_checkpoint_for_an_unknown_prior(quad3d):

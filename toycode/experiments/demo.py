@@ -14,8 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.methods import get_method
-from ..exact.metrics import evaluate, median_bandwidth, noise_floor
 from ..exact.problems import Problem, load_problem
+from ..exact.reference import ExactReference
 from ..exact.theory import knn_kl_bias
 from . import api
 from .plots import plot_samples_sheet, plot_tradeoff, save
@@ -61,9 +61,7 @@ def compare(problem: Problem | str, runs=DEMO_RUNS, backends=("analytic",), *, n
     problem = problem if isinstance(problem, Problem) else load_problem(problem)
     target = problem.target
     gen = torch.Generator().manual_seed(seed + 10_000)
-    reference = target.sample(n, gen)
-    bandwidth = median_bandwidth(reference)
-    floor = noise_floor(target, n, gen, reference)
+    exact = ExactReference.of_target(target, n, gen)
     rows, samples = [], []
     jobs = [(b, r) for b in backends for r in runs]
     for backend, run in tqdm(jobs, desc=problem.name, disable=not progress):
@@ -77,7 +75,7 @@ def compare(problem: Problem | str, runs=DEMO_RUNS, backends=("analytic",), *, n
             continue
         res = api.sample(problem, backend=backend, method=run.method, steps=steps, n=n,
                          seed=seed, process=process, **options)
-        metrics = evaluate(res.samples, res.rewards, target, reference, bandwidth)
+        metrics = exact.evaluate(res.samples, res.rewards, target)
         rows.append({**row, "N": res.settings["num_candidates"], "B": res.settings["block_size"],
                      "K": res.settings["particles"], "nfe": res.nfe_per_sample,
                      "reward_grads": res.reward_grads / res.n, "backprops": res.backprops / res.n,
@@ -86,8 +84,9 @@ def compare(problem: Problem | str, runs=DEMO_RUNS, backends=("analytic",), *, n
     # the k-NN KL estimator's bias at this n, measured where KL(q_N‖p) is known exactly
     kl_bias = knn_kl_bias(problem.prior, problem.reward, n, (1, 4, 16), replicates=3,
                           generator=gen)
-    return {"problem": problem, "rows": rows, "samples": samples, "reference": reference,
-            "floor": floor, "target": target.summary(), "process": process, "kl_bias": kl_bias}
+    return {"problem": problem, "rows": rows, "samples": samples, "reference": exact.sample,
+            "floor": exact.floor_metrics, "target": target.summary(), "process": process,
+            "kl_bias": kl_bias}
 
 
 def run_demo(problem: str = "between", *, out_dir: str | Path = "figures",

@@ -27,8 +27,8 @@ import torch
 from matplotlib.figure import Figure
 
 from ..core.sampler import SELECTIONS
-from ..exact.metrics import evaluate, median_bandwidth, noise_floor
 from ..exact.problems import Problem, load_problem
+from ..exact.reference import ExactReference
 from . import api
 from .plots import density_grid
 
@@ -114,18 +114,15 @@ class Explorer:
             self.update()
 
     def _reference(self, lam: float):
-        """The problem at λ, its exact sample, kernel bandwidth, noise floor and target contours
+        """The problem at λ, its target, its exact reference (sample, bandwidth, floor) and contours
         (cached: a quadrature target takes a fraction of a second to build, and the problem
         object carries it to the exact value and exact guidance)."""
         if lam not in self._references:
             problem = self.problem.with_lam(lam)
             target = problem.target
-            gen = torch.Generator().manual_seed(12345)
-            reference = target.sample(self.n, gen)
-            floor = noise_floor(target, self.n, gen, reference)["mmd2"]
+            exact = ExactReference.of_target(target, self.n, torch.Generator().manual_seed(12345))
             grid = density_grid(lambda x: target.log_prob(x).exp(), self.extent, 80)
-            self._references[lam] = (problem, target, reference, median_bandwidth(reference),
-                                     floor, grid)
+            self._references[lam] = (problem, target, exact, grid)
         return self._references[lam]
 
     def update(self) -> dict:
@@ -133,11 +130,11 @@ class Explorer:
         error message and leaves ``last["error"]`` set."""
         s = self.settings()
         try:
-            problem, target, reference, bandwidth, floor, grid = self._reference(s["lam"])
+            problem, target, exact, grid = self._reference(s["lam"])
             res = api.sample(problem, method=s["method"], num_candidates=s["num_candidates"],
                              block_size=s["block_size"], selection=s["selection"],
                              value=s["value"], steps=s["steps"], n=self.n, seed=s["seed"])
-            m = evaluate(res.samples, res.rewards, target, reference, bandwidth)
+            m = exact.evaluate(res.samples, res.rewards, target)
         except (ValueError, RuntimeError) as err:
             # the sampler's errors are one line naming the setting; show it, keep the widget
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -152,7 +149,7 @@ class Explorer:
         self.last = {"error": None, "settings": s, "nfe": res.nfe_per_sample,
                      "reward": m["reward_mean"], "reward_se": m["reward_se"],
                      "exact_reward": target.reward_mean, "mmd2": m["mmd2"],
-                     "mmd_floor": m["mmd2"] / floor, "figure": fig, "png": buffer.getvalue()}
+                     "mmd_floor": m["mmd2"] / exact.floor, "figure": fig, "png": buffer.getvalue()}
         self.image.value = self.last["png"]
         self.message.value = ""
         self.stats.value = self._table()

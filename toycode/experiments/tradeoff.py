@@ -30,8 +30,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.methods import KNOBS, get_method
-from ..exact.metrics import evaluate, median_bandwidth, noise_floor
 from ..exact.problems import load_problem
+from ..exact.reference import ExactReference
 from ..training.train import PROCESSES
 from ..utils.checks import check_choice
 from . import api
@@ -156,10 +156,7 @@ def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
     check_choice("value", value, api.VALUES)
     prob = load_problem(problem)
     target = prob.target
-    gen = torch.Generator().manual_seed(12345)
-    reference = target.sample(n, gen)
-    bandwidth = median_bandwidth(reference)
-    floor = noise_floor(target, n, gen, reference)
+    exact = ExactReference.of_target(target, n, torch.Generator().manual_seed(12345))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     drop_torn_tail(out / "results.jsonl")
@@ -178,12 +175,12 @@ def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
             res = api.sample(prob, method=method, n=n, seed=seed, process=process, value=value,
                              **kwargs)
             wall = time.perf_counter() - start
-            m = evaluate(res.samples, res.rewards, target, reference, bandwidth)
+            m = exact.evaluate(res.samples, res.rewards, target)
             row = {"problem": prob.name, "method": method, "settings": settings, "seed": seed,
                    "n": n, "nfe": res.nfe_per_sample, "reward_calls": res.reward_calls / n,
                    "reward_grads": res.reward_grads / n, "reward_mean": m["reward_mean"],
                    "reward_se": m["reward_se"], "mmd2": m["mmd2"],
-                   "mmd2_floor": floor["mmd2"], "mmd2_over_floor": m["mmd2"] / floor["mmd2"],
+                   "mmd2_floor": exact.floor, "mmd2_over_floor": m["mmd2"] / exact.floor,
                    "kl_to_target": m["kl_to_target"], "kl_to_base": m["kl_to_base"],
                    "mode_tv": m["mode_tv"], "distinct": m["distinct"], "wall_s": wall,
                    "exact_reward": target.reward_mean, "exact_kl": target.kl_to_base}

@@ -45,8 +45,8 @@ from ..backends import analytic_backend, load_trained_backend
 from ..core.backend import Backend
 from ..core.diffusion import Process
 from ..core.methods import KNOBS, METHODS, GuidanceInputs, Method
-from ..exact.metrics import evaluate, median_bandwidth, noise_floor
 from ..exact.problems import load_problem
+from ..exact.reference import ExactReference
 from ..experiments.tradeoff import append_row, drop_torn_tail, read_results
 
 __all__ = ["Bench", "Size", "SIZES", "BENCHES", "VARIANTS", "make_bench", "entries",
@@ -102,13 +102,11 @@ BENCHES = ("between", "box", "ring", "mnist-class", "mnist-gmm")
 def _toy_bench(name: str, size: Size) -> Bench:
     problem = load_problem(name)
     target = problem.target
-    gen = torch.Generator().manual_seed(12345)
-    reference = target.sample(size.n, gen)
-    bandwidth = median_bandwidth(reference)
-    floor = noise_floor(target, size.n, gen, reference)["mmd2"]
+    exact = ExactReference.of_target(target, size.n, torch.Generator().manual_seed(12345))
+    floor = exact.floor
 
     def score(x, rewards):
-        m = evaluate(x, rewards, target, reference, bandwidth)
+        m = exact.evaluate(x, rewards, target)
         return {"distance": m["mmd2"] / floor, "mmd2": m["mmd2"], "mmd2_floor": floor,
                 "reward_mean": m["reward_mean"], "reward_se": m["reward_se"],
                 "kl_to_base": m["kl_to_base"], "mode_tv": m["mode_tv"],
