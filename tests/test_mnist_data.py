@@ -26,7 +26,7 @@ def shared_root():
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, shared_root):
     """A loopback HTTP server over a folder holding the good files and a corrupted copy."""
     root = tmp_path / "served"
     (root / "good").mkdir(parents=True)
