@@ -26,9 +26,17 @@ COMMANDS = (toy.add_demo, toy.add_compare, toy.add_target, toy.add_sample, sd.ad
 ``func``."""
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, ``toycode CMD: error: ...`` (no usage
+    block: the message names the option; ``--help`` shows the rest)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `toycode` parser: the global options and one subparser per command."""
-    p = argparse.ArgumentParser(prog="toycode", description=__doc__)
+    p = Parser(prog="toycode", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
@@ -37,8 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `toycode ARGV`; a bad argument is one line on stderr and exit status 2."""
-    args = build_parser().parse_args(argv)
+    """Run `toycode ARGV`; a bad argument is one line on stderr and exit status 2 (returned,
+    also for the parser's own errors and ``--help``'s 0, so that in-process callers see the
+    status the shell would)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
     # commands only write figures to files; library modules leave the backend alone so that a
     # notebook keeps its inline backend
     import matplotlib

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import torch
 
 from ..sd.run import IMAGE_REWARDS
+from ..utils.checks import check_choice, check_out_dir
 
 DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
@@ -46,3 +48,33 @@ def reward_clip(args, device=None):
     else:
         model, tokenizer = args.reward_model or args.clip_model, None
     return functools.cache(lambda: Clip(*load_clip(model, device, tokenizer)))
+
+
+MAX_STEPS = 1000
+"""The most denoising steps a toy command takes (the API's bound)."""
+
+
+def check_problem(spec):
+    """The problem a --problem names, loaded (cheap) so that a bad name or file is refused
+    first."""
+    from ..exact.problems import load_problem
+    return load_problem(spec)
+
+
+def check_process(process: str) -> None:
+    """--process is one of the toy processes."""
+    from ..training.train import PROCESSES
+    check_choice("process", process, PROCESSES)
+
+
+def check_toy_backend(backend: str) -> None:
+    """A toy backend: analytic, trained or an existing checkpoint file (as api.make_backend)."""
+    if backend not in ("analytic", "trained") and not Path(backend).is_file():
+        raise ValueError(f"backend must be 'analytic', 'trained' or a checkpoint path; "
+                         f"{backend!r} is none of these")
+
+
+def check_data_dir(data_dir) -> None:
+    """--data-dir, where given, is a folder or can become one."""
+    if data_dir is not None:
+        check_out_dir("data_dir", data_dir)

@@ -5,7 +5,25 @@ from __future__ import annotations
 import json
 import time
 
-from .common import add_data_dir_arg
+from ..utils.checks import (
+    check_batch,
+    check_count,
+    check_out_dir,
+    check_out_file,
+    check_range,
+    check_seed,
+)
+from .common import MAX_STEPS, add_data_dir_arg, check_data_dir
+
+MNIST_DIM = 784
+"""Pixels of an MNIST image: the largest dimension the MNIST mixture has."""
+
+FRECHET_SAMPLES = 500
+"""Samples each side of mnist-eval's Fréchet distance (and of its held-out floor)."""
+
+
+def _check_digit(digit) -> None:
+    check_count("digit", digit, 0, 9)
 
 
 def add_train_mnist(sub) -> None:
@@ -23,6 +41,12 @@ def add_train_mnist(sub) -> None:
 
 def run_train_mnist(args) -> None:
     from ..mnist.models import train_classifier, train_unet
+    check_count("steps", args.steps)
+    check_count("epochs", args.epochs)
+    check_seed("seed", args.seed)
+    check_data_dir(args.data_dir)
+    if args.out:
+        check_out_file("out", args.out)
     if args.model == "unet":
         ckpt = train_unet(args.out or None, steps=args.steps, seed=args.seed,
                           data_dir=args.data_dir, resume=not args.restart)
@@ -47,6 +71,13 @@ def run_mnist_eval(args, quality: bool = True) -> None:
     from ..backends import load_trained_backend
     from ..mnist.eval import base_quality, classifier_accuracy
     from ..mnist.models import UNET_PATH, load_classifier
+    if quality:
+        # the Fréchet distance compares the first 500 samples with 500 held-out images
+        check_count("n", args.n, FRECHET_SAMPLES)
+        check_batch(f"n={args.n}", args.n, MNIST_DIM)
+        check_count("steps", args.steps, 1, MAX_STEPS)
+        check_seed("seed", args.seed)
+        check_data_dir(args.data_dir)
     classifier = load_classifier()
     acc, se, count = classifier_accuracy(classifier, args.data_dir)
     print(f"classifier accuracy on held-out MNIST test[9000:10000]: {100 * acc:.2f} % "
@@ -83,8 +114,27 @@ def add_mnist_demo(sub) -> None:
     md.set_defaults(func=run_mnist_demo)
 
 
+def _check_mnist_demo(args) -> None:
+    from ..mnist.demo import MnistDemoConfig
+    _check_digit(args.digit)
+    check_range("lam", args.lam, 0.0, None)
+    check_count("n", args.n)
+    check_count("steps", args.steps, 1, MAX_STEPS)
+    check_seed("seed", args.seed)
+    check_count("value_samples", args.value_samples)
+    check_count("lookahead_steps", args.lookahead_steps)
+    check_data_dir(args.data_dir)
+    config = MnistDemoConfig()
+    width = max(config.num_candidates, config.particles)
+    draws = args.value_samples if args.value == "lookahead" else 1
+    check_batch(f"n={args.n} with {width} candidates" + (f", M={draws}" if draws > 1 else ""),
+                args.n * width * draws, MNIST_DIM)
+    check_out_dir("out_dir", args.out_dir)
+
+
 def run_mnist_demo(args) -> None:
     from ..mnist.demo import MnistDemoConfig, run_mnist_demo
+    _check_mnist_demo(args)
     start = time.time()
     r = run_mnist_demo(MnistDemoConfig(digit=args.digit, lam=args.lam, n=args.n,
                                        value=args.value, value_samples=args.value_samples,
@@ -121,6 +171,20 @@ def add_mnist_gmm(sub) -> None:
 def run_mnist_gmm(args) -> None:
     from ..experiments.plots import plot_dimension_sweep, save
     from ..mnist.gmm import dimension_sweep
+    for d in args.dims:
+        # the mixture lives on MNIST's 784 pixels: a larger d cannot be projected onto
+        check_count("dims", d, 1, MNIST_DIM)
+    _check_digit(args.digit)
+    check_count("n", args.n)
+    check_count("num_candidates", args.num_candidates)
+    check_count("block_size", args.block_size)
+    check_count("steps", args.steps, 1, MAX_STEPS)
+    check_seed("seed", args.seed)
+    check_data_dir(args.data_dir)
+    check_batch(f"n={args.n}, N={args.num_candidates} at d={max(args.dims)}",
+                args.n * args.num_candidates, max(args.dims))
+    out = check_out_dir("out_dir", args.out_dir)
+    check_out_file("figure", out / "mnist_gmm_dims.png")
     rows = dimension_sweep(tuple(args.dims), digit=args.digit, n=args.n,
                            num_candidates=args.num_candidates, block_size=args.block_size,
                            steps=args.steps, seed=args.seed, data_dir=args.data_dir)

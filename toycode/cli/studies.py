@@ -5,9 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..core.methods import get_method
 from ..exact.problems import load_problem
 from ..experiments import api
-from .common import add_process_arg
+from ..utils.checks import (
+    check_batch,
+    check_choice,
+    check_count,
+    check_out_dir,
+    check_out_file,
+    check_range,
+    check_seed,
+)
+from .common import MAX_STEPS, add_process_arg, check_problem, check_process
 
 
 def add_tradeoff(sub) -> None:
@@ -26,9 +36,37 @@ def add_tradeoff(sub) -> None:
     to.set_defaults(func=run_tradeoff)
 
 
+def _check_tradeoff(args, grid: dict) -> None:
+    """The problem, methods, grid, seeds, n and folder of a sweep, before any row runs."""
+    from ..experiments.tradeoff import expand
+    problem = check_problem(args.problem)
+    check_process(args.process)
+    check_count("seeds", args.seeds)
+    check_count("n", args.n)
+    records = [get_method(m) for m in args.methods]
+    unread = sorted(k for k in grid if not any(k in r.knobs for r in records))
+    if unread:
+        raise ValueError(f"grid knob(s) {unread} are read by none of the methods "
+                         f"{', '.join(args.methods)}")
+    for knob, values in grid.items():
+        for v in values:
+            if knob in ("lam", "scale"):
+                check_range(knob, v, 0.0, None)
+            else:
+                check_count(knob, v, 1, MAX_STEPS if knob == "T" else None)
+    jobs = expand(args.methods, grid)
+    for method, settings in jobs:
+        draws = settings.get("M", 4) if args.value in ("lookahead", "posterior") else 1
+        width = settings.get("N", 1) * settings.get("K", 1) * draws
+        check_batch(f"{method} {settings} at n={args.n}", args.n * width, problem.prior.dim)
+    check_out_dir("out", args.out)
+
+
 def run_tradeoff(args) -> None:
     from ..experiments.tradeoff import parse_grid, run_sweep
-    rows = run_sweep(args.problem, args.methods, parse_grid(args.grid), seeds=args.seeds,
+    grid = parse_grid(args.grid)
+    _check_tradeoff(args, grid)
+    rows = run_sweep(args.problem, args.methods, grid, seeds=args.seeds,
                      out=args.out, n=args.n, process=args.process, value=args.value)
     print(f"{len(rows)} rows in {args.out}/results.jsonl")
 
@@ -50,7 +88,13 @@ def add_leaderboard(sub) -> None:
 
 def run_leaderboard(args) -> None:
     from ..experiments.plots import save
-    from ..leaderboard.board import BENCHES, plot_leaderboard, run_leaderboard, table
+    from ..leaderboard.board import BENCHES, entries, plot_leaderboard, run_leaderboard, table
+    for bench in args.benches or ():
+        check_choice("bench", bench, BENCHES)
+    entries(args.methods)
+    out = check_out_dir("out", args.out)
+    check_out_file("table", out / "leaderboard.md")
+    check_out_file("figure", args.figure or out / "leaderboard.png")
     rows = run_leaderboard(args.out, benches=args.benches or BENCHES, methods=args.methods,
                            size="fast" if args.fast else "default",
                            progress=not args.no_progress)
@@ -80,7 +124,18 @@ def add_values(sub) -> None:
 def run_values(args) -> None:
     from ..experiments.plots import plot_value_errors, save
     from ..experiments.value_study import DEFAULT_ESTIMATORS, format_value_errors, value_errors
+    problem = check_problem(args.problem)
+    check_process(args.process)
+    check_count("n", args.n)
+    check_count("steps", args.steps, 1, MAX_STEPS)
+    check_seed("seed", args.seed)
+    if problem.lam <= 0:
+        raise ValueError(f"values compares against the exact soft value, which needs lam > 0; "
+                         f"{problem.name} has lam={problem.lam:g}")
     estimators = [e for e in DEFAULT_ESTIMATORS if not args.only or e[0] in args.only]
+    draws = max(opts.get("value_samples", 1) for _, opts in estimators)
+    check_batch(f"n={args.n} states with M={draws} draws each", args.n * draws, problem.prior.dim)
+    check_out_file("out", args.out or f"figures/values_{problem.name}.png")
     rows = value_errors(args.problem, estimators, steps=args.steps, n=args.n, seed=args.seed,
                         process=args.process)
     name = load_problem(args.problem).name
@@ -105,6 +160,14 @@ def add_train_value(sub) -> None:
 
 def run_train_value(args) -> None:
     from ..training.learned_value import train_value
+    problem = check_problem(args.problem)
+    check_process(args.process)
+    check_count("steps", args.steps)
+    check_seed("seed", args.seed)
+    if args.out:
+        check_out_file("out", args.out)
+    if problem.lam <= 0:
+        raise ValueError(f"a learned value needs lam > 0, got lam={problem.lam}")
     ckpt = train_value(load_problem(args.problem), args.out, process=args.process,
                        steps=args.steps, seed=args.seed)
     print(json.dumps({"steps": ckpt["train"]["steps"], "loss": ckpt["loss"],
@@ -128,6 +191,13 @@ def add_plot(sub) -> None:
 def run_plot(args) -> None:
     from ..experiments.plots import plot_genealogy, plot_sweep, save
     from ..experiments.tradeoff import read_results
+    folder = Path(args.results)
+    if not folder.is_dir():
+        raise ValueError(f"results {args.results!r} is "
+                         f"{'a file' if folder.exists() else 'not found'}: give the folder "
+                         f"holding results.jsonl")
+    if args.out:
+        check_out_file("out", args.out)
     rows = read_results(args.results)
     if not rows:
         raise ValueError(f"no results in {args.results}/results.jsonl; run `toycode tradeoff` "

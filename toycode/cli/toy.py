@@ -7,11 +7,19 @@ import time
 
 import torch
 
-from ..core.methods import METHODS
+from ..core.methods import METHODS, get_method
 from ..core.sampler import SELECTIONS
 from ..experiments import api
+from ..utils.checks import (
+    check_batch,
+    check_count,
+    check_out_dir,
+    check_out_file,
+    check_range,
+    check_seed,
+)
 from ..utils.io import save_npz
-from .common import add_process_arg
+from .common import MAX_STEPS, add_process_arg, check_problem, check_process, check_toy_backend
 
 
 def _add_run_args(parser, backends: list[str]) -> None:
@@ -22,6 +30,21 @@ def _add_run_args(parser, backends: list[str]) -> None:
     parser.add_argument("--block-size", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backends", nargs="+", default=backends)
+
+
+def _check_run_args(args, problems) -> None:
+    """demo's and compare's shared options, before any sampling."""
+    check_count("n", args.n)
+    check_count("steps", args.steps, 1, MAX_STEPS)
+    check_count("num_candidates", args.num_candidates)
+    check_count("block_size", args.block_size)
+    check_seed("seed", args.seed)
+    check_process(args.process)
+    for backend in args.backends:
+        check_toy_backend(backend)
+    for problem in problems:
+        check_batch(f"n={args.n} with N={args.num_candidates} candidates on {problem.name}",
+                    args.n * args.num_candidates, problem.prior.dim)
 
 
 def add_demo(sub) -> None:
@@ -36,6 +59,8 @@ def add_demo(sub) -> None:
 
 def run_demo(args) -> None:
     from ..experiments.demo import format_table, run_demo
+    _check_run_args(args, [check_problem(args.problem)])
+    check_out_dir("out_dir", args.out_dir)
     start = time.time()
     result = run_demo(args.problem, out_dir=args.out_dir, backends=tuple(args.backends), n=args.n,
                       steps=args.steps, num_candidates=args.num_candidates,
@@ -63,6 +88,7 @@ def add_compare(sub) -> None:
 def run_compare(args) -> None:
     from ..exact.problems import builtin_problems
     from ..experiments.demo import COMPARE_RUNS, compare, format_table
+    _check_run_args(args, [check_problem(name) for name in args.problems or builtin_problems()])
     for name in args.problems or builtin_problems():
         result = compare(name, COMPARE_RUNS, tuple(args.backends), n=args.n, steps=args.steps,
                          num_candidates=args.num_candidates, block_size=args.block_size,
@@ -84,6 +110,12 @@ def add_target(sub) -> None:
 
 
 def run_target(args) -> None:
+    problem = check_problem(args.problem)
+    check_count("n", args.n)
+    check_seed("seed", args.seed)
+    check_batch(f"n={args.n}", args.n, problem.prior.dim)
+    if args.out:
+        check_out_file("out", args.out)
     samples, summary = api.target(args.problem, args.n, args.seed)
     if args.out:
         save_npz(args.out, samples=samples.numpy())
@@ -124,7 +156,39 @@ def add_sample(sub) -> None:
     s.set_defaults(func=run_sample)
 
 
+def _check_sample(args) -> None:
+    """Everything `toycode sample` can be given wrong, before a backend is built."""
+    problem = check_problem(args.problem)
+    check_toy_backend(args.backend)
+    check_process(args.process)
+    check_count("steps", args.steps, 1, MAX_STEPS)
+    check_count("n", args.n)
+    check_seed("seed", args.seed)
+    check_count("value_samples", args.value_samples)
+    check_count("lookahead_steps", args.lookahead_steps)
+    check_count("backward_steps", args.backward_steps, 0)
+    check_count("recurrence", args.recurrence)
+    check_range("backward_lr", args.backward_lr, 0.0, None, low_open=True)
+    check_range("eta", args.eta, 0.0, 1.0)
+    if args.lam is not None:
+        check_range("lam", args.lam, 0.0, None)
+    if args.scale is not None:
+        check_range("scale", args.scale, 0.0, None)
+    s = get_method(args.method).sampler_settings(
+        args.steps, num_candidates=args.num_candidates, block_size=args.block_size,
+        particles=args.particles, ess_threshold=args.ess_threshold, selection=args.selection)
+    if "ess_threshold" in s:
+        check_range("ess_threshold", args.ess_threshold, 0.0, 1.0)
+    samples = args.n * s["num_candidates"] * s.get("particles", 1)
+    draws = args.value_samples if args.value in ("lookahead", "posterior") else 1
+    check_batch(f"n={args.n}, N={s['num_candidates']}, K={s.get('particles', 1)}"
+                + (f", M={draws}" if draws > 1 else ""), samples * draws, problem.prior.dim)
+    if args.out:
+        check_out_file("out", args.out)
+
+
 def run_sample(args) -> None:
+    _check_sample(args)
     res = api.sample(args.problem, backend=args.backend, method=args.method,
                      num_candidates=args.num_candidates, block_size=args.block_size,
                      selection=args.selection, lam=args.lam, value=args.value, steps=args.steps,
@@ -159,7 +223,19 @@ def add_train(sub) -> None:
     tr.set_defaults(func=run_train)
 
 
+MLP_NUMBERS_PER_ROW = 512
+"""A lower bound on the activations one training row of the MLP denoiser holds (width 128, a
+few layers), for the batch estimate."""
+
+
 def run_train(args) -> None:
+    check_problem(args.problem)
+    check_process(args.process)
+    check_count("steps", args.steps)
+    check_count("batch_size", args.batch_size)
+    check_seed("seed", args.seed)
+    check_batch(f"batch_size={args.batch_size}", args.batch_size, MLP_NUMBERS_PER_ROW)
+    check_out_file("out", args.out)
     ckpt = api.train(args.problem, args.out, steps=args.steps, seed=args.seed,
                      batch_size=args.batch_size, resume=not args.restart, process=args.process)
     print(json.dumps({"out": args.out, "steps": ckpt["step"], "loss": ckpt["loss"],
