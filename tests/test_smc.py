@@ -4,7 +4,7 @@ from conftest import ExactReference
 
 from toycode import ExactValue, Process, sample_blockwise
 from toycode.backends import analytic_backend
-from toycode.core.sampler import SELECTIONS
+from toycode.core.steering import SELECTIONS
 
 
 def test_systematic_resampling_counts_are_floor_or_ceil():
