@@ -56,14 +56,18 @@ def test_potentials_multiply_to_the_tilt_along_every_path(between, potential, bl
 def test_potentials_follow_the_fk_definitions():
     v, lam = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64), 2.0
     start = {p: _Carry.start(3, p) for p in ("diff", "max", "add")}
-    stat, log_g = _potential("max", v, start["max"].stat, start["max"].logprod, lam, lam, False)
+
+    def kw(clean):
+        return {"lam": lam, "lam_prev": lam, "clean": clean}
+
+    stat, log_g = _potential("max", v, start["max"].stat, start["max"].logprod, **kw(False))
     assert torch.equal(stat, v) and torch.equal(log_g, lam * v)   # max starts at −∞
     later = torch.tensor([1.0, -2.0, 1.0], dtype=torch.float64)
-    stat, log_g = _potential("max", later, v, lam * v, lam, lam, False)
+    stat, log_g = _potential("max", later, v, lam * v, **kw(False))
     assert torch.equal(stat, torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64))
-    stat, log_g = _potential("add", later, v, lam * v, lam, lam, True)   # clean end
+    stat, log_g = _potential("add", later, v, lam * v, **kw(True))   # clean end
     assert torch.equal(stat, v + later) and torch.equal(log_g, lam * later - lam * v)
-    assert torch.equal(_potential("diff", later, v, 0 * v, lam, lam, False)[1], lam * (later - v))
+    assert torch.equal(_potential("diff", later, v, 0 * v, **kw(False))[1], lam * (later - v))
 
 
 def test_with_resampling_at_every_block_end_both_bookkeepings_agree(between):
@@ -121,8 +125,8 @@ def _dropped_correction(monkeypatch):
     from toycode.core import steering
     step = steering._twisted_step
 
-    def uncorrected(*args):
-        x, log_ratio = step(*args)
+    def uncorrected(*args, **kwargs):
+        x, log_ratio = step(*args, **kwargs)
         return x, 0.0 * log_ratio
     monkeypatch.setattr(steering, "_twisted_step", uncorrected)
 

@@ -121,7 +121,7 @@ def _rows(pair, idx=None, repeat=1):
     return tuple(p[idx] if idx is not None else p.repeat_interleave(repeat, 0) for p in pair)
 
 
-def _start(backend: Backend, n: int, reference, start: int, generator):
+def _start(backend: Backend, n: int, *, reference, start: int, generator):
     """x at the start index: the prior, or the reference noised to it (CoDe(η)); at strength
     → 0 no step runs and the reference is returned untouched."""
     if reference is None:
@@ -171,7 +171,7 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
 
     with torch.no_grad():
         # 1. the starting states and their ε̂, one denoiser call each
-        x = _start(backend, n, reference, start, generator)
+        x = _start(backend, n, reference=reference, start=start, generator=generator)
         eps = x0 = base = None
         if start < steps:
             x, eps, x0, base = predict(x, start)
@@ -184,7 +184,8 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
             base_s, log_pq, scored_x0 = _rows(base, repeat=big_n), 0.0, None
             # 3. B reverse steps each; the block-end ε̂ only where the values read x̂0
             for t in range(i, j):
-                xs, log_ratio = steer.propose(process, xs, t, eps_s, x0_s, base_s, generator)
+                xs, log_ratio = steer.propose(process, xs, t, eps_s, x0=x0_s, base=base_s,
+                                              generator=generator)
                 log_pq = log_pq + log_ratio
                 if t + 1 < steps and (t + 1 < j or reuse):
                     xs, eps_s, x0_s, base_s = predict(xs, t + 1)

@@ -112,7 +112,7 @@ def _select(values, log_g, logw, *, big_n, k, selection, ess_threshold, clean, g
     return _Selected(keep, logw, weights, chosen, resample)
 
 
-def _potential(kind, values, stat, logprod, lam, lam_prev, clean):
+def _potential(kind, values, stat, logprod, *, lam, lam_prev, clean):
     """(the children's path statistic, their log-potential log G); ``stat`` and ``logprod``
     are the parents', one per child. ``lam_prev`` is the λ of the parent's block end (it
     differs from λ only under tempering, where diff is λ_t V − λ_{t'} V_parent)."""
@@ -146,7 +146,7 @@ def _tempered(lam: float, gamma: float | None, steps_done: int, clean: bool) -> 
     return lam * min(1.0, (1.0 + gamma) ** steps_done - 1.0)
 
 
-def _twisted_step(process, x, t, eps, x0, base, generator):
+def _twisted_step(process, x, t, eps, *, x0, base, generator):
     """One proposal of twisted SMC (Wu et al. 2023, arXiv 2306.17775, eq. 12): the model's
     Gaussian transition p = N(μ, s²) shifted by s² g, where g = (ε̂ − ε̂_guided)/σ_t is the
     score correction the guidance added (ε̂_guided = ε̂ − σ_t g; DPS: g = s∇r(x̂0(x_t))), so
@@ -229,11 +229,11 @@ class Steering:
         (``base``: the unguided (ε̂, x̂0)), not the guided prediction's."""
         return base[1] if self.twisted and base is not None else x0
 
-    def propose(self, process: Process, x, t: int, eps, x0, base, generator):
+    def propose(self, process: Process, x, t: int, eps, *, x0, base, generator):
         """One step of each candidate from grid index t: (x', log p/q), log p/q = 0 unless
         twisted (``base``: the model's own (ε̂, x̂0) beside a guided prediction's)."""
         if self.twisted:
-            return _twisted_step(process, x, t, eps, x0, base, generator)
+            return _twisted_step(process, x, t, eps, x0=x0, base=base, generator=generator)
         return process.step(x, t, eps, generator, x0=x0), 0.0
 
     def block_end(self, values: torch.Tensor, *, i: int, j: int, clean: bool, log_pq,
@@ -245,7 +245,8 @@ class Steering:
         lam = _tempered(self.lam, self.tempering, j - self.start, clean)
         lam_prev = _tempered(self.lam, self.tempering, i - self.start, False)
         stat, log_g = _potential(self.potential, values, carry.stat.repeat_interleave(big_n),
-                                 carry.logprod.repeat_interleave(big_n), lam, lam_prev, clean)
+                                 carry.logprod.repeat_interleave(big_n), lam=lam,
+                                 lam_prev=lam_prev, clean=clean)
         reset = self.weight_mode == "reset"
         sel = _select(values, log_g + log_pq if self.twisted else log_g, carry.logw,
                       big_n=big_n, k=self.k, selection=self.selection,
