@@ -14,7 +14,7 @@ import time
 import torch
 
 from toycode import load_problem, sample_blockwise
-from toycode.experiments.api import make_backend
+from toycode.experiments.api import make_toy_backend
 
 
 def main():
@@ -26,7 +26,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(2)
     problem = load_problem("between")
-    backend = make_backend(problem, "trained", steps=args.steps)
+    backend = make_toy_backend(problem, "trained", steps=args.steps)
     big_n = args.num_candidates
 
     def code():

@@ -46,7 +46,7 @@ def main():
                     res = sample_blockwise(
                         backend, problem.reward, k * pops, particles=k, block_size=block,
                         selection="systematic", lam=problem.lam, ess_threshold=0.5,
-                        value=ExactValue(target), potential=potential, weights=weights,
+                        value=ExactValue(target), potential=potential, weight_mode=weights,
                         generator=torch.Generator().manual_seed(args.seed))
                     g, z = gap(res, target, k)
                     print(f"{potential:9s}  {weights:11s} {block:2d} {k:5d}  {g:+.4f}  {z:+6.1f}",
@@ -58,7 +58,7 @@ def main():
             res = sample_blockwise(
                 coarse, problem.reward, 8192 * 8, particles=8192, block_size=1,
                 selection="systematic", lam=problem.lam, ess_threshold=0.5,
-                value=ExactValue(target), potential=potential, weights=weights,
+                value=ExactValue(target), potential=potential, weight_mode=weights,
                 generator=torch.Generator().manual_seed(args.seed))
             se = float(res.rewards.view(8, -1).mean(1).std()) / 8 ** 0.5
             print(f"{potential:9s}  {weights:11s} {float(res.rewards.mean()):+.4f} ± {se:.4f}",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from toycode.sd.backend import make_backend
+from toycode.sd.backend import make_sd_backend
 from toycode.sd.score_decoder import load_score_decoder
 from toycode.sd.sweep import load_prompts, run_sd_sweep
 from toycode.sd.tiny import sd15_random_pipeline
@@ -58,7 +58,7 @@ def _taesd(folder, pipe):
 
 
 def per_call(pipe, taesd, clock, args):
-    be = make_backend(pipe, "a cat", steps=args.steps, max_batch=args.max_batch,
+    be = make_sd_backend(pipe, "a cat", steps=args.steps, max_batch=args.max_batch,
                       height=args.height, width=args.height)
     x = be.prior_sample(1, torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -42,7 +42,7 @@ def test_gradient_methods_are_marked_and_refuse_a_box_reward(box):
 
 def test_adding_a_method_is_adding_one_record(monkeypatch, capsys, between):
     """A new record is sampled by api.sample, offered by the CLI and swept by tradeoff."""
-    record = Method("bon-softmax", "best-of-N with softmax selection", candidates=True,
+    record = Method("bon-softmax", "best-of-N with softmax selection", uses_candidates=True,
                     selection="softmax", knobs=("N", "T"))
     monkeypatch.setitem(METHODS, record.name, record)
     res = api.sample(between, method="bon-softmax", num_candidates=4, n=8, steps=10)

@@ -3,7 +3,7 @@
 The class-indicator reward r(x) = 1[classifier(x) = c] on the generic prompt tilts only the
 class shares (design note §4): under p* ∝ p e^{λr}, P*(c) = π_c e^λ / (π_c e^λ + 1 − π_c), π_c
 the base sampler's own rate, measured here with its standard error propagated. The samplers run
-through ``toycode.sd.make_backend`` on the loaded pipeline.
+through ``toycode.sd.make_sd_backend`` on the loaded pipeline.
 """
 
 import functools
@@ -23,7 +23,7 @@ from conftest import Latents
 
 from toycode import sample_blockwise
 from toycode.mnist.eval import tilted_fraction
-from toycode.sd import make_backend
+from toycode.sd import make_sd_backend
 from toycode.sd.backend import load_pipeline
 from toycode.sd.fashion import CLASSIFIER_PATH, PIPELINE_DIR
 from toycode.sd.fashion.data import FILES, load_fashion
@@ -128,7 +128,7 @@ def test_committed_weights_are_small():
 def test_one_candidate_reproduces_the_pipeline_latents(pipe, eta, guidance):
     want = pipe(class_prompt(7), num_inference_steps=8, eta=eta, guidance_scale=guidance,
                 output_type="latent", generator=torch.Generator().manual_seed(3)).images
-    be = Latents(make_backend(pipe, class_prompt(7), steps=8, eta=eta, guidance_scale=guidance))
+    be = Latents(make_sd_backend(pipe, class_prompt(7), steps=8, eta=eta, guidance_scale=guidance))
     got = sample_blockwise(be, lambda x: x.mean((1, 2, 3)).double(), 1,
                            generator=torch.Generator().manual_seed(3)).samples
     assert torch.allclose(got, want, atol=1e-5)
@@ -142,7 +142,7 @@ def test_the_classifier_is_accurate_on_the_test_images(classifier):
 
 
 def _backend(pipe):
-    return make_backend(pipe, GENERIC_PROMPT, steps=T, eta=1.0, guidance_scale=1.0,
+    return make_sd_backend(pipe, GENERIC_PROMPT, steps=T, eta=1.0, guidance_scale=1.0,
                         max_batch=1024)
 
 

@@ -11,7 +11,7 @@ import torch
 from toycode import ExactValue, Process, sample_blockwise
 from toycode.backends import analytic_backend
 from toycode.core.guidance import DPS, GuidedBackend
-from toycode.core.sampler import _Carry, _potential, _tempered
+from toycode.core.steering import _Carry, _potential, _tempered
 from toycode.exact.reference import ExactReference
 from toycode.experiments import api
 
@@ -56,20 +56,24 @@ def test_potentials_multiply_to_the_tilt_along_every_path(between, potential, bl
 def test_potentials_follow_the_fk_definitions():
     v, lam = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64), 2.0
     start = {p: _Carry.start(3, p) for p in ("diff", "max", "add")}
-    stat, log_g = _potential("max", v, start["max"].stat, start["max"].logprod, lam, lam, False)
+
+    def kw(clean):
+        return {"lam": lam, "lam_prev": lam, "clean": clean}
+
+    stat, log_g = _potential("max", v, start["max"].stat, start["max"].logprod, **kw(False))
     assert torch.equal(stat, v) and torch.equal(log_g, lam * v)   # max starts at −∞
     later = torch.tensor([1.0, -2.0, 1.0], dtype=torch.float64)
-    stat, log_g = _potential("max", later, v, lam * v, lam, lam, False)
+    stat, log_g = _potential("max", later, v, lam * v, **kw(False))
     assert torch.equal(stat, torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64))
-    stat, log_g = _potential("add", later, v, lam * v, lam, lam, True)   # clean end
+    stat, log_g = _potential("add", later, v, lam * v, **kw(True))   # clean end
     assert torch.equal(stat, v + later) and torch.equal(log_g, lam * later - lam * v)
-    assert torch.equal(_potential("diff", later, v, 0 * v, lam, lam, False)[1], lam * (later - v))
+    assert torch.equal(_potential("diff", later, v, 0 * v, **kw(False))[1], lam * (later - v))
 
 
 def test_with_resampling_at_every_block_end_both_bookkeepings_agree(between):
     """Weights are uniform after every resampling, so reset and incremental coincide."""
     a, b = (_run(between, 20, 8, 4, potential="max", block_size=2, ess_threshold=1.0,
-                 weights=w) for w in ("incremental", "reset"))
+                 weight_mode=w) for w in ("incremental", "reset"))
     assert torch.equal(a.samples, b.samples)
 
 
@@ -78,10 +82,10 @@ def test_incremental_weights_converge_to_p_star_and_reset_weights_do_not(between
     drops the potential of every block that did not resample, and its limit is not p*."""
     target, steps = between.target, 100
     gaps = {}
-    for weights in ("incremental", "reset"):
+    for mode in ("incremental", "reset"):
         for k, pops in ((16, 64), (128, 64)):
-            gaps[weights, k] = _gap_in_se(_run(between, steps, k, pops, weights=weights),
-                                          target, k)
+            gaps[mode, k] = _gap_in_se(_run(between, steps, k, pops, weight_mode=mode),
+                                       target, k)
     assert abs(gaps["incremental", 128][1]) < 3
     assert abs(gaps["reset", 16][1]) > 10 and abs(gaps["reset", 128][1]) > 10
     assert abs(gaps["reset", 128][0]) > 0.5 * abs(gaps["reset", 16][0])   # no sign of closing
@@ -93,10 +97,10 @@ def test_max_and_add_reach_the_same_limit_under_both_bookkeepings(between):
     whose skipped increments are lost, does not (the clean-end correction saves max/add)."""
     means = {}
     for potential in ("diff", "max", "add"):
-        for weights in ("incremental", "reset"):
-            res = _run(between, 6, 8192, 8, seed=3, potential=potential, weights=weights)
+        for mode in ("incremental", "reset"):
+            res = _run(between, 6, 8192, 8, seed=3, potential=potential, weight_mode=mode)
             per_pop = res.rewards.view(8, -1).mean(1)
-            means[potential, weights] = (float(per_pop.mean()), float(per_pop.std()) / 8 ** 0.5)
+            means[potential, mode] = (float(per_pop.mean()), float(per_pop.std()) / 8 ** 0.5)
     ref, ref_se = means["diff", "incremental"]
     for key, (m, se) in means.items():
         z = abs(m - ref) / (se * se + ref_se * ref_se) ** 0.5
@@ -105,12 +109,12 @@ def test_max_and_add_reach_the_same_limit_under_both_bookkeepings(between):
 
 def test_fk_records_pin_the_potential_and_take_the_bookkeeping_as_an_option(between):
     res = api.sample(between, method="fk-max", particles=4, n=16, steps=10, value="exact",
-                     options={"weights": "reset"})
-    assert res.settings["potential"] == "max" and res.settings["weights"] == "reset"
+                     options={"weight_mode": "reset"})
+    assert res.settings["potential"] == "max" and res.settings["weight_mode"] == "reset"
     assert res.settings["block_size"] == 20 and res.nfe_per_sample == 10
-    with pytest.raises(ValueError, match="weights"):
+    with pytest.raises(ValueError, match="weight_mode"):
         api.sample(between, method="fk-add", particles=4, n=8, steps=5,
-                   options={"weights": "sometimes"})
+                   options={"weight_mode": "sometimes"})
     with pytest.raises(ValueError, match="potential"):
         sample_blockwise(analytic_backend(between.prior, Process.make(5)), between.reward, 8,
                          particles=4, selection="softmax", potential="min")
@@ -118,13 +122,13 @@ def test_fk_records_pin_the_potential_and_take_the_bookkeeping_as_an_option(betw
 
 def _dropped_correction(monkeypatch):
     """Twisted SMC without its importance correction log p/q (the ablation)."""
-    from toycode.core import sampler
-    step = sampler._twisted_step
+    from toycode.core import steering
+    step = steering._twisted_step
 
-    def uncorrected(*args):
-        x, log_ratio = step(*args)
+    def uncorrected(*args, **kwargs):
+        x, log_ratio = step(*args, **kwargs)
         return x, 0.0 * log_ratio
-    monkeypatch.setattr(sampler, "_twisted_step", uncorrected)
+    monkeypatch.setattr(steering, "_twisted_step", uncorrected)
 
 
 def test_tds_converges_to_p_star_where_dps_and_uncorrected_proposals_do_not(between,

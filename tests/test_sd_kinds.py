@@ -1,5 +1,5 @@
 """SD 2.x (v-prediction), SDXL (DDIM and Euler grids), SD3 and FLUX on the same sampler through
-toycode.sd.make_backend, on tiny random-weight pipelines (no download)."""
+toycode.sd.make_sd_backend, on tiny random-weight pipelines (no download)."""
 
 import functools
 import json
@@ -10,7 +10,7 @@ from conftest import Latents
 
 from toycode import sample_blockwise
 from toycode.core.diffusion import Process
-from toycode.sd import make_backend
+from toycode.sd import make_sd_backend
 from toycode.sd.backend import (
     FluxBackend,
     StableDiffusion3Backend,
@@ -59,7 +59,7 @@ def test_base_reproduces_the_pipeline_latents(kind, eta):
     and FLUX."""
     pipe, T = tiny(kind), 6
     want = pipeline_latents(pipe, T, eta)
-    be = make_backend(pipe, PROMPT, steps=T, eta=eta, guidance_scale=7.5)
+    be = make_sd_backend(pipe, PROMPT, steps=T, eta=eta, guidance_scale=7.5)
     assert type(be) is BACKENDS[kind]
     got = sample_blockwise(Latents(be), mean_latent, 1,
                            generator=torch.Generator().manual_seed(5)).samples
@@ -74,18 +74,18 @@ def test_guidance_rescale_reproduces_the_pipeline(kind):
     want = pipeline_latents(pipe, T, 0.0, guidance_rescale=0.7)
     runs = {}
     for phi in (0.7, 0.0):
-        be = make_backend(pipe, PROMPT, steps=T, eta=0.0, guidance_scale=7.5,
+        be = make_sd_backend(pipe, PROMPT, steps=T, eta=0.0, guidance_scale=7.5,
                           guidance_rescale=phi)
         runs[phi] = sample_blockwise(Latents(be), mean_latent, 1,
                                      generator=torch.Generator().manual_seed(5)).samples
     assert torch.allclose(runs[0.7], want, atol=1e-5)
     assert (runs[0.0] - want).abs().max() > 1e-2
     with pytest.raises(ValueError, match="guidance_rescale"):
-        make_backend(pipe, PROMPT, steps=T, guidance_rescale=1.5)
+        make_sd_backend(pipe, PROMPT, steps=T, guidance_rescale=1.5)
 
 
 def test_sd3_grid_is_process_flow_with_the_scheduler_shift():
-    be = make_backend(tiny("sd3"), PROMPT, steps=5, eta=0.0)
+    be = make_sd_backend(tiny("sd3"), PROMPT, steps=5, eta=0.0)
     assert tiny("sd3").scheduler.config.shift == 3.0
     ref = Process.flow(5, shift=3.0, eta=0.0)
     assert be.process.kind == "flow"
@@ -96,7 +96,7 @@ def test_sd3_grid_is_process_flow_with_the_scheduler_shift():
 def test_v_prediction_is_read_as_v():
     """Reading SD 2.x's v̂ as ε̂ (the old behaviour) lands far from the pipeline's latents."""
     pipe = tiny("sd-v")
-    be = make_backend(pipe, PROMPT, steps=4, eta=0.0)
+    be = make_sd_backend(pipe, PROMPT, steps=4, eta=0.0)
     assert be.prediction == "v_prediction"
     be.prediction = "epsilon"
     wrong = sample_blockwise(Latents(be), mean_latent, 1,
@@ -132,7 +132,7 @@ def denoiser_counter(pipe, kind):
 def test_denoiser_calls_follow_the_formula(kind, N, B):
     pipe = tiny(kind)
     T, n = 4, 2
-    be = make_backend(pipe, PROMPT, steps=T, max_batch=4)
+    be = make_sd_backend(pipe, PROMPT, steps=T, max_batch=4)
     counter = denoiser_counter(pipe, kind)
     try:
         res = sample_blockwise(be, brightness, n, num_candidates=N, block_size=B,
@@ -151,7 +151,7 @@ def test_smc_runs_on_every_kind(kind):
     T, n = 3, 2
     counter = denoiser_counter(pipe, kind)
     try:
-        res = sample_blockwise(make_backend(pipe, PROMPT, steps=T), brightness, n, particles=2,
+        res = sample_blockwise(make_sd_backend(pipe, PROMPT, steps=T), brightness, n, particles=2,
                                block_size=1, selection="systematic", ess_threshold=0.5,
                                generator=torch.Generator().manual_seed(0))
     finally:
@@ -162,7 +162,7 @@ def test_smc_runs_on_every_kind(kind):
 
 def test_sdxl_conditions_on_pooled_text_and_time_ids():
     pipe = tiny("sdxl")
-    be = make_backend(pipe, PROMPT, steps=2, height=48, width=64)
+    be = make_sd_backend(pipe, PROMPT, steps=2, height=48, width=64)
     assert be.shape == (4, 24, 32)
     counter = UNetCounter(pipe.unet)
     try:
@@ -179,7 +179,7 @@ def test_sdxl_conditions_on_pooled_text_and_time_ids():
 
 def test_sdxl_decodes_an_fp16_vae_in_float32_when_asked():
     pipe = tiny_pipeline("sdxl")        # a fresh one: its VAE is cast below
-    be = make_backend(pipe, PROMPT, steps=2)
+    be = make_sd_backend(pipe, PROMPT, steps=2)
     x = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(0)).half()
     with torch.no_grad():
         want = be.decode(x.float())
@@ -194,7 +194,7 @@ def test_make_backend_refuses_other_pipelines():
     with pytest.raises(ValueError, match="no toycode backend for object; supported: "
                                          "StableDiffusionXLPipeline, StableDiffusionPipeline, "
                                          "StableDiffusion3Pipeline, FluxPipeline"):
-        make_backend(object(), PROMPT)
+        make_sd_backend(object(), PROMPT)
 
 
 def test_flux_reproduces_the_pipeline_at_another_size_and_shift():
@@ -206,7 +206,7 @@ def test_flux_reproduces_the_pipeline_at_another_size_and_shift():
 
     from toycode.sd.backend import flux_shift
     pipe, T = tiny("flux"), 4
-    be = make_backend(pipe, PROMPT, steps=T, eta=0.0, guidance_scale=7.5, height=32, width=32)
+    be = make_sd_backend(pipe, PROMPT, steps=T, eta=0.0, guidance_scale=7.5, height=32, width=32)
     assert be.shape == (16, 16, 16)
     mu = flux_shift(64, pipe.scheduler.config)
     assert mu == pytest.approx(calculate_shift(64)) and mu < pipe.scheduler.config.base_shift
@@ -224,13 +224,13 @@ def test_flux_guidance_is_an_input_not_cfg():
     """One transformer row per latent per call, the guidance scale as its guidance input, the
     same text for every row; no negative prompt."""
     pipe = tiny("flux")
-    be = make_backend(pipe, PROMPT, steps=2, guidance_scale=4.0)
+    be = make_sd_backend(pipe, PROMPT, steps=2, guidance_scale=4.0)
     x = be.prior_sample(3, torch.Generator().manual_seed(0))
     counter = UNetCounter(pipe.transformer, per=1)
     try:
         with torch.no_grad():
             p4 = be.predict(x, 0)
-            p1 = make_backend(pipe, PROMPT, steps=2, guidance_scale=1.0).predict(x, 0)
+            p1 = make_sd_backend(pipe, PROMPT, steps=2, guidance_scale=1.0).predict(x, 0)
     finally:
         counter.close()
     kw = counter.kwargs[0]
@@ -239,9 +239,9 @@ def test_flux_guidance_is_an_input_not_cfg():
     assert torch.equal(kw["encoder_hidden_states"][0], kw["encoder_hidden_states"][2])
     assert (p4.x0 - p1.x0).abs().max() > 1e-4
     with pytest.raises(ValueError, match="negative prompt"):
-        make_backend(pipe, PROMPT, steps=2, negative_prompt="blurry")
+        make_sd_backend(pipe, PROMPT, steps=2, negative_prompt="blurry")
     with pytest.raises(ValueError, match="multiples of 4"):
-        make_backend(pipe, PROMPT, steps=2, height=30, width=32)
+        make_sd_backend(pipe, PROMPT, steps=2, height=30, width=32)
 
 
 def test_tiny_t5_tokenizer_tells_prompts_apart():
@@ -318,7 +318,7 @@ def test_base_reproduces_the_euler_pipeline(kind, changes):
     dtype (that alone leaves ~4e-6), and in float32 the tiny random UNet under CFG 7.5 magnifies
     the two paths' different roundings to ~3e-5 on latents of size ~26 (1e-6 relative)."""
     pipe, T = euler_pipeline(kind, torch.float64, **changes), 6
-    be = make_backend(pipe, PROMPT, steps=T, eta=0.0, guidance_scale=7.5)
+    be = make_sd_backend(pipe, PROMPT, steps=T, eta=0.0, guidance_scale=7.5)
     assert be.scheduler == "euler" and pipe.scheduler.num_inference_steps is None   # untouched
     want = pipeline_latents(pipe, T, 0.0)
     got = sample_blockwise(Latents(be), mean_latent, 1,
@@ -328,7 +328,7 @@ def test_base_reproduces_the_euler_pipeline(kind, changes):
     if changes:
         return
     # DDIM's grid has the same timesteps but ends at ᾱ_0 (set_alpha_to_one=False), not σ = 0
-    ddim = make_backend(pipe, PROMPT, steps=T, eta=0.0, guidance_scale=7.5, scheduler="ddim")
+    ddim = make_sd_backend(pipe, PROMPT, steps=T, eta=0.0, guidance_scale=7.5, scheduler="ddim")
     off = sample_blockwise(Latents(ddim), mean_latent, 1,
                            generator=torch.Generator().manual_seed(5)).samples
     assert (off - want).abs().max() > 1e-3

@@ -16,7 +16,7 @@ from test_sd import clip  # noqa: F401  (the tiny random CLIP fixture)
 from toycode.cli import main
 from toycode.experiments.tradeoff import parse_grid, read_results
 from toycode.sd import sweep
-from toycode.sd.backend import make_backend
+from toycode.sd.backend import make_sd_backend
 from toycode.sd.run import save_png
 from toycode.sd.score_decoder import load_score_decoder
 from toycode.sd.sweep import load_prompts, row_key, run_sd_sweep, sweep_row
@@ -97,7 +97,7 @@ def test_a_row_recomputes_alone(swept, pipe):
     out, rows = swept
     for method in ("code", "smc"):
         row = next(r for r in rows if r["method"] == method and r["settings"].get("N", 2) == 2)
-        again, image = sweep_row(make_backend(pipe, row["prompt"], steps=T), method,
+        again, image = sweep_row(make_sd_backend(pipe, row["prompt"], steps=T), method,
                                  row["settings"], row["seed"], Compressibility())
         assert again["reward"] == row["reward"] and again["nfe"] == row["nfe"]
         save_png(image, out / "again.png")
@@ -202,7 +202,7 @@ class RowCounter:
 def test_the_score_decoder_decodes_block_ends_and_the_vae_the_outputs(pipe, tmp_path, method,
                                                                       settings, interior):
     taesd = load_score_decoder(_tiny_taesd(tmp_path / "taesd"), pipe)
-    backend = make_backend(pipe, "a cat", steps=T)
+    backend = make_sd_backend(pipe, "a cat", steps=T)
     n = settings["N"]
     counts = []
     for decoder in (taesd, None):

@@ -3,7 +3,7 @@ import torch
 
 from toycode import ExactValue, Process, sample_blockwise
 from toycode.backends import analytic_backend
-from toycode.core.sampler import SELECTIONS
+from toycode.core.steering import SELECTIONS
 from toycode.exact.reference import ExactReference
 
 

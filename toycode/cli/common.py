@@ -68,7 +68,7 @@ def check_process(process: str) -> None:
 
 
 def check_toy_backend(backend: str) -> None:
-    """A toy backend: analytic, trained or an existing checkpoint file (as api.make_backend)."""
+    """A toy backend: analytic, trained or an existing checkpoint file (as api.make_toy_backend)."""
     if backend not in ("analytic", "trained") and not Path(backend).is_file():
         raise ValueError(f"backend must be 'analytic', 'trained' or a checkpoint path; "
                          f"{backend!r} is none of these")

@@ -89,8 +89,8 @@ class Method:
 
     name: str
     summary: str
-    candidates: bool = False
-    particles: bool = False
+    uses_candidates: bool = False   # the caller's N reaches the loop (else N = 1)
+    uses_particles: bool = False    # the caller's K and ESS threshold reach the loop
     block: str = "all"
     default_block_size: int = 10
     selection: str | None = None
@@ -118,9 +118,9 @@ class Method:
         if block_size is not None:
             check_range("block_size", block_size, 1, None)
         b = {"all": steps, "one": 1}.get(self.block, block_size or self.default_block_size)
-        settings = {"num_candidates": num_candidates if self.candidates else 1,
+        settings = {"num_candidates": num_candidates if self.uses_candidates else 1,
                     "block_size": b, "selection": selection or self.selection or "argmax"}
-        if self.particles:
+        if self.uses_particles:
             settings.update(particles=particles, ess_threshold=ess_threshold)
         settings.update(self.fixed)
         return settings
@@ -154,17 +154,17 @@ def _universal(g: GuidanceInputs):
 
 def _fk(potential: str) -> Method:
     """Feynman–Kac steering (Singhal, Horvitz et al. 2025, arXiv 2501.06848) with one of its
-    potentials (:data:`toycode.core.sampler.POTENTIALS`); the weights are checked only at block
-    ends,
-    every B = 20 steps (the official code's interval), and a population resamples there when its
-    ESS < threshold·K (K/2 by default), and always at the clean end; option ``weights``
-    ("incremental" | "reset", see :data:`toycode.core.sampler.WEIGHTS`) picks the bookkeeping.
+    potentials (:data:`toycode.core.steering.POTENTIALS`); the weights are checked only at block
+    ends, every B = 20 steps (the official code's interval), and a population resamples there
+    when its ESS < threshold·K (K/2 by default), and always at the clean end; option
+    ``weight_mode`` ("incremental" | "reset", :data:`toycode.core.steering.WEIGHT_MODES`) picks
+    the bookkeeping.
     docs/methods/fk-steering.md."""
     return Method(f"fk-{potential}", f"FK steering, {potential} potential: at every B-th step "
-                  f"resampled if ESS < threshold·K, and at the end", particles=True,
+                  f"resampled if ESS < threshold·K, and at the end", uses_particles=True,
                   block="given", default_block_size=20,
                   selection="systematic", knobs=("K", "B", "lam", "T", "M", "k"),
-                  fixed=(("potential", potential),), options=("weights",),
+                  fixed=(("potential", potential),), options=("weight_mode",),
                   budget=lambda m, steps: {"K": m})
 
 
@@ -208,22 +208,22 @@ def beam_budget(m: int, steps: int) -> dict:
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("base", "the pretrained model"),
-    Method("bon", "best-of-N: one block, score the finished samples", candidates=True,
+    Method("bon", "best-of-N: one block, score the finished samples", uses_candidates=True,
            selection="argmax", knobs=("N", "lam", "T"), budget=lambda m, steps: {"N": m}),
-    Method("svdd", "SVDD-PM: select after every step", candidates=True, block="one",
+    Method("svdd", "SVDD-PM: select after every step", uses_candidates=True, block="one",
            selection="argmax", knobs=("N", "lam", "T", "M", "k"),
            budget=lambda m, steps: {"N": m}),
-    Method("code", "CoDe: N candidates per state, select every B steps", candidates=True,
+    Method("code", "CoDe: N candidates per state, select every B steps", uses_candidates=True,
            block="given", selection="argmax", knobs=("N", "B", "lam", "T", "M", "k"),
            budget=lambda m, steps: {"N": m}),
     # K particles cost K·T per population; one output per population is the equal-compute draw
     Method("smc", "SMC / FK steering: K particles, at every B-th step resampled if "
            "ESS < threshold·K, and at the end",
-           particles=True, block="given", default_block_size=1, selection="systematic",
+           uses_particles=True, block="given", default_block_size=1, selection="systematic",
            knobs=("K", "B", "lam", "T", "M", "k"), budget=lambda m, steps: {"K": m}),
     *(_fk(potential) for potential in ("diff", "max", "add")),
     Method("das", "tempered SMC (DAS): λ_t rises from 0 to λ over the steps, K particles",
-           particles=True, block="given", default_block_size=1, selection="systematic",
+           uses_particles=True, block="given", default_block_size=1, selection="systematic",
            knobs=("K", "B", "lam", "T", "M", "k"), loop=_das, options=("tempering",),
            budget=lambda m, steps: {"K": m}),
     Method("dps", "diffusion posterior sampling", guidance=lambda g: DPS(g.reward, g.scale),
@@ -235,33 +235,33 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            guidance=_universal, needs_gradient=True, knobs=("scale", "T")),
     Method("exact-guidance", "the exact twisted score (the tilted reverse process)",
            guidance=lambda g: ExactGuidance(g.target), needs_target=True),
-    Method("code-gradient", "CoDe on a DPS-guided backend", candidates=True, block="given",
+    Method("code-gradient", "CoDe on a DPS-guided backend", uses_candidates=True, block="given",
            selection="argmax", guidance=lambda g: DPS(g.reward, g.scale), needs_gradient=True,
            knobs=("N", "B", "lam", "scale", "T"), budget=lambda m, steps: {"N": m}),
     # TDS: Wu, Trippe, Naesseth, Blei, Cunningham 2023 (arXiv 2306.17775); docs/methods/tds.md
     Method("tds", "twisted SMC: DPS-guided proposals reweighted by p/q and the twist ratio",
-           particles=True, block="given", default_block_size=1, selection="systematic",
+           uses_particles=True, block="given", default_block_size=1, selection="systematic",
            guidance=lambda g: DPS(g.reward, g.scale), needs_gradient=True,
            knobs=("K", "B", "lam", "scale", "T"), loop=_tds, options=("tempering",),
            budget=lambda m, steps: {"K": m}),
     # loops of another shape (toycode.core.search); N is their budget in full trajectories
     Method("noise-random", "random search over initial noises: N trajectories, keep the best",
-           candidates=True, knobs=("N", "T"), loop=noise_random_search,
+           uses_candidates=True, knobs=("N", "T"), loop=noise_random_search,
            budget=lambda m, steps: {"N": m}),
     Method("noise-zero-order", "zero-order search over initial noises: a pivot and its "
-           "neighbours, N trajectories in all", candidates=True, knobs=("N", "T"),
+           "neighbours, N trajectories in all", uses_candidates=True, knobs=("N", "T"),
            loop=noise_zero_order_search, options=("neighbours", "radius"),
            budget=lambda m, steps: {"N": m}),
     Method("dts", "Diffusion Tree Sampling: Boltzmann descent, soft Bellman backups, N·T NFE",
-           candidates=True, selection="softmax", knobs=("N", "lam", "T"), loop=tree_sample,
+           uses_candidates=True, selection="softmax", knobs=("N", "lam", "T"), loop=tree_sample,
            fixed=(("selection", "softmax"),), options=("children", "descent"),
            budget=lambda m, steps: {"N": m}),
     Method("dts-star", "Diffusion Tree Search (DTS*): greedy descent, soft backups, N·T NFE",
-           candidates=True, selection="argmax", knobs=("N", "lam", "T"), loop=tree_sample,
+           uses_candidates=True, selection="argmax", knobs=("N", "lam", "T"), loop=tree_sample,
            fixed=(("selection", "argmax"),), options=("children", "descent"),
            budget=lambda m, steps: {"N": m}),
     Method("dsearch", "DSearch: a beam of W shrinking to 1, N children per member every B steps",
-           candidates=True, block="given", default_block_size=5,
+           uses_candidates=True, block="given", default_block_size=5,
            knobs=("N", "B", "T", "M", "k"), loop=beam_search,
            options=("beam_width", "schedule", "final_width"), budget=beam_budget),
 )}

@@ -11,13 +11,11 @@ populations of K ``particles``; each particle carries a log-weight, and at a blo
 children's weights grow by the potential λ(V_new − V_parent). A population is resampled (K draws
 from its K·N children) when its ESS falls below ``ess_threshold``·K, always when N > 1, and always
 at the clean end; otherwise the weights are carried. The initial V is 0, so the weights telescope
-to e^{λ r(x0)}: the intermediate targets are exactly p*_t when V is exact. Three relatives run
-in the same loop (docs/methods/): other FK potentials (λ·max or λ·sum of V along the path,
-corrected at the clean end) and the official FK code's "reset" weights (``potential``,
-``weights``; Singhal et al. 2025, arXiv 2501.06848); twisted SMC, whose particles move by a
-guided backend's proposal and are reweighted by log p/q (``twisted``; TDS, Wu et al. 2023, arXiv
-2306.17775); and tempered SMC, λ_t V_t − λ_t' V_t' with λ_t rising to λ (``tempering``; DAS, Kim
-et al. 2025, arXiv 2501.05803).
+to e^{λ r(x0)}: the intermediate targets are exactly p*_t when V is exact. FK steering's other
+potentials and weight bookkeeping, twisted SMC (TDS) and tempered SMC (DAS) run in the same loop:
+all of that bookkeeping sits behind one :class:`~toycode.core.steering.Steering` object. The
+loop itself is :func:`toycode.code_sample` (:mod:`toycode.core.code`, CoDe's Algorithm 1 in one
+screen) plus that one steering call; a test keeps the two equal bit for bit.
 
     code name     paper symbol
     ---------     ------------
@@ -25,9 +23,6 @@ et al. 2025, arXiv 2501.05803).
     B             block size (CoDe's B); resampling interval for SMC
     K             particles per SMC population (1 for CoDe)
     values        V(x_t): r(x̂0(x_t)) ("tweedie") or the exact soft value; r at the clean end
-    logw          SMC log-weights log w_t (0 after every resampling)
-    potential     FK potential G_t: its log, log G, is what a block end adds to logw
-    logprod       log Π G_t over the potentials a particle's weights took up (max/add)
 
 Cost (NFE = denoiser evaluations, counted only in :class:`Ledger`). The N candidates of a block
 share their parent's ε̂, and the ε̂ that gives a candidate its Tweedie x̂0 at the block end is the
@@ -51,103 +46,38 @@ assumes at least k grid steps remain after every block end (fewer steps: fewer c
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from ..utils.checks import check_choice, check_range, check_rewards
-from .backend import Backend, Prediction
-from .diffusion import randn_like
-from .values import make_value_fn
+from ..utils.checks import check_choice, check_range
+from .backend import Backend
+from .ledger import Ledger, SampleResult
+from .steering import (
+    POTENTIALS,
+    SELECTIONS,
+    WEIGHT_MODES,
+    Potential,
+    Selection,
+    Steering,
+    WeightMode,
+)
+from .values import Value, ValueSpec, make_value_fn
 
-__all__ = ["Ledger", "SELECTIONS", "POTENTIALS", "WEIGHTS", "SampleResult", "sample_blockwise"]
-
-
-@dataclass
-class Ledger:
-    """The one place where denoiser evaluations, reward calls and reward gradients are counted."""
-
-    nfe: int = 0
-    reward_calls: int = 0
-    reward_grads: int = 0    # reward gradients
-    backprops: int = 0       # backward passes through the denoiser
-
-    def predict(self, backend: Backend, x: torch.Tensor, i: int,
-                generator: torch.Generator | None = None) -> Prediction:
-        pred = backend.predict(x, i, generator)
-        rows = x.shape[0]
-        self.nfe += rows * pred.nfe
-        self.reward_grads += rows * pred.reward_grads
-        self.backprops += rows * pred.backprops
-        return pred
-
-    def reward(self, reward: Callable, decoded) -> torch.Tensor:
-        n = len(decoded)
-        self.reward_calls += n
-        who = f"reward {getattr(reward, '__name__', reward)!r}"
-        return check_rewards(reward(decoded), n, who=who)
+__all__ = ["Ledger", "SELECTIONS", "POTENTIALS", "WEIGHT_MODES", "SampleResult",
+           "sample_blockwise"]
 
 
-def _argmax(values, logits, k, generator):
-    return values.topk(k, dim=1).indices
-
-
-def _multinomial(values, logits, k, generator):
-    return torch.multinomial(torch.softmax(logits, 1), k, replacement=True, generator=generator)
-
-
-def _systematic(values, logits, k, generator):
-    """Systematic resampling: one uniform per population, K evenly spaced points on the CDF."""
-    cdf = torch.softmax(logits, 1).cumsum(1)
-    u = (torch.rand(len(cdf), 1, generator=generator, dtype=cdf.dtype)
-         + torch.arange(k, dtype=cdf.dtype)) / k
-    idx = torch.searchsorted(cdf, u.clamp(max=cdf[:, -1:] * (1 - 1e-12)))
-    return idx.clamp(max=cdf.shape[1] - 1)
-
-
-SELECTIONS: dict[str, Callable] = {"argmax": _argmax, "softmax": _multinomial,
-                                   "systematic": _systematic}
-"""Selection rules: (values, logits, K, generator) → K kept indices per population, each row
-of values/logits holding a population's K·N children; logits = log w + λ(V_child − V_parent).
-argmax keeps the best K by value (λ-free); softmax draws K with replacement ∝ e^{logits};
-systematic does so with one uniform per population (lower variance)."""
-
-
-@dataclass
-class SampleResult:
-    """Samples with their rewards and what they cost (totals over all n samples)."""
-
-    samples: Any
-    rewards: torch.Tensor
-    nfe: int
-    reward_calls: int
-    reward_grads: int = 0
-    backprops: int = 0
-    ess: torch.Tensor = field(default_factory=lambda: torch.empty(0))   # (blocks, populations)
-    settings: dict = field(default_factory=dict)
-
-    @property
-    def n(self) -> int:
-        return len(self.rewards)
-
-    @property
-    def nfe_per_sample(self) -> float:
-        return self.nfe / self.n
-
-
-def _ess(weights: torch.Tensor) -> torch.Tensor:
-    return 1.0 / (weights ** 2).sum(1)
-
-
-def _blocks(start: int, stop: int, size: int):
+def _blocks(start: int, stop: int, size: int) -> list[tuple[int, int]]:
+    """The blocks [i, j) of ``size`` grid steps from start to stop (the last may be shorter)."""
     return [(i, min(i + size, stop)) for i in range(start, stop, size)]
 
 
-def _check_arguments(backend, n, num_candidates, block_size, particles, lam, ess_threshold,
-                     selection, value, reward, reference, strength):
+def _check_arguments(backend: Backend, n: int, *, num_candidates: int, block_size: int,
+                     particles: int, lam: float, ess_threshold: float, selection: str,
+                     value: ValueSpec, reward: Callable, reference: torch.Tensor | None,
+                     strength: float) -> Value:
     """Refuse bad settings with one-line errors; return the value object."""
     for name, v, lo in (("n", n, 1), ("num_candidates", num_candidates, 1),
                         ("block_size", block_size, 1), ("particles", particles, 1)):
@@ -174,118 +104,14 @@ def _check_arguments(backend, n, num_candidates, block_size, particles, lam, ess
     return value_fn
 
 
-def _select(values, log_g, logw, big_n, k, selection, ess_threshold, clean, generator,
-            reset=False):
-    """Weight the children of each population and keep K of its K·N (CoDe: K = 1).
-
-    ``log_g`` is each child's incremental log-weight (its potential, see :func:`_potential`),
-    added to the carried log-weight, or replacing it with ``reset``. Returns (kept child indices
-    into the flat children, new log-weights, weights, ESS, the chosen indices within each
-    population, which populations resampled). A population resamples when N > 1, at the clean
-    end, or when its ESS < threshold·K; otherwise it carries its weights.
-    """
-    pops = len(values) // (k * big_n)
-    logits = (log_g if reset else logw.repeat_interleave(big_n) + log_g).view(pops, k * big_n)
-    weights = torch.softmax(logits, 1)
-    resample = (_ess(weights) < ess_threshold * k) | (big_n > 1) | clean
-    chosen = SELECTIONS[selection](values.view(pops, -1), logits, k, generator)
-    chosen = torch.where(resample[:, None], chosen, torch.arange(k))
-    keep = (torch.arange(pops)[:, None] * (k * big_n) + chosen).view(-1)
-    normalised = logits - logits.logsumexp(1, keepdim=True)
-    logw = torch.where(resample[:, None], 0.0, normalised).gather(1, chosen).view(-1)
-    if selection == "argmax":   # the weights it used are those of its choice
-        weights = torch.zeros_like(weights).scatter_(1, chosen, 1.0)
-    return keep, logw, weights, _ess(weights), chosen, resample
-
-
-POTENTIALS = ("diff", "max", "add")
-"""Feynman–Kac steering potentials (Singhal et al. 2025, arXiv 2501.06848, §3) on the values
-V_1, V_2, … a particle's path meets at its block ends: log G = λ(V − V_parent) ("diff"),
-λ·max of V so far ("max"), λ·sum of V so far ("add"). At the clean end max and add take
-G = e^{λ r(x0)} / Π G (the potentials the path's weights took up), so every path's potentials
-multiply to e^{λ r(x0)}; diff telescopes to it by itself (V starts at 0)."""
-
-WEIGHTS = ("incremental", "reset")
-"""SMC weight bookkeeping between resamplings: "incremental" multiplies the carried weight by
-each block's potential (standard SMC); "reset" sets the weight to the current potential alone,
-as the official FK-steering code does (its issue #12): a block that did not resample loses its
-potential (and, for max/add, is left out of the clean-end correction; a twisted proposal's
-correction is lost likewise, so twisted SMC wants "incremental")."""
-
-
-def _potential(kind, values, stat, logprod, lam, lam_prev, clean):
-    """(the children's path statistic, their log-potential log G); ``stat`` and ``logprod``
-    are the parents', one per child. ``lam_prev`` is the λ of the parent's block end (it
-    differs from λ only under tempering, where diff is λ_t V − λ_{t'} V_parent)."""
-    if kind == "diff":
-        return values, (lam * (values - stat) if lam_prev == lam
-                        else lam * values - lam_prev * stat)
-    stat = torch.maximum(stat, values) if kind == "max" else stat + values
-    return stat, (lam * values - logprod if clean else lam * stat)
-
-
-class _Carry(NamedTuple):
-    """What each kept particle carries from block end to block end (gathered on resampling)."""
-
-    v: torch.Tensor        # its value at the last block end (the reward at the clean end)
-    stat: torch.Tensor     # the potential's path statistic: last V, running max or sum of V
-    logprod: torch.Tensor  # log Π G over the potentials its weights took up
-    logw: torch.Tensor     # SMC log-weight (0 after a resampling)
-
-    @classmethod
-    def start(cls, n: int, potential: str) -> "_Carry":
-        zeros = torch.zeros(n, dtype=torch.float64)
-        stat = torch.full_like(zeros, -math.inf) if potential == "max" else zeros
-        return cls(zeros, stat, zeros, zeros)
-
-
-def _steer(values, carry, log_pq, lams, clean, generator, big_n, k, selection, ess_threshold,
-           potential, weights):
-    """One block end of FK steering: the children's potentials (plus twisted SMC's proposal
-    correction ``log_pq``), selection, and what the kept particles carry on. ``lams`` is
-    (λ here, λ at the parent's block end). Returns (kept indices, carry, weights, ESS,
-    chosen, log G)."""
-    stat, log_g = _potential(potential, values, carry.stat.repeat_interleave(big_n),
-                             carry.logprod.repeat_interleave(big_n), *lams, clean)
-    incr = log_g if log_pq is None else log_g + log_pq
-    reset = weights == "reset"
-    keep, logw, w, ess, chosen, resampled = _select(values, incr, carry.logw, big_n, k,
-                                                    selection, ess_threshold, clean, generator,
-                                                    reset)
-    took = torch.where(resampled.repeat_interleave(k * big_n), log_g, 0.0) if reset else log_g
-    logprod = carry.logprod.repeat_interleave(big_n) + took
-    return keep, _Carry(values[keep], stat[keep], logprod[keep], logw), w, ess, chosen, log_g
-
-
-def _tempered(lam: float, gamma: float | None, steps_done: int, clean: bool) -> float:
-    """DAS's tempering schedule λ_t = λ·min(1, (1 + γ)^{steps done} − 1) (Kim et al. 2025,
-    arXiv 2501.05803, "exp" schedule); λ itself at the clean end and without tempering."""
-    if gamma is None or clean:
-        return lam
-    return lam * min(1.0, (1.0 + gamma) ** steps_done - 1.0)
-
-
-def _plain_step(process, x, t, eps, x0, base, generator):
-    return process.step(x, t, eps, generator, x0=x0), 0.0
-
-
-def _twisted_step(process, x, t, eps, x0, base, generator):
-    """One proposal of twisted SMC (Wu et al. 2023, arXiv 2306.17775, eq. 12): the model's
-    Gaussian transition p = N(μ, s²) shifted by s² g, where g = (ε̂ − ε̂_guided)/σ_t is the
-    score correction the guidance added (ε̂_guided = ε̂ − σ_t g; DPS: g = s∇r(x̂0(x_t))), so
-    q = N(μ + s² g, s²); returns x' ~ q and log p(x'|x) − log q(x'|x). ``base`` is the model's
-    own (ε̂, x̂0). A step without noise (into the clean end) cannot be reweighted: it is the
-    model's own."""
-    mean_p, s = process.step_moments(x, t, base[0], x0=base[1])
-    if s == 0:
-        return process.step(x, t, base[0], generator, x0=base[1]), 0.0
-    g = (base[0].double() - eps.double()) / float(process.sigmas[t])
-    mean_q = mean_p + (s * s) * g
-    x_new = mean_q + s * randn_like(x, generator).double()
-    dims = tuple(range(1, x.ndim))
-    d_p = ((x_new - mean_p) ** 2).sum(dims)
-    d_q = ((x_new - mean_q) ** 2).sum(dims)
-    return x_new.to(x.dtype), (d_q - d_p) / (2 * s * s)
+def run_settings(*, num_candidates: int, block_size: int, selection: str, lam: float,
+                 value: ValueSpec, steps: int, particles: int = 1, ess_threshold: float = 1.0,
+                 start_index: int = 0) -> dict:
+    """The settings a blockwise run records (``value`` by name: "tweedie" or its class)."""
+    return {"num_candidates": num_candidates, "block_size": block_size, "selection": selection,
+            "lam": lam, "value": value if isinstance(value, str) else type(value).__name__,
+            "particles": particles, "ess_threshold": ess_threshold, "steps": steps,
+            "start_index": start_index}
 
 
 def _rows(pair, idx=None, repeat=1):
@@ -295,127 +121,103 @@ def _rows(pair, idx=None, repeat=1):
     return tuple(p[idx] if idx is not None else p.repeat_interleave(repeat, 0) for p in pair)
 
 
+def _start(backend: Backend, n: int, *, reference, start: int, generator):
+    """x at the start index: the prior, or the reference noised to it (CoDe(η)); at strength
+    → 0 no step runs and the reference is returned untouched."""
+    if reference is None:
+        return backend.prior_sample(n, generator)
+    steps = backend.process.num_steps
+    return reference if start == steps else backend.noise_to(reference, start, generator)
+
+
 def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidates: int = 1,
-                     block_size: int = 1, selection: str = "argmax", lam: float = 1.0,
-                     value: str | Any = "tweedie", particles: int = 1,
+                     block_size: int = 1, selection: Selection = "argmax", lam: float = 1.0,
+                     value: ValueSpec = "tweedie", particles: int = 1,
                      ess_threshold: float = 1.0, reference: torch.Tensor | None = None,
                      strength: float = 1.0, generator: torch.Generator | None = None,
                      callback: Callable[[dict], None] | None = None,
-                     progress: bool = False, potential: str = "diff",
-                     weights: str = "incremental", twisted: bool = False,
+                     progress: bool = False, potential: Potential = "diff",
+                     weight_mode: WeightMode = "incremental", twisted: bool = False,
                      tempering: float | None = None) -> SampleResult:
     """Blockwise controlled denoising (CoDe, arXiv 2502.00968 Alg. 1) and SMC, in one loop.
 
     N = ``num_candidates``, B = ``block_size``; N = 1 is the base model, B ≥ T best-of-N, B = 1
     SVDD. ``particles`` K > 1 groups the n states into n/K SMC populations. ``value`` is
-    "tweedie" or an object like :class:`ExactValue`; ``reference`` (n samples) with
-    ``strength`` ∈ (0, 1] starts from the reference noised to that strength (CoDe(η)).
-    ``potential`` (:data:`POTENTIALS`) and ``weights`` (:data:`WEIGHTS`) choose the FK-steering
-    potential and weight bookkeeping; ``twisted`` weighs the proposals of a guided backend
-    (DPS or exact guidance) against the model's own (TDS); ``tempering`` γ tempers λ over
-    time (DAS, :func:`_tempered`). ``callback`` receives a dict per block: block, i, j,
-    candidates, x0, values, potential (log G), weights, selected (K kept child indices per
-    population; identity where weights were carried), ess, x.
+    "tweedie" or a :class:`~toycode.core.values.Value` such as :class:`ExactValue`;
+    ``reference`` (n samples) with ``strength`` ∈ (0, 1] starts from the reference noised to
+    that strength (CoDe(η)). ``potential`` (:data:`~toycode.core.steering.POTENTIALS`) and
+    ``weight_mode`` (:data:`~toycode.core.steering.WEIGHT_MODES`) choose the FK-steering potential
+    and weight bookkeeping; ``twisted`` weighs the proposals of a guided backend (DPS or exact
+    guidance) against the model's own (TDS); ``tempering`` γ tempers λ over time (DAS).
+    ``callback`` receives a dict per block: block, i, j, candidates, x0, values, potential
+    (log G), weights, selected (K kept child indices per population; identity where weights
+    were carried), ess, x. The steps are numbered as in :func:`toycode.code_sample`.
     """
-    value_fn = _check_arguments(backend, n, num_candidates, block_size, particles, lam,
-                                ess_threshold, selection, value, reward, reference, strength)
-    check_choice("potential", potential, POTENTIALS)
-    check_choice("weights", weights, WEIGHTS)
-    if tempering is not None:
-        check_range("tempering", tempering, 0.0, None, low_open=True)
-        if potential != "diff":
-            raise ValueError(f"tempering works on the diff potential, not {potential!r}")
-    # with one state per population nothing is weighted: tempering and the p/q correction
-    # would have nothing to act on, and twisted=True would only swap in its proposal
-    for name, on in (("tempering", tempering is not None), ("twisted=True", twisted)):
-        if on and num_candidates * particles == 1:
-            raise ValueError(f"{name} weighs particles: it needs particles > 1 or "
-                             f"num_candidates > 1, got num_candidates = particles = 1")
-    big_n, k, process = num_candidates, particles, backend.process
-    steps, pops = process.num_steps, n // k
+    value_fn = _check_arguments(
+        backend, n, num_candidates=num_candidates, block_size=block_size, particles=particles,
+        lam=lam, ess_threshold=ess_threshold, selection=selection, value=value, reward=reward,
+        reference=reference, strength=strength)
+    process, big_n, ledger = backend.process, num_candidates, Ledger()
+    steps = process.num_steps
     start = 0 if reference is None else steps - round(strength * steps)
-    ledger = Ledger()
-    weighted = big_n * k > 1
-    score_all = weighted and value_fn.needs_x0   # every block-end candidate needs its x̂0
-    propose = _twisted_step if twisted else _plain_step
+    steer = Steering(n=n, num_candidates=big_n, particles=particles, selection=selection,
+                     lam=lam, ess_threshold=ess_threshold, potential=potential,
+                     weight_mode=weight_mode, twisted=twisted, tempering=tempering, start=start)
+    reuse = steer.weighted and value_fn.needs_x0   # every block-end candidate needs its x̂0
 
     def predict(x, i):   # a guided predict may move the state (self-recurrence)
-        pred = ledger.predict(backend, x, i, generator)
-        if twisted and pred.unguided is None:
-            raise ValueError("twisted=True needs a guided backend whose predictions carry the "
-                             "unguided ε̂ and x̂0 (DPS or exact guidance)")
+        pred = steer.checked(ledger.predict(backend, x, i, generator))
         return (x if pred.x is None else pred.x), pred.eps, pred.x0, pred.unguided
 
     with torch.no_grad():
-        if reference is None:
-            x = backend.prior_sample(n, generator)
-        else:   # at strength → 0 no step runs and the reference is returned untouched
-            x = reference if start == steps else backend.noise_to(reference, start, generator)
+        # 1. the starting states and their ε̂, one denoiser call each
+        x = _start(backend, n, reference=reference, start=start, generator=generator)
+        eps = x0 = base = None
         if start < steps:
             x, eps, x0, base = predict(x, start)
-        carry = _Carry.start(n, potential)
-        ess, keep, decoded = [], torch.arange(n), None
+        keep, decoded = torch.arange(n), None
         bar = tqdm(total=steps - start, disable=not progress, desc="sampling", leave=False)
         for b, (i, j) in enumerate(_blocks(start, steps, block_size)):
-            # (1) N candidates per state, sharing the parent's ε̂ for their first step
-            candidates = x.repeat_interleave(big_n, 0)
-            candidate_eps, candidate_x0 = eps.repeat_interleave(big_n, 0), None
-            step_x0 = x0.repeat_interleave(big_n, 0)   # x̂0 with ε̂: a flow grid starts at α = 0
-            step_base, log_pq = _rows(base, repeat=big_n), 0.0
+            assert eps is not None and x0 is not None
+            # 2. N candidates per state, sharing the parent's ε̂ (and x̂0) for their first step
+            xs, eps_s, x0_s = (t.repeat_interleave(big_n, 0) for t in (x, eps, x0))
+            base_s, log_pq, scored_x0 = _rows(base, repeat=big_n), 0.0, None
+            # 3. B reverse steps each; the block-end ε̂ only where the values read x̂0
             for t in range(i, j):
-                candidates, log_ratio = propose(process, candidates, t, candidate_eps, step_x0,
-                                                step_base, generator)
+                xs, log_ratio = steer.propose(process, xs, t, eps_s, x0=x0_s, base=base_s,
+                                              generator=generator)
                 log_pq = log_pq + log_ratio
-                if t + 1 < steps and (t + 1 < j or score_all):
-                    candidates, candidate_eps, candidate_x0, step_base = predict(candidates,
-                                                                                 t + 1)
-                    step_x0 = candidate_x0
+                if t + 1 < steps and (t + 1 < j or reuse):
+                    xs, eps_s, x0_s, base_s = predict(xs, t + 1)
+                    scored_x0 = x0_s
                 bar.update(1)
-            # (2) value the children (r itself at the clean end), (3) keep K per population
-            if weighted:
-                if j == steps:   # decoded once: scored here, and the kept ones are the output
-                    decoded = backend.decode(candidates)
+            if steer.weighted:
+                # 4. value the children: r itself at the clean end (decoded once: the output)
+                if j == steps:
+                    decoded = backend.decode(xs)
                     values = ledger.reward(reward, decoded).double()
-                else:   # twisted SMC's twist is the model's own value, not the guided one
-                    value_x0 = step_base[1] if twisted and score_all else candidate_x0
-                    values = value_fn(ledger, backend, candidates, value_x0, j, generator)
-                lams = (_tempered(lam, tempering, j - start, j == steps),
-                        _tempered(lam, tempering, i - start, False))
-                keep, carry, block_weights, block_ess, chosen, log_g = _steer(
-                    values, carry, log_pq if twisted else None, lams, j == steps, generator,
-                    big_n, k, selection, ess_threshold, potential, weights)
-                ess.append(block_ess)
+                else:
+                    x0_v = steer.value_x0(x0_s, base_s) if reuse else None
+                    values = value_fn(ledger, backend, xs, x0_v, j, generator)
+                # 5. the one steering call: weigh the children, keep K per population
+                end = steer.block_end(values, i=i, j=j, clean=j == steps, log_pq=log_pq,
+                                      generator=generator)
+                keep = end.keep
                 if callback is not None:
-                    callback({"block": b, "i": i, "j": j, "candidates": candidates,
-                              "x0": candidate_x0 if score_all else None,
-                              "values": values.view(pops, -1),
-                              "potential": log_g.view(pops, -1),
-                              "weights": block_weights, "selected": chosen, "ess": block_ess,
-                              "x": candidates[keep]})
-            x = candidates[keep]
-            # (4) the kept state's ε̂ for the next block: reused if scored, else one call
+                    callback(end.record(block=b, i=i, j=j, candidates=xs, values=values,
+                                        x0=scored_x0 if reuse else None))
+            x = xs[keep]
+            # 6. the kept state's ε̂ for the next block: reused if scored, else one call
             if j < steps:
-                if score_all:
-                    eps, x0 = candidate_eps[keep], candidate_x0[keep]
-                    base = _rows(step_base, keep)
+                if reuse:
+                    eps, x0, base = eps_s[keep], x0_s[keep], _rows(base_s, keep)
                 else:
                     x, eps, x0, base = predict(x, j)
         bar.close()
-        if decoded is not None:
-            out, rewards = decoded[keep], carry.v
-        else:
-            out = backend.decode(x)
-            rewards = ledger.reward(reward, out).double()
-
-    settings = {"num_candidates": big_n, "block_size": block_size, "selection": selection,
-                "lam": lam, "value": value if isinstance(value, str) else type(value).__name__,
-                "particles": k, "ess_threshold": ess_threshold, "steps": steps,
-                "start_index": start}
-    # the FK / TDS / DAS keywords are recorded only where they differ from plain SMC
-    settings.update({name: v for name, v, default in (
-        ("potential", potential, "diff"), ("weights", weights, "incremental"),
-        ("twisted", twisted, False), ("tempering", tempering, None)) if v != default})
-    return SampleResult(out, rewards, ledger.nfe, ledger.reward_calls, ledger.reward_grads,
-                        ledger.backprops,
-                        torch.stack(ess) if ess else torch.ones(0, pops, dtype=torch.float64),
-                        settings)
+        out = backend.decode(x) if decoded is None else decoded[keep]   # N·K = 1: unscored
+        rewards = ledger.reward(reward, out).double() if decoded is None else steer.values
+    settings = run_settings(num_candidates=big_n, block_size=block_size, selection=selection,
+                            lam=lam, value=value, particles=particles,
+                            ess_threshold=ess_threshold, steps=steps, start_index=start)
+    return SampleResult.from_ledger(out, rewards, ledger, ess=steer.ess_table(),
+                                    settings={**settings, **steer.settings()})

@@ -68,8 +68,7 @@ def _pick(rewards: torch.Tensor, selection: str, lam: float, generator) -> torch
 
 
 def _result(out, rewards, ledger, settings, pops):
-    return SampleResult(out, rewards, ledger.nfe, ledger.reward_calls, ledger.reward_grads,
-                        ledger.backprops, torch.ones(0, pops, dtype=torch.float64), settings)
+    return SampleResult.from_ledger(out, rewards, ledger, settings=settings, populations=pops)
 
 
 # -- noise search (Ma et al. 2025) ---------------------------------------------------------------

@@ -27,13 +27,38 @@ Both are biased downward by O(1/M) (Jensen's inequality on the log).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Literal, Protocol, Union, runtime_checkable
 
 import torch
 
 from ..utils.checks import check_range
+from .backend import Backend
 
-__all__ = ["TweedieValue", "LookaheadValue", "log_mean_exp", "make_value_fn"]
+if TYPE_CHECKING:   # the Ledger's module imports nothing of ours at run time either way
+    from .ledger import Ledger
+
+__all__ = ["Value", "ValueSpec", "TweedieValue", "LookaheadValue", "log_mean_exp",
+           "make_value_fn"]
+
+
+@runtime_checkable
+class Value(Protocol):
+    """What a sampler scores block-end candidates with (module docstring).
+
+    ``needs_x0``: whether the value reads the candidate's x̂0 (then the sampler evaluates the
+    denoiser at every candidate and reuses that ε̂ for the kept one's next step); otherwise it
+    is passed ``x0=None``. Returns (n,) float64; denoiser and reward calls go through ``ledger``.
+    """
+
+    needs_x0: bool
+
+    def __call__(self, ledger: "Ledger", backend: Backend, x: torch.Tensor,
+                 x0: torch.Tensor | None, i: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+ValueSpec = Union[Literal["tweedie"], Value]
+"""What a sampler's ``value`` argument takes: "tweedie" or a :class:`Value` object."""
 
 
 def log_mean_exp(rewards: torch.Tensor, lam: float) -> torch.Tensor:
@@ -53,18 +78,22 @@ class TweedieValue:
     def __init__(self, reward: Callable):
         self.reward = reward
 
-    def __call__(self, ledger, backend, x, x0, i: int, generator=None) -> torch.Tensor:
+    def __call__(self, ledger: "Ledger", backend: Backend, x: torch.Tensor,
+                 x0: torch.Tensor | None, i: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        assert x0 is not None, "a Tweedie value reads x̂0 (needs_x0)"
         return ledger.reward(self.reward, backend.decode(x0)).double()
 
 
-def make_value_fn(value, reward: Callable):
+def make_value_fn(value: ValueSpec, reward: Callable) -> Value:
     """The value object a loop scores block ends with: ``"tweedie"`` (:class:`TweedieValue` of
-    ``reward``) or a value object itself, else a one-line error."""
-    value_fn = TweedieValue(reward) if value == "tweedie" else value
-    if not hasattr(value_fn, "needs_x0"):
+    ``reward``) or a :class:`Value` itself, else a one-line error."""
+    if isinstance(value, str) and value == "tweedie":
+        return TweedieValue(reward)
+    if not isinstance(value, Value):
         raise ValueError(f"value must be 'tweedie' or a value object (see toycode.core.values), "
                          f"got {value!r}")
-    return value_fn
+    return value
 
 
 def coarse_grid(start: int, stop: int, steps: int) -> list[int]:
@@ -88,7 +117,10 @@ class LookaheadValue:
         check_range("lookahead steps", steps, 1, None)
         self.reward, self.lam, self.samples, self.steps = reward, lam, samples, steps
 
-    def __call__(self, ledger, backend, x, x0, i: int, generator=None) -> torch.Tensor:
+    def __call__(self, ledger: "Ledger", backend: Backend, x: torch.Tensor,
+                 x0: torch.Tensor | None, i: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        assert x0 is not None, "look-ahead rollouts start from x̂0 (needs_x0)"
         process, m = backend.process, self.samples
         grid = coarse_grid(i, process.num_steps, self.steps)
         lv = process.level(i)

@@ -1,4 +1,4 @@
-"""The Python API behind the command line: ``sample``, ``target``, ``train``, ``make_backend``.
+"""The Python API behind the command line: ``sample``, ``target``, ``train``, ``make_toy_backend``.
 
 Method names are records of :mod:`toycode.core.methods` (what N, B, K, selection and guidance each
 one stands for); ``sample`` turns a name and a problem into one call of the blockwise sampler.
@@ -33,7 +33,7 @@ from ..exact.values import ExactValue, PosteriorValue
 from ..training.train import PROCESSES, find_mlp_checkpoint, train_mlp
 from ..utils.checks import check_choice, check_range
 
-__all__ = ["METHODS", "VALUES", "make_backend", "make_value", "sample", "target", "train"]
+__all__ = ["METHODS", "VALUES", "make_toy_backend", "make_value", "sample", "target", "train"]
 
 VALUES = ("tweedie", "exact", "lookahead", "posterior", "learned")
 """The value estimators a toy problem can be sampled with (see :mod:`toycode.core.values`)."""
@@ -43,7 +43,7 @@ def _problem(problem: Problem | str | Path) -> Problem:
     return problem if isinstance(problem, Problem) else load_problem(problem)
 
 
-def make_backend(problem: Problem | str | Path, backend: str | Path = "analytic", *,
+def make_toy_backend(problem: Problem | str | Path, backend: str | Path = "analytic", *,
                  steps: int = 100, eta: float = 1.0, process: str = "vp") -> Backend:
     """"analytic" (exact denoiser), "trained" (the committed MLP for this prior and process) or
     a .pt path, on ``steps`` DDIM(``eta``) steps of ``process`` ("vp": the linear
@@ -103,7 +103,8 @@ def sample(problem: Problem | str | Path, *, backend: str | Path | Backend = "an
            lookahead_steps: int = 4, options: dict | None = None) -> SampleResult:
     """Sample a problem with a named method; ``lam`` and ``scale`` default to the problem's λ.
 
-    A named ``backend`` is built by :func:`make_backend` with ``steps``, ``eta`` and ``process``.
+    A named ``backend`` is built by :func:`make_toy_backend` with ``steps``, ``eta`` and
+    ``process``.
 
     ``block_size`` and ``selection`` default to the method's (CoDe: 10 and argmax; SMC: 1 and
     systematic); ``particles``/``ess_threshold`` apply to SMC only; ``scale``,
@@ -116,7 +117,7 @@ def sample(problem: Problem | str | Path, *, backend: str | Path | Backend = "an
     m = get_method(method)
     if isinstance(backend, (str, Path)):
         check_range("steps", steps, 1, 1000)
-        backend = make_backend(problem, backend, steps=steps, eta=eta, process=process)
+        backend = make_toy_backend(problem, backend, steps=steps, eta=eta, process=process)
     # a backend passed in brings its own process: the learned value must match it
     value_fn = make_value(problem, value, lam=lam, process=backend.process.kind,
                           value_samples=value_samples, lookahead_steps=lookahead_steps)

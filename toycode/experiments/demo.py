@@ -67,7 +67,7 @@ def compare(problem: Problem | str, runs=DEMO_RUNS, backends=("analytic",), *, n
     for backend, run in tqdm(jobs, desc=problem.name, disable=not progress):
         method = get_method(run.method)
         options = {"num_candidates": num_candidates, "value": value, **run.options}
-        if method.block == "given" and not method.particles:
+        if method.block == "given" and not method.uses_particles:
             options.setdefault("block_size", block_size)
         row = {"label": run.label, "backend": backend, "method": run.method}
         if method.needs_gradient and not getattr(problem.reward, "differentiable", False):

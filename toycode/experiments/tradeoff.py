@@ -169,7 +169,7 @@ def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
         for method, settings, seed in tqdm(todo, desc=f"sweep {prob.name}", disable=not progress):
             kwargs = {KNOBS[k]: v for k, v in settings.items()}
             record = get_method(method)
-            if record.selection is not None and not record.particles:
+            if record.selection is not None and not record.uses_particles:
                 kwargs.setdefault("selection", selection)   # SMC keeps its own (systematic)
             start = time.perf_counter()
             res = api.sample(prob, method=method, n=n, seed=seed, process=process, value=value,

@@ -373,7 +373,7 @@ def _family(entry: str) -> str:
     record = _record(entry)[0]
     if record.needs_gradient:
         return "gradient"
-    if record.particles:
+    if record.uses_particles:
         return "smc"
     return "search" if record.loop is not None else "blockwise"
 

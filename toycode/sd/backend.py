@@ -1,7 +1,7 @@
 """Stable Diffusion (SD 1.x / 2.x, SDXL, SD3) and FLUX behind the backend contract: latents are
 the state.
 
-:func:`make_backend` picks the backend for a pipeline's class. The pipeline only lends its
+:func:`make_sd_backend` picks the backend for a pipeline's class. The pipeline only lends its
 modules: ``pipe.unet`` for ε̂ (its ε, v or x̂0 output converted by the scheduler's
 ``prediction_type``; with classifier-free guidance, one guided UNet call = one NFE),
 ``pipe.vae`` to decode x̂0 for the rewards and to encode references, the text encoders once to
@@ -26,7 +26,7 @@ from ..core.diffusion import Process, to_eps_x0
 from ..utils.checks import check_choice, check_range
 
 __all__ = ["StableDiffusionBackend", "StableDiffusionXLBackend", "StableDiffusion3Backend",
-           "FluxBackend", "make_backend", "load_pipeline", "sd_process", "sd3_process",
+           "FluxBackend", "make_sd_backend", "load_pipeline", "sd_process", "sd3_process",
            "flow_process", "flux_shift", "SD_SCHEDULERS", "UNET_PREDICTIONS"]
 
 UNET_PREDICTIONS = ("epsilon", "v_prediction", "sample")
@@ -42,7 +42,7 @@ def load_pipeline(model: str | Path, *, device: str | None = None,
     Fashion-MNIST pipeline, :mod:`toycode.sd.fashion`); fp16 on CUDA, float32 on CPU.
 
     The class comes from the folder's ``model_index.json`` (SD 1.x/2.x, SDXL, ...); whether
-    toycode can sample it is :func:`make_backend`'s question.
+    toycode can sample it is :func:`make_sd_backend`'s question.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
@@ -298,7 +298,7 @@ def _backend_classes() -> dict:
             StableDiffusion3Pipeline: StableDiffusion3Backend, FluxPipeline: FluxBackend}
 
 
-def make_backend(pipe, prompt: str, **options):
+def make_sd_backend(pipe, prompt: str, **options):
     """The toycode backend for a loaded diffusers ``pipe`` and one prompt.
 
     StableDiffusionPipeline (SD 1.x, SD 2.x with ε or v prediction) →

@@ -19,7 +19,7 @@ from ..core.methods import METHODS, get_method
 from ..utils.checks import check_choice, check_range
 from ..utils.images import Compressibility
 from ..utils.io import atomic_write
-from .backend import make_backend
+from .backend import make_sd_backend
 from .rewards import (
     Aesthetic,
     ClipImageSimilarity,
@@ -110,7 +110,7 @@ def sd_sample(pipe, prompts: str | list[str], reward, *, n: int = 1, method: str
         groups[prompts[k % len(prompts)] if len(prompts) == n else prompts[0]].append(k)
     records = [None] * n
     for g, (prompt, idx) in enumerate(groups.items()):
-        backend = make_backend(pipe, prompt, steps=steps, scheduler=scheduler, eta=eta,
+        backend = make_sd_backend(pipe, prompt, steps=steps, scheduler=scheduler, eta=eta,
                                guidance_scale=guidance_scale, max_batch=max_batch)
         start = None
         if reference is not None and strength is not None:

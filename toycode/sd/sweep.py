@@ -53,7 +53,7 @@ from ..core.methods import get_method
 from ..experiments.tradeoff import append_row, drop_torn_tail, expand, read_results
 from ..utils.checks import check_range
 from ..utils.io import atomic_write
-from .backend import make_backend
+from .backend import make_sd_backend
 from .rewards import ClipTextScore
 from .run import SD_METHODS, save_png
 from .score_decoder import ScoreDecoderValue
@@ -137,7 +137,7 @@ def _sampler(method: str, settings: dict, steps: int, selection: str | None = No
     particle
     and search methods keep their own."""
     knobs, record = {**DEFAULTS, **settings}, get_method(method)
-    own = record.selection is None or record.particles
+    own = record.selection is None or record.uses_particles
     return record.sampler_settings(steps, num_candidates=knobs["N"], block_size=knobs["B"],
                                    particles=knobs["K"], selection=None if own else selection)
 
@@ -275,7 +275,7 @@ def run_sd_sweep(pipe, prompts: list[str], reward_for: Callable[[str], Callable]
         options["scheduler"] = scheduler
     backends = {}   # bad backend options (T, scheduler, η, ...) fail here, before any writing
     for t in sorted({s.get("T", steps) for _, _, s, _ in jobs}):
-        backends[jobs[0][0], t] = make_backend(pipe, jobs[0][0], steps=t, **options)
+        backends[jobs[0][0], t] = make_sd_backend(pipe, jobs[0][0], steps=t, **options)
     kws = [_sampler(m, s, steps) for _, m, s, _ in jobs]
     if (any(kw["num_candidates"] * kw.get("particles", 1) > 1 for kw in kws)
             and next(iter(backends.values())).process.deterministic):
@@ -294,7 +294,7 @@ def run_sd_sweep(pipe, prompts: list[str], reward_for: Callable[[str], Callable]
     for prompt, method, settings, seed in bar:
         t = settings.get("T", steps)
         if (prompt, t) not in backends:   # the prompt is embedded once per backend
-            backends[prompt, t] = make_backend(pipe, prompt, steps=t, **options)
+            backends[prompt, t] = make_sd_backend(pipe, prompt, steps=t, **options)
         if prompt not in rewards:
             rewards[prompt] = reward_for(prompt)
             scores[prompt] = None if fidelity is None else ClipTextScore(prompt, fidelity)
