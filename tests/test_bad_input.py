@@ -224,7 +224,7 @@ RESULTS_CASES = [
     (["sd-sweep", "--model", "tiny:sd", "--out", "othersweep", *SWEEP_ONE], "model"),
 ]
 """A results folder that is not ours (issue 25's results part: every row checked, the line
-named, a refused resume leaving the folder as it was); owned by the results harness."""
+named, a refused resume leaving the folder as it was: toycode.experiments.results)."""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -263,8 +263,6 @@ def test_bad_input_is_refused_before_any_work(tmp_path, monkeypatch, capsys, arg
     assert took < 2.0, f"refusing {argv} took {took:.2f} s: checked after work began?"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 25, still open: the results harness that "
-                                       "refuses folders that are not ours is not built yet")
 @pytest.mark.parametrize("argv, needle", RESULTS_CASES,
                          ids=[" ".join(a) for a, _ in RESULTS_CASES])
 def test_a_results_folder_that_is_not_ours_is_refused_untouched(tmp_path, monkeypatch, capsys,

@@ -163,7 +163,7 @@ def test_two_accelerate_processes_give_the_rows_of_one(swept, clip, tmp_path):  
     assert done.returncode == 0, done.stderr[-3000:]
     assert "(2 processes)" in done.stdout
     two = read_results(tmp_path / "two")
-    assert {r["process"] for r in two} == {0, 1} and len(two) == len(rows)
+    assert {r["rank"] for r in two} == {0, 1} and len(two) == len(rows)
     want, got = _by_key(rows), _by_key(two)
     assert got.keys() == want.keys()
     for k, r in want.items():

@@ -35,6 +35,7 @@ from ..exact.reference import ExactReference
 from ..training.train import PROCESSES
 from ..utils.checks import check_choice
 from . import api
+from .results import ResultsTable
 
 __all__ = ["parse_grid", "expand", "run_sweep", "read_results", "load", "dumps_row",
            "append_row", "drop_torn_tail", "KNOBS"]
@@ -92,17 +93,35 @@ def _restore(row: dict) -> dict:
     return row
 
 
+ROW_KEYS = ("method", "seed")
+"""What every row of toycode's tables has (tradeoff, leaderboard and sd-sweep alike)."""
+
+
 def read_results(folder: str | Path) -> list[dict]:
-    """Every complete row of ``folder/results.jsonl`` (a torn last line is ignored), with the
-    non-finite values that the file stores as null restored."""
+    """Every row of ``folder/results.jsonl``, with the non-finite values that the file stores as
+    null restored. A line that is not one of our rows (not JSON, not an object, or without
+    a method and a seed) refuses the table with its line number: a folder is only ever
+    ours. The one damage tolerated is a torn last line (no newline: a writer killed mid-row)."""
     path = Path(folder) / "results.jsonl"
+    if not path.is_file():
+        return []
+    text = path.read_text(errors="replace")
+    lines = text.split("\n")
+    torn = lines.pop() if lines else ""   # "" after a final newline, else the torn tail
     rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(_restore(json.loads(line)))
-            except json.JSONDecodeError:
+    for number, line in enumerate(lines + ([torn] if torn else []), 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if torn and number == len(lines) + 1:
                 continue
+            raise ValueError(f"{path}, line {number}: not a toycode results row (not JSON); "
+                             f"use another folder") from None
+        if not isinstance(row, dict) or not all(k in row for k in ROW_KEYS):
+            what = "not an object" if not isinstance(row, dict) else "no method or seed"
+            raise ValueError(f"{path}, line {number}: not a toycode results row ({what}); "
+                             f"use another folder")
+        rows.append(_restore(row))
     return rows
 
 
@@ -155,18 +174,23 @@ def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
     check_choice("process", process, PROCESSES)
     check_choice("value", value, api.VALUES)
     prob = load_problem(problem)
-    target = prob.target
-    exact = ExactReference.of_target(target, n, torch.Generator().manual_seed(12345))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    drop_torn_tail(out / "results.jsonl")
-    done = {_key(r) for r in read_results(out)
-            if r.get("process", "vp") == process and r.get("value", "tweedie") == value}
+    # a row is done for this run when its problem, method, settings, seed, process and value
+    # match; the table is read (and refused if not ours) before anything is written
+    table = ResultsTable(out, key=lambda r: (_key(r), r.get("process", "vp"),
+                                             r.get("value", "tweedie")))
+    done = table.done()
     jobs = [(m, s, seed) for m, s in expand(methods, grid) for seed in range(seeds)]
-    todo = [j for j in jobs if _key({"problem": prob.name, "method": j[0], "settings": j[1],
-                                     "seed": j[2]}) not in done]
-    with open(out / "results.jsonl", "a") as f:
-        for method, settings, seed in tqdm(todo, desc=f"sweep {prob.name}", disable=not progress):
+
+    def job_key(job):
+        return (_key({"problem": prob.name, "method": job[0], "settings": job[1],
+                      "seed": job[2]}), process, value)
+
+    todo = [j for j in jobs if job_key(j) not in done]
+    target = prob.target
+    if todo:
+        exact = ExactReference.of_target(target, n, torch.Generator().manual_seed(12345))
+        for method, settings, seed in tqdm(table.claimed(todo, job_key), total=len(todo),
+                                           desc=f"sweep {prob.name}", disable=not progress):
             kwargs = {KNOBS[k]: v for k, v in settings.items()}
             record = get_method(method)
             if record.selection is not None and not record.uses_particles:
@@ -188,5 +212,5 @@ def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
                 row["process"] = process
             if value != "tweedie":
                 row["value"] = value
-            append_row(f, row)
+            table.append(row)
     return read_results(out)

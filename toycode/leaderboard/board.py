@@ -47,7 +47,8 @@ from ..core.diffusion import Process
 from ..core.methods import KNOBS, METHODS, GuidanceInputs, Method
 from ..exact.problems import load_problem
 from ..exact.reference import ExactReference
-from ..experiments.tradeoff import append_row, drop_torn_tail, read_results
+from ..experiments.results import ResultsTable
+from ..experiments.tradeoff import read_results
 
 __all__ = ["Bench", "Size", "SIZES", "BENCHES", "VARIANTS", "make_bench", "entries",
            "one_per_population", "run_row", "run_leaderboard", "summary", "table",
@@ -267,7 +268,11 @@ def _claim(out: Path, config: dict) -> None:
     path = out / "leaderboard.json"
     config = json.loads(json.dumps(config))   # as it reads back: tuples are lists
     if path.exists():
-        held = json.loads(path.read_text())
+        try:
+            held = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"{path} is not a leaderboard configuration (not JSON); use "
+                             f"another --out") from None
         if held != config:
             raise ValueError(f"{out} holds a leaderboard run at {held}, not {config}; "
                              f"use another --out")
@@ -294,32 +299,32 @@ def run_leaderboard(out: str | Path = "leaderboard", *, benches=BENCHES, methods
     names = entries(methods)
     dim = dim or (16 if size == "fast" else 784)
     out = Path(out)
+    table = ResultsTable(out, key=_key)
+    done = table.done()   # refuses a table that is not ours before anything is written
     _claim(out, {"size": size, "dim": dim,
                  "sizes": {k: list(astuple(v)) for k, v in SIZES[size].items()}})
-    path = out / "results.jsonl"
-    drop_torn_tail(path)
-    done = {_key(r) for r in read_results(out)}
-    with open(path, "a") as f:
-        for bench_name in benches:
-            sz = SIZES[size]["toy" if bench_name in ("between", "box", "ring") else bench_name]
-            jobs = [(m, b, s) for m in names
-                    for b in (sz.budgets if _record(m)[0].budget is not None else (1,))
-                    for s in range(sz.seeds)
-                    if (bench_name, m, b, s) not in done]
-            if not jobs:
-                continue
-            bench = make_bench(bench_name, sz, dim=dim)
-            for method, budget, seed in tqdm(jobs, desc=f"leaderboard {bench_name}",
-                                             disable=not progress):
-                record = _record(method)[0]
-                reason = _skip_reason(record, bench)
-                if reason is None:
-                    row = run_row(bench, method, budget, seed, sz.n)
-                else:
-                    row = {"bench": bench_name, "method": method, "budget": budget,
-                           "seed": seed, "skipped": reason,
-                           "needs_gradient": record.needs_gradient}
-                append_row(f, row)
+    for bench_name in benches:
+        sz = SIZES[size]["toy" if bench_name in ("between", "box", "ring") else bench_name]
+        jobs = [(m, b, s) for m in names
+                for b in (sz.budgets if _record(m)[0].budget is not None else (1,))
+                for s in range(sz.seeds)
+                if (bench_name, m, b, s) not in done]
+        if not jobs:
+            continue
+        bench = make_bench(bench_name, sz, dim=dim)
+        claimed = table.claimed(jobs, lambda j, b=bench_name: (b, *j))
+        for method, budget, seed in tqdm(claimed, total=len(jobs),
+                                         desc=f"leaderboard {bench_name}",
+                                         disable=not progress):
+            record = _record(method)[0]
+            reason = _skip_reason(record, bench)
+            if reason is None:
+                row = run_row(bench, method, budget, seed, sz.n)
+            else:
+                row = {"bench": bench_name, "method": method, "budget": budget,
+                       "seed": seed, "skipped": reason,
+                       "needs_gradient": record.needs_gradient}
+            table.append(row)
     return read_results(out)
 
 

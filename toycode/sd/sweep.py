@@ -27,19 +27,19 @@ folder never mixes two configurations.
 
 Many processes, one table. Under ``accelerate launch`` each process takes its share of the
 rows — every P-th of the full, fixed job list, P = ``PartialState().num_processes`` — on its own
-device, and all processes append to the same ``results.jsonl`` under an exclusive ``flock``
-(POSIX), each line in one write. Rows do not depend on which process ran them, so the union
-equals a one-process run's, and a sweep killed under P processes resumes under any other P.
+device (its index is the row's ``rank``), and all processes append to the same
+``results.jsonl`` through :class:`toycode.experiments.results.ResultsTable`: a row is leased
+before it is computed, so independent ``toycode sd-sweep`` processes on one folder never compute
+a row twice either. Rows do not depend on which process ran them, so the union equals a
+one-process run's, and a sweep killed under P processes resumes under any other P.
 On CPUs, ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 ...`` starts the
 processes (torchrun, gloo); ``accelerate launch --cpu`` starts only one unless MPI is set up.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
 import time
 from importlib import resources
@@ -50,7 +50,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.methods import get_method
-from ..experiments.tradeoff import append_row, drop_torn_tail, expand, read_results
+from ..experiments.results import ResultsTable, locked
+from ..experiments.tradeoff import expand, read_results
 from ..utils.checks import check_range
 from ..utils.io import atomic_write
 from .backend import make_sd_backend
@@ -202,47 +203,43 @@ def process_shard(device: str | None = None) -> Shard:
     return Shard(state.process_index, state.num_processes, mine, state.wait_for_everyone)
 
 
-@contextlib.contextmanager
-def _locked(f):
-    """Hold an exclusive lock on an open file (every process of a sweep appends to it)."""
+def _held_claim(path: Path) -> dict | None:
+    """The configuration a folder's ``sweep.json`` records (None if there is none yet)."""
+    if not path.is_file():
+        return None
     try:
-        import fcntl
-    except ImportError:   # no flock (Windows): one process per folder
-        yield
+        held = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"{path} is not a sweep configuration (not JSON): the folder is not "
+                         f"an sd-sweep's; use another --out") from None
+    if not isinstance(held, dict):
+        raise ValueError(f"{path} is not a sweep configuration (not an object); use another "
+                         f"--out")
+    return held
+
+
+def _refuse_other(out: Path, held: dict | None, config: dict) -> None:
+    if held is None:
         return
-    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _append(path: Path, row: dict) -> None:
-    """Append one row under the lock, cutting a line torn by a killed writer first."""
-    with open(path, "ab") as f, _locked(f):
-        if f.tell() and not _ends_with_newline(path):
-            drop_torn_tail(path)
-        append_row(f, row)
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
+    differ = sorted(k for k in set(held) | set(config) if held.get(k) != config.get(k))
+    if differ:
+        raise ValueError(f"{out} holds a sweep with other "
+                         + ", ".join(f"{k}={held.get(k)!r}" for k in differ)
+                         + "; resume it with the same options or use another --out")
 
 
 def _claim(out: Path, config: dict) -> None:
-    """Record the sweep's fixed configuration in ``out/sweep.json``, or refuse a different one."""
+    """Record the sweep's fixed configuration in ``out/sweep.json``, or refuse a different one.
+    Everything is checked before anything is written, and checked again under the table's lock
+    (another process may be claiming the folder at the same moment)."""
     path = out / "sweep.json"
-    with open(out / "results.jsonl", "ab") as f, _locked(f):
-        if path.exists():
-            held = json.loads(path.read_text())
-            differ = sorted(k for k in set(held) | set(config) if held.get(k) != config.get(k))
-            if differ:
-                raise ValueError(f"{out} holds a sweep with other "
-                                 + ", ".join(f"{k}={held.get(k)!r}" for k in differ)
-                                 + "; resume it with the same options or use another --out")
-        else:
+    _refuse_other(out, _held_claim(path), config)
+    read_results(out)   # refuses a table that is not ours, naming the line
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "results.lock", "ab") as f, locked(f):
+        held = _held_claim(path)
+        _refuse_other(out, held, config)
+        if held is None:
             atomic_write(path, lambda g: g.write(json.dumps(config, indent=1).encode()))
 
 
@@ -281,15 +278,15 @@ def run_sd_sweep(pipe, prompts: list[str], reward_for: Callable[[str], Callable]
             and next(iter(backends.values())).process.deterministic):
         raise ValueError("selection needs a stochastic step: eta must be > 0")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     _claim(out, config)
-    results = out / "results.jsonl"
-    done = {row_key(r["prompt"], r["method"], r["settings"], r["seed"])
-            for r in read_results(out)}
+    table = ResultsTable(out, key=lambda r: row_key(r["prompt"], r["method"], r["settings"],
+                                                    r["seed"]))
+    done = table.done()
     todo = [j for j in jobs[shard.index::shard.count] if row_key(*j) not in done]
     rewards, scores = {}, {}
     device = str(getattr(pipe, "device", shard.device))
-    bar = tqdm(todo, desc=f"sd-sweep {shard.index + 1}/{shard.count}", disable=not progress,
+    bar = tqdm(table.claimed(todo, lambda j: row_key(*j)), total=len(todo),
+               desc=f"sd-sweep {shard.index + 1}/{shard.count}", disable=not progress,
                position=shard.index)
     for prompt, method, settings, seed in bar:
         t = settings.get("T", steps)
@@ -303,7 +300,7 @@ def run_sd_sweep(pipe, prompts: list[str], reward_for: Callable[[str], Callable]
                                score_decoder=score_decoder)
         row["image"] = _image_path(prompt, method, settings, seed)
         save_png(image, out / row["image"])   # the image first: a row always has its PNG
-        _append(results, {"model": model, **row, "device": device, "process": shard.index})
+        table.append({"model": model, **row, "device": device, "rank": shard.index})
     bar.close()
     shard.wait()
     return read_results(out)
