@@ -47,7 +47,7 @@ def _check_common(backend, n, num_candidates, lam):
     return backend.process.num_steps
 
 
-def _run_base(ledger: Ledger, backend: Backend, x: torch.Tensor, generator, bar=None):
+def _run_base(ledger: Ledger, backend: Backend, x: torch.Tensor, generator, *, bar=None):
     """The backend's own sampler from x at index 0 to the clean end (the base model's loop,
     in the same order of random draws as :func:`sample_blockwise` with N = 1)."""
     process = backend.process
@@ -67,7 +67,7 @@ def _pick(rewards: torch.Tensor, selection: str, lam: float, generator) -> torch
     return torch.multinomial(torch.softmax(lam * rewards, 1), 1, generator=generator)[:, 0]
 
 
-def _result(out, rewards, ledger, settings, pops):
+def _result(out, rewards, ledger: Ledger, *, settings: dict, pops: int) -> SampleResult:
     return SampleResult.from_ledger(out, rewards, ledger, settings=settings, populations=pops)
 
 
@@ -93,7 +93,7 @@ def noise_random_search(backend: Backend, reward: Callable, n: int, *, num_candi
     with torch.no_grad():
         noise = backend.prior_sample(n * big_n, generator)   # row b·N + c: output b, noise c
         bar = tqdm(total=steps, disable=not progress, desc="noise search", leave=False)
-        x = _run_base(ledger, backend, noise, generator, bar)
+        x = _run_base(ledger, backend, noise, generator, bar=bar)
         bar.close()
         decoded = backend.decode(x)
         rewards = ledger.reward(reward, decoded).double().view(n, big_n)
@@ -103,7 +103,7 @@ def noise_random_search(backend: Backend, reward: Callable, n: int, *, num_candi
             callback({"round": 0, "noise": noise.view(n, big_n, *noise.shape[1:]),
                       "rewards": rewards, "selected": chosen})
     settings = {"num_candidates": big_n, "selection": selection, "lam": lam, "steps": steps}
-    return _result(decoded[keep], rewards.view(-1)[keep], ledger, settings, n)
+    return _result(decoded[keep], rewards.view(-1)[keep], ledger, settings=settings, pops=n)
 
 
 def noise_zero_order_search(backend: Backend, reward: Callable, n: int, *,
@@ -139,18 +139,13 @@ def noise_zero_order_search(backend: Backend, reward: Callable, n: int, *,
         bar = tqdm(total=steps * (1 + len(rounds)), disable=not progress, desc="zero-order",
                    leave=False)
         pivot = backend.prior_sample(n, generator)
-        decoded = backend.decode(_run_base(ledger, backend, pivot, generator, bar))
+        decoded = backend.decode(_run_base(ledger, backend, pivot, generator, bar=bar))
         best = ledger.reward(reward, decoded).double()
         for r, m in enumerate(rounds):
             # (1) m neighbours on the sphere of radius ρ = radius·√d around each pivot
-            z = torch.randn((n * m, *pivot.shape[1:]), generator=generator,
-                            dtype=torch.float64).to(pivot.device)
-            flat = z.view(n * m, -1)
-            rho = radius * math.sqrt(flat.shape[1])
-            step = (rho * flat / flat.norm(dim=1, keepdim=True)).view(z.shape).to(pivot.dtype)
-            noise = pivot.repeat_interleave(m, 0) + step
+            noise = _sphere_neighbours(pivot, m, radius, generator)
             # (2) their trajectories and rewards, (3) the best of pivot + neighbours
-            dec = backend.decode(_run_base(ledger, backend, noise, generator, bar))
+            dec = backend.decode(_run_base(ledger, backend, noise, generator, bar=bar))
             rewards = ledger.reward(reward, dec).double().view(n, m)
             scores = torch.cat([best[:, None], rewards], 1)
             chosen = scores.argmax(1)
@@ -167,7 +162,19 @@ def noise_zero_order_search(backend: Backend, reward: Callable, n: int, *,
         bar.close()
     settings = {"num_candidates": num_candidates, "selection": "argmax", "lam": lam,
                 "steps": steps, "neighbours": neighbours, "radius": radius}
-    return _result(decoded, best, ledger, settings, n)
+    return _result(decoded, best, ledger, settings=settings, pops=n)
+
+
+def _sphere_neighbours(pivot: torch.Tensor, m: int, radius: float, generator) -> torch.Tensor:
+    """m noises per pivot row, uniform on the sphere of radius ρ = radius·√d around it
+    (d the noise's size), rows ordered pivot by pivot; drawn in float64."""
+    n = len(pivot)
+    z = torch.randn((n * m, *pivot.shape[1:]), generator=generator,
+                    dtype=torch.float64).to(pivot.device)
+    flat = z.view(n * m, -1)
+    rho = radius * math.sqrt(flat.shape[1])
+    step = (rho * flat / flat.norm(dim=1, keepdim=True)).view(z.shape).to(pivot.dtype)
+    return pivot.repeat_interleave(m, 0) + step
 
 
 def _replace(decoded, mask, new, rows):
@@ -200,7 +207,6 @@ class Forest:
         self.shape, self.dtype, self.device = tuple(like.shape[1:]), like.dtype, like.device
         self.count = torch.ones(n, dtype=torch.long)
         self.capacity = 0
-        self.x = self.eps = self.x0 = None
         self._grow(capacity)
 
     def _grow(self, capacity: int) -> None:
@@ -213,10 +219,10 @@ class Forest:
             new = torch.full((n, extra, *shape), fill, dtype=dtype, device=device)
             return new if t is None else torch.cat([t, new], 1)
 
-        self.x = pad(self.x, self.shape, 0, self.dtype, self.device)
-        self.eps = pad(self.eps, self.shape, 0, self.dtype, self.device)
-        self.x0 = pad(self.x0, self.shape, 0, self.dtype, self.device)
         first = self.capacity == 0
+        self.x = pad(None if first else self.x, self.shape, 0, self.dtype, self.device)
+        self.eps = pad(None if first else self.eps, self.shape, 0, self.dtype, self.device)
+        self.x0 = pad(None if first else self.x0, self.shape, 0, self.dtype, self.device)
         self.depth = pad(None if first else self.depth, (), -1, torch.long)
         self.parent = pad(None if first else self.parent, (), -1, torch.long)
         self.kids = pad(None if first else self.kids, (k,), -1, torch.long)
@@ -259,6 +265,14 @@ class Forest:
         else:
             pick = torch.multinomial(torch.softmax(logits, 1), 1, generator=generator)[:, 0]
         return kids.gather(1, pick[:, None])[:, 0]
+
+    def draw(self, lam: float, greedy: bool, generator) -> torch.Tensor:
+        """One leaf per tree, chosen from the root down by :meth:`choose`'s rule."""
+        rows = torch.arange(self.n)
+        node = torch.zeros(self.n, dtype=torch.long)
+        for _ in range(self.steps + 1):
+            node = self.choose(rows, node, lam, greedy, generator)
+        return node
 
     def backup(self, rows: torch.Tensor, leaf: torch.Tensor, lam: float) -> None:
         """Soft Bellman backup from each new ``leaf`` to the root:
@@ -319,7 +333,10 @@ def tree_sample(backend: Backend, reward: Callable, n: int, *, num_candidates: i
     if children > 1 and backend.process.deterministic:
         raise ValueError("tree sampling needs a stochastic step: with DDIM eta = 0 every child "
                          "of a node is identical")
-    process, greedy, ledger = backend.process, selection == "argmax", Ledger()
+    greedy, ledger = selection == "argmax", Ledger()
+    # the uniform descent (a diagnostic) is the Boltzmann rule at λ = 0
+    boltzmann = descent == "boltzmann"
+    descend = {"lam": lam if boltzmann else 0.0, "greedy": greedy and boltzmann}
     budget = num_candidates * steps
     rows_all = torch.arange(n)
     spent = torch.zeros(n, dtype=torch.long)
@@ -335,81 +352,42 @@ def tree_sample(backend: Backend, reward: Callable, n: int, *, num_candidates: i
                 break
             rows = rows_all[active]
             # (1) selection: descend through full nodes to the first one with room
-            if forest is None:
-                parent = torch.zeros(len(rows), dtype=torch.long)
-            else:
-                forest.reserve(steps + 1)
-                parent = (_descend_to_open(forest, rows, lam, greedy, generator)
-                          if descent == "boltzmann"
-                          else _descend_to_open(forest, rows, 0.0, False, generator))
-            pdepth = (torch.full_like(parent, -1) if forest is None
-                      else forest.depth[rows, parent])
+            parent, pdepth = _descend_to_open(forest, rows, **descend, generator=generator)
             # (2) expansion and rollout, all trees in lockstep over the grid
-            start = int(pdepth.min().clamp(min=0))
-            born = pdepth + 1                      # the new child's depth
-            x = None
-            here = parent.clone()                  # the last node added on each path
-            for d in range(start, steps + 1):
-                if d == 0 and (born == 0).any():
-                    fresh = backend.prior_sample(int((born == 0).sum()), generator)
-                    if forest is None:
-                        forest = Forest(n, steps, children, fresh, capacity=2 * (steps + 1))
-                    x = fresh.new_zeros((len(rows), *fresh.shape[1:])) if x is None else x
-                    x[born == 0] = fresh
-                alive = born <= d
-                if alive.any():
-                    here[alive] = forest.add(rows[alive], here[alive], x[alive], d)
-                if d == steps:
-                    break
-                # the alive states are predicted here; the expanders step from their parent
-                if alive.any():
-                    pred = ledger.predict(backend, x[alive], d, generator)
-                    if pred.x is not None:
-                        x[alive] = pred.x
-                        forest.x[rows[alive], here[alive]] = pred.x
-                    forest.eps[rows[alive], here[alive]] = pred.eps
-                    forest.x0[rows[alive], here[alive]] = pred.x0
-                    bar.update(int(alive.sum()) / n)
-                expander = pdepth == d
-                moving = alive | expander
-                if x is None:
-                    x = forest.x.new_zeros((len(rows), *forest.shape))
-                src = torch.where(alive, here, parent)
-                xs = forest.x[rows[moving], src[moving]]
-                x[moving] = process.step(xs, d, forest.eps[rows[moving], src[moving]],
-                                         generator, x0=forest.x0[rows[moving], src[moving]])
+            forest, x, leaf = _expand_and_roll_out(
+                forest, rows, parent, pdepth, backend=backend, ledger=ledger, n=n,
+                children=children, generator=generator, bar=bar)
             # (3) the leaves' rewards, (4) soft Bellman backup to the root
             r = ledger.reward(reward, backend.decode(x)).double()
-            forest.value[rows, here] = r
-            forest.sat[rows, here] = True
-            forest.backup(rows, here, lam)
-            spent[active] += steps - born
+            forest.value[rows, leaf] = r
+            forest.sat[rows, leaf] = True
+            forest.backup(rows, leaf, lam)
+            spent[active] += steps - (pdepth + 1)
             if callback is not None:
-                full_r = torch.full((n,), math.nan, dtype=torch.float64)
-                full_r[active] = r
-                depth = torch.full((n,), -1, dtype=torch.long)
-                depth[active] = born
-                callback({"iteration": iteration, "active": active, "depth": depth,
-                          "rewards": full_r, "root_value": forest.value[:, 0].clone(),
-                          "nodes": forest.count.clone()})
+                callback(_tree_report(forest, active, pdepth + 1, r, iteration=iteration))
             iteration += 1
         bar.close()
+        assert forest is not None   # the first iteration always runs (N ≥ 1)
         # the output: one draw from the root to a leaf by the same rule
-        node = torch.zeros(n, dtype=torch.long)
-        for _ in range(steps + 1):
-            node = forest.choose(rows_all, node, lam, greedy, generator)
+        node = forest.draw(lam, greedy, generator)
         out = backend.decode(forest.x[rows_all, node])
         rewards = forest.value[rows_all, node].clone()
     settings = {"num_candidates": num_candidates, "selection": selection, "lam": lam,
                 "steps": steps, "children": children, "descent": descent,
                 "iterations": iteration,
                 "nodes_mean": float(forest.count.double().mean())}
-    return _result(out, rewards, ledger, settings, n)
+    return _result(out, rewards, ledger, settings=settings, pops=n)
 
 
-def _descend_to_open(forest: Forest, rows, lam, greedy, generator) -> torch.Tensor:
-    """From each root, choose children through full nodes (skipping saturated subtrees) and
-    return the first node with fewer than ``children`` children, for every tree in ``rows``."""
+def _descend_to_open(forest: Forest | None, rows: torch.Tensor, *, lam: float, greedy: bool,
+                     generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """From each root, choose children through full nodes (skipping saturated subtrees) to the
+    first node with fewer than ``children`` children, for every tree in ``rows``; returns those
+    nodes and their depths (the dummy root, depth −1, before the forest exists)."""
+    if forest is None:
+        node = torch.zeros(len(rows), dtype=torch.long)
+        return node, torch.full_like(node, -1)
+    forest.reserve(forest.steps + 1)
     node = torch.zeros(len(rows), dtype=torch.long)
     going = forest.nkids[rows, node] >= forest.k
     for _ in range(forest.steps + 1):
@@ -419,7 +397,66 @@ def _descend_to_open(forest: Forest, rows, lam, greedy, generator) -> torch.Tens
         node[going] = forest.choose(rows[going], node[going], lam, greedy, generator,
                                     open_only=True)
         going = forest.nkids[rows, node] >= forest.k
-    return node
+    return node, forest.depth[rows, node]
+
+
+def _expand_and_roll_out(forest: Forest | None, rows: torch.Tensor, parent: torch.Tensor,
+                         pdepth: torch.Tensor, *, backend: Backend, ledger: Ledger, n: int,
+                         children: int, generator, bar) -> tuple[Forest, torch.Tensor,
+                                                                 torch.Tensor]:
+    """A new child under each ``parent`` (at depth ``pdepth``) of the trees in ``rows``, rolled
+    out to the clean end with every state added to the forest; returns the forest (built from
+    the first prior draws), the clean states and the leaves' node ids.
+
+    A child of the root is a prior draw x_T; any other child is one reverse step from its
+    parent's stored ε̂ and x̂0. All paths advance in lockstep over the grid: at depth d the
+    paths already born are predicted and stepped, the ones expanding from depth d step."""
+    process, steps = backend.process, backend.process.num_steps
+    start = int(pdepth.min().clamp(min=0))
+    born = pdepth + 1                      # the new child's depth
+    roots = born == 0
+    # the prior draws come first, before any prediction (as at d = 0 of the grid)
+    fresh = backend.prior_sample(int(roots.sum()), generator) if roots.any() else None
+    if forest is None:                     # the first iteration: every tree is at its root
+        assert fresh is not None
+        forest = Forest(n, steps, children, fresh, capacity=2 * (steps + 1))
+    x = forest.x.new_zeros((len(rows), *forest.shape))
+    if fresh is not None:
+        x[roots] = fresh
+    here = parent.clone()                  # the last node added on each path
+    for d in range(start, steps + 1):
+        alive = born <= d
+        if alive.any():
+            here[alive] = forest.add(rows[alive], here[alive], x[alive], d)
+        if d == steps:
+            break
+        # the alive states are predicted here; the expanders step from their parent
+        if alive.any():
+            pred = ledger.predict(backend, x[alive], d, generator)
+            if pred.x is not None:
+                x[alive] = pred.x
+                forest.x[rows[alive], here[alive]] = pred.x
+            forest.eps[rows[alive], here[alive]] = pred.eps
+            forest.x0[rows[alive], here[alive]] = pred.x0
+            bar.update(int(alive.sum()) / n)
+        moving = alive | (pdepth == d)
+        src = torch.where(alive, here, parent)
+        xs = forest.x[rows[moving], src[moving]]
+        x[moving] = process.step(xs, d, forest.eps[rows[moving], src[moving]],
+                                 generator, x0=forest.x0[rows[moving], src[moving]])
+    return forest, x, here
+
+
+def _tree_report(forest: Forest, active: torch.Tensor, born: torch.Tensor, r: torch.Tensor, *,
+                 iteration: int) -> dict:
+    """The callback's dict for one iteration, over all n trees (NaN and −1 where inactive)."""
+    n = len(active)
+    rewards = torch.full((n,), math.nan, dtype=torch.float64)
+    rewards[active] = r
+    depth = torch.full((n,), -1, dtype=torch.long)
+    depth[active] = born
+    return {"iteration": iteration, "active": active, "depth": depth, "rewards": rewards,
+            "root_value": forest.value[:, 0].clone(), "nodes": forest.count.clone()}
 
 
 # -- beam search with a shrinking beam (DSearch, Li et al. 2025) --------------------------------
@@ -500,42 +537,31 @@ def beam_search(backend: Backend, reward: Callable, n: int, *, num_candidates: i
         raise ValueError("beam search needs a stochastic step: with DDIM eta = 0 every child of "
                          "a beam member is identical")
     value_fn = make_value_fn(value, reward)
-    big_n, process, ledger = num_candidates, backend.process, Ledger()
+    big_n, ledger = num_candidates, Ledger()
     blocks = _blocks(0, steps, block_size)
     widths = beam_widths(beam_width, len(blocks), schedule, min(final_width, beam_width))
-
-    def predict(x, i):
-        pred = ledger.predict(backend, x, i, generator)
-        return (x if pred.x is None else pred.x), pred.eps, pred.x0
-
     with torch.no_grad():
-        x, eps, x0 = predict(backend.prior_sample(n * widths[0], generator), 0)
+        x, eps, x0 = _predict(ledger, backend, backend.prior_sample(n * widths[0], generator), 0,
+                              generator=generator)
         bar = tqdm(total=steps, disable=not progress, desc="beam search", leave=False)
-        decoded, values = None, None
+        decoded = values = keep = None
         for b, (i, j) in enumerate(blocks):
             w, w_next = widths[b], widths[b + 1]
             select = w * big_n > w_next
             score = select and value_fn.needs_x0
             # (1) N children per member, sharing the member's ε̂ for their first step
-            kids = x.repeat_interleave(big_n, 0)
-            kid_eps, kid_x0 = eps.repeat_interleave(big_n, 0), x0.repeat_interleave(big_n, 0)
-            for t in range(i, j):
-                kids = process.step(kids, t, kid_eps, generator, x0=kid_x0)
-                if t + 1 < steps and (t + 1 < j or score):
-                    kids, kid_eps, kid_x0 = predict(kids, t + 1)
-                bar.update(1)
+            kids, kid_eps, kid_x0 = _children(ledger, backend, (x, eps, x0), (i, j),
+                                              copies=big_n, predict_end=score,
+                                              generator=generator, bar=bar)
             # (2) score the children (r at the clean end), (3) keep the best W_{b+1} per beam
+            values = None
             if j == steps:
                 decoded = backend.decode(kids)
                 values = ledger.reward(reward, decoded).double()
             elif select:
                 values = value_fn(ledger, backend, kids, kid_x0 if score else None, j,
                                   generator)
-            if select:
-                top = values.view(n, w * big_n).topk(w_next, dim=1).indices
-            else:
-                top = torch.arange(w_next).expand(n, w_next)
-            keep = (torch.arange(n)[:, None] * (w * big_n) + top).view(-1)
+            top, keep = _best(values if select else None, n, w * big_n, w_next)
             if callback is not None:
                 callback({"block": b, "i": i, "j": j, "width": w, "kept_width": w_next,
                           "values": None if values is None else values.view(n, -1),
@@ -546,12 +572,46 @@ def beam_search(backend: Backend, reward: Callable, n: int, *, num_candidates: i
                 if score:
                     eps, x0 = kid_eps[keep], kid_x0[keep]
                 else:
-                    x, eps, x0 = predict(x, j)
-            values = None if j < steps else values
+                    x, eps, x0 = _predict(ledger, backend, x, j, generator=generator)
         bar.close()
+        # the last block ends at T: its children were decoded and scored by r itself
+        assert decoded is not None and values is not None and keep is not None
         out, rewards = decoded[keep], values[keep]
     settings = {"num_candidates": big_n, "block_size": block_size, "selection": "argmax",
                 "beam_width": beam_width, "schedule": schedule, "final_width": widths[-2],
                 "lam": lam, "steps": steps,
                 "value": value if isinstance(value, str) else type(value).__name__}
-    return _result(out, rewards, ledger, settings, n)
+    return _result(out, rewards, ledger, settings=settings, pops=n)
+
+
+def _predict(ledger: Ledger, backend: Backend, x: torch.Tensor, i: int, *, generator):
+    """(state, ε̂, x̂0) at index i: one counted denoiser call (a guided predict may move x)."""
+    pred = ledger.predict(backend, x, i, generator)
+    return (x if pred.x is None else pred.x), pred.eps, pred.x0
+
+
+def _children(ledger: Ledger, backend: Backend, parents: tuple, block: tuple[int, int], *,
+              copies: int, predict_end: bool, generator, bar):
+    """``copies`` children of each parent (x, ε̂, x̂0) at index i, stepped to j = ``block``'s
+    end; the first step shares the parent's ε̂, the later ones predict, and the block end is
+    predicted only when ``predict_end`` (its x̂0 is scored, its ε̂ reused) and j < T."""
+    process, steps = backend.process, backend.process.num_steps
+    x, eps, x0 = (t.repeat_interleave(copies, 0) for t in parents)
+    i, j = block
+    for t in range(i, j):
+        x = process.step(x, t, eps, generator, x0=x0)
+        if t + 1 < steps and (t + 1 < j or predict_end):
+            x, eps, x0 = _predict(ledger, backend, x, t + 1, generator=generator)
+        bar.update(1)
+    return x, eps, x0
+
+
+def _best(values: torch.Tensor | None, n: int, width: int,
+          kept: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``kept`` best of each beam's ``width`` children by value (the first ``kept`` when
+    ``values`` is None: no selection), as (n, kept) indices and flat row ids."""
+    if values is None:
+        top = torch.arange(kept).expand(n, kept)
+    else:
+        top = values.view(n, width).topk(kept, dim=1).indices
+    return top, (torch.arange(n)[:, None] * width + top).view(-1)
