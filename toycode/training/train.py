@@ -60,8 +60,8 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
     if schedule not in _SCHEDULES:
         raise ValueError(f"schedule must be one of {sorted(_SCHEDULES)}, got {schedule!r}")
     out = Path(out)
-    abar = _SCHEDULES[schedule](num_train_steps).float()
     flow = process == "flow"
+    abar = None if flow else _SCHEDULES[schedule](num_train_steps).float()
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -75,12 +75,7 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
         ckpt = torch.load(out, map_location="cpu", weights_only=True)
         if (ckpt.get("train", {}).get("steps") == steps and ckpt.get("seed") == seed
                 and ckpt.get("process", "vp") == process):
-            model.load_state_dict(ckpt["train_model"] if ema is not None else ckpt["model"])
-            if ema is not None:
-                ema = ckpt["model"]
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["lr_schedule"])
-            gen.set_state(ckpt["generator"])
+            ema = _restore(ckpt, model=model, opt=opt, sched=sched, gen=gen, ema=ema)
             start = ckpt["step"]
             log.info("resuming %s from step %d", out, start)
 
@@ -103,29 +98,13 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress,
                desc=f"training {out.name}")
     for step in bar:
-        x0 = data(batch_size, gen)
-        if flow:   # x_t = (1 − t) x0 + t ε, target v = ε − x0, time input 1000·t as diffusers'
-            t = torch.rand(batch_size, generator=gen)
-            eps = torch.randn(x0.shape, generator=gen)
-            tt = t.view(-1, *([1] * (x0.ndim - 1)))
-            pred = model((1 - tt) * x0 + tt * eps, t * num_train_steps)
-            loss = ((pred - (eps - x0)) ** 2).mean()
-        else:
-            t = torch.randint(0, num_train_steps, (batch_size,), generator=gen)
-            eps = torch.randn(x0.shape, generator=gen)
-            a = abar[t].view(-1, *([1] * (x0.ndim - 1)))
-            loss = ((model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t) - eps) ** 2).mean()
+        loss = _loss(model, data(batch_size, gen), gen, abar=abar, num_train_steps=num_train_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        if ema is not None:
-            with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        ema[k].mul_(ema_decay).add_(v.detach(), alpha=1 - ema_decay)
-                    else:
-                        ema[k].copy_(v)
+        if ema is not None and ema_decay is not None:
+            _update_ema(ema, model, ema_decay)
         avg = loss.item() if math.isnan(avg) else 0.98 * avg + 0.02 * loss.item()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{avg:.4f}", refresh=False)
@@ -133,6 +112,44 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
             ckpt = checkpoint(step + 1, avg)
     model.eval()
     return ckpt if ckpt is not None else torch.load(out, map_location="cpu", weights_only=True)
+
+
+def _loss(model: torch.nn.Module, x0: torch.Tensor, gen: torch.Generator, *,
+          abar: torch.Tensor | None, num_train_steps: int) -> torch.Tensor:
+    """One batch's mean squared error (module docstring): ε-prediction on the schedule ``abar``,
+    or rectified-flow velocity when ``abar`` is None. Draws t, then ε, from ``gen``."""
+    shape = (-1, *([1] * (x0.ndim - 1)))
+    if abar is None:   # x_t = (1 − t) x0 + t ε, target v = ε − x0, time input 1000·t as diffusers'
+        t = torch.rand(len(x0), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        tt = t.view(shape)
+        pred = model((1 - tt) * x0 + tt * eps, t * num_train_steps)
+        return ((pred - (eps - x0)) ** 2).mean()
+    t = torch.randint(0, num_train_steps, (len(x0),), generator=gen)
+    eps = torch.randn(x0.shape, generator=gen)
+    a = abar[t].view(shape)
+    return ((model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t) - eps) ** 2).mean()
+
+
+def _update_ema(ema: dict, model: torch.nn.Module, decay: float) -> None:
+    """ema ← decay·ema + (1 − decay)·weights for floating tensors; others (counters) copied."""
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+            else:
+                ema[k].copy_(v)
+
+
+def _restore(ckpt: dict, *, model: torch.nn.Module, opt, sched, gen: torch.Generator,
+             ema: dict | None) -> dict | None:
+    """Load a checkpoint's training state in place; returns the EMA weights to continue (the
+    checkpoint's "model" when training with an EMA, whose raw weights are "train_model")."""
+    model.load_state_dict(ckpt["train_model"] if ema is not None else ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["lr_schedule"])
+    gen.set_state(ckpt["generator"])
+    return ckpt["model"] if ema is not None else None
 
 
 def train_mlp(prior: GaussianMixture, out: str | Path, *, steps: int = 6000,
