@@ -15,7 +15,7 @@ Time, steps and x̂0 come from ``backend.process``: a backend only adds the mode
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
@@ -50,6 +50,6 @@ class Backend(Protocol):
     def prior_sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor: ...
     def predict(self, x: torch.Tensor, i: int,
                 generator: torch.Generator | None = None) -> Prediction: ...
-    def decode(self, x0: torch.Tensor): ...
+    def decode(self, x0: torch.Tensor) -> Any: ...   # a tensor, or what the rewards read
     def noise_to(self, x0: torch.Tensor, i: int,
                  generator: torch.Generator | None) -> torch.Tensor: ...

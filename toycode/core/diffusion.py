@@ -178,10 +178,13 @@ def _lincomb(*terms: tuple[float, torch.Tensor]) -> torch.Tensor:
     tensor's dtype."""
     dtype = terms[0][1].dtype
     work = torch.float32 if dtype in _HALF else dtype
-    out = None
-    for c, t in terms:
-        term = torch.as_tensor(c, dtype=torch.float64).to(work) * t.to(work)
-        out = term if out is None else out + term
+
+    def term(c: float, t: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(c, dtype=torch.float64).to(work) * t.to(work)
+
+    out = term(*terms[0])
+    for c, t in terms[1:]:
+        out = out + term(c, t)
     return out.to(dtype)
 
 
@@ -310,7 +313,7 @@ class Process:
         ODE (for rectified flow the Euler step x + (t' − t) v̂). ``x0`` is the model's x̂0: by
         default Tweedie's (x − σ ε̂)/α, which a grid point with α = 0 (flow's t = 1) cannot form.
         """
-        terms, noise = self._step_terms(x, i, eps, to, x0)
+        terms, noise = self._step_terms(x, i, eps, to=to, x0=x0)
         if noise > 0:
             terms.append((noise, randn_like(x, generator)))
         return _lincomb(*terms).to(x.dtype)
@@ -319,10 +322,10 @@ class Process:
                      x0: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
         """The mean (float64) and standard deviation s of :meth:`step`'s Gaussian transition
         (``step`` returns mean + s z); for importance ratios of two steps (twisted SMC)."""
-        terms, noise = self._step_terms(x, i, eps, to, x0)
+        terms, noise = self._step_terms(x, i, eps, to=to, x0=x0)
         return _lincomb(*((c, t.double()) for c, t in terms)), noise
 
-    def _step_terms(self, x, i, eps, to, x0) -> tuple[list, float]:
+    def _step_terms(self, x, i, eps, *, to, x0) -> tuple[list, float]:
         """(coefficient, tensor) terms of the step's mean, and its noise scale s (float64)."""
         check_range("i", i, 0, self.num_steps - 1)
         i = int(i)

@@ -72,7 +72,7 @@ def _coef(value: float, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.float64).to(like.dtype)
 
 
-def _shift(backend: Backend, i: int, eps, x0, g) -> tuple[torch.Tensor, torch.Tensor]:
+def _shift(backend: Backend, i: int, eps, x0, *, g) -> tuple[torch.Tensor, torch.Tensor]:
     """(ε̂ − σ g, x̂0 + (σ²/α) g): the score moved by g; unmoved where α = 0 (see above)."""
     lv = backend.process.level(i)
     if lv.alpha == 0:
@@ -112,7 +112,7 @@ class DPS:
                 x0 = pred.x0
             g = _reward_grad(self.reward, backend, xg, x0)
         base = pred.eps.detach(), pred.x0.detach()
-        eps, x0 = _shift(backend, i, *base, self.scale * g)
+        eps, x0 = _shift(backend, i, *base, g=self.scale * g)
         return Prediction(eps, x0, reward_grads=1, backprops=0 if self.detach else 1,
                           unguided=base)
 
@@ -171,5 +171,5 @@ class ExactGuidance:
             xg = x.detach().double().requires_grad_(True)
             level = backend.process.level(i)
             g = torch.autograd.grad(self.target.log_tilt(xg, level).sum(), xg)[0]
-        eps, x0 = _shift(backend, i, pred.eps, pred.x0, g.to(x.dtype))
+        eps, x0 = _shift(backend, i, pred.eps, pred.x0, g=g.to(x.dtype))
         return Prediction(eps, x0, reward_grads=1, unguided=(pred.eps, pred.x0))

@@ -215,14 +215,14 @@ class Forest:
             return
         n, k = self.n, self.k
 
-        def pad(t, shape, fill, dtype, device=None):
+        def pad(t, shape, fill, dtype, *, device=None):
             new = torch.full((n, extra, *shape), fill, dtype=dtype, device=device)
             return new if t is None else torch.cat([t, new], 1)
 
         first = self.capacity == 0
-        self.x = pad(None if first else self.x, self.shape, 0, self.dtype, self.device)
-        self.eps = pad(None if first else self.eps, self.shape, 0, self.dtype, self.device)
-        self.x0 = pad(None if first else self.x0, self.shape, 0, self.dtype, self.device)
+        self.x = pad(None if first else self.x, self.shape, 0, self.dtype, device=self.device)
+        self.eps = pad(None if first else self.eps, self.shape, 0, self.dtype, device=self.device)
+        self.x0 = pad(None if first else self.x0, self.shape, 0, self.dtype, device=self.device)
         self.depth = pad(None if first else self.depth, (), -1, torch.long)
         self.parent = pad(None if first else self.parent, (), -1, torch.long)
         self.kids = pad(None if first else self.kids, (k,), -1, torch.long)
