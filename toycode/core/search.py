@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ..utils.checks import check_choice, check_range
 from .backend import Backend
 from .sampler import Ledger, SampleResult, _blocks
-from .values import make_value_fn
+from .values import ValueSpec, make_value_fn
 
 __all__ = ["noise_random_search", "noise_zero_order_search", "tree_sample", "Forest",
            "beam_search", "beam_widths", "beam_nfe", "BEAM_SCHEDULES"]
@@ -75,7 +75,7 @@ def _result(out, rewards, ledger: Ledger, *, settings: dict, pops: int) -> Sampl
 
 def noise_random_search(backend: Backend, reward: Callable, n: int, *, num_candidates: int = 1,
                         block_size: int | None = None, selection: str = "argmax",
-                        lam: float = 1.0, value="tweedie",
+                        lam: float = 1.0, value: ValueSpec = "tweedie",
                         generator: torch.Generator | None = None, progress: bool = False,
                         callback: Callable[[dict], None] | None = None) -> SampleResult:
     """Random search over initial noises (Ma et al. 2025, arXiv 2501.09732, §3.2).
@@ -108,7 +108,8 @@ def noise_random_search(backend: Backend, reward: Callable, n: int, *, num_candi
 
 def noise_zero_order_search(backend: Backend, reward: Callable, n: int, *,
                             num_candidates: int = 1, block_size: int | None = None,
-                            selection: str = "argmax", lam: float = 1.0, value="tweedie",
+                            selection: str = "argmax", lam: float = 1.0,
+                            value: ValueSpec = "tweedie",
                             generator: torch.Generator | None = None, progress: bool = False,
                             callback: Callable[[dict], None] | None = None,
                             neighbours: int = 4, radius: float = 0.5) -> SampleResult:
@@ -302,7 +303,7 @@ class Forest:
 
 def tree_sample(backend: Backend, reward: Callable, n: int, *, num_candidates: int = 1,
                 block_size: int | None = None, selection: str = "softmax", lam: float = 1.0,
-                value="tweedie", generator: torch.Generator | None = None,
+                value: ValueSpec = "tweedie", generator: torch.Generator | None = None,
                 progress: bool = False, callback: Callable[[dict], None] | None = None,
                 children: int = 4, descent: str = "boltzmann") -> SampleResult:
     """Diffusion Tree Sampling (DTS) and Search (DTS*) (Jain, Sareen, Pedramfar, Ravanbakhsh
@@ -510,7 +511,7 @@ def beam_nfe(steps: int, block_size: int, num_candidates: int, widths: list[int]
 
 def beam_search(backend: Backend, reward: Callable, n: int, *, num_candidates: int = 1,
                 block_size: int = 1, selection: str = "argmax", lam: float = 1.0,
-                value="tweedie", generator: torch.Generator | None = None,
+                value: ValueSpec = "tweedie", generator: torch.Generator | None = None,
                 progress: bool = False, callback: Callable[[dict], None] | None = None,
                 beam_width: int = 4, schedule: str = "geometric",
                 final_width: int = 1) -> SampleResult:
