@@ -32,8 +32,11 @@ demo: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest
 
+# ruff's rules and its formatting on everything, pyright (basic, [tool.pyright]) on the core
 lint: $(STAMP)
 	$(VENV)/bin/ruff check toycode tests benchmarks
+	$(VENV)/bin/ruff format --check toycode tests benchmarks
+	$(PY) -m pyright --pythonpath $(PY)
 
 TOYCODE := $(VENV)/bin/toycode
 SWEEP_METHODS := bon code smc dps exact-guidance
