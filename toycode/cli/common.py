@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 
 import torch
@@ -13,6 +14,13 @@ from ..utils.checks import check_choice, check_out_dir
 DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
 """--dtype's choices: the pipeline's weights (auto: float16 on CUDA, else float32)."""
+
+
+def report_figures(command: str, paths, start: float) -> None:
+    """The closing lines of a command that draws: each figure it wrote, then its wall time."""
+    for path in paths:
+        print(f"wrote {path}")
+    print(f"{command} took {time.time() - start:.1f} s")
 
 
 def add_process_arg(parser) -> None:

@@ -13,7 +13,7 @@ from ..utils.checks import (
     check_range,
     check_seed,
 )
-from .common import MAX_STEPS, add_data_dir_arg, check_data_dir
+from .common import MAX_STEPS, add_data_dir_arg, check_data_dir, report_figures
 
 MNIST_DIM = 784
 """Pixels of an MNIST image: the largest dimension the MNIST mixture has."""
@@ -147,9 +147,7 @@ def run_mnist_demo(args) -> None:
     for row in r["rows"]:
         print(f"{row['method']:22s} {row['fraction']:9.3f} ± {row['se']:.3f} {row['nfe']:10.0f} "
               f"{row['reward_grads']:6.0f}")
-    for path in r["figures"]:
-        print(f"wrote {path}")
-    print(f"mnist-demo took {time.time() - start:.1f} s")
+    report_figures("mnist-demo", r["figures"], start)
 
 
 def add_mnist_gmm(sub) -> None:

@@ -19,7 +19,14 @@ from ..utils.checks import (
     check_seed,
 )
 from ..utils.io import save_npz
-from .common import MAX_STEPS, add_process_arg, check_problem, check_process, check_toy_backend
+from .common import (
+    MAX_STEPS,
+    add_process_arg,
+    check_problem,
+    check_process,
+    check_toy_backend,
+    report_figures,
+)
 
 
 def _add_run_args(parser, backends: list[str]) -> None:
@@ -68,9 +75,7 @@ def run_demo(args) -> None:
     print(f"problem {result['problem'].name}: lam={result['problem'].lam:g}, n={args.n}, "
           f"T={args.steps}, seed={args.seed}, process={args.process}")
     print(format_table(result))
-    for path in result["figures"]:
-        print(f"wrote {path}")
-    print(f"demo took {time.time() - start:.1f} s")
+    report_figures("demo", result["figures"], start)
 
 
 def add_compare(sub) -> None:
