@@ -49,6 +49,26 @@ def _worker(folder: str, jobs: list[int], delay: float) -> None:
         table.append({**ROW, "seed": seed, "pid": os.getpid()})
 
 
+def test_a_claim_is_kept_and_another_configuration_refused_naming_what_differs(tmp_path):
+    table = ResultsTable(tmp_path / "run", key=lambda r: r["seed"])
+    table.claim({"size": "fast", "dims": (2, 3)}, name="run.json", what="study")
+    table.claim({"size": "fast", "dims": [2, 3]}, name="run.json", what="study")   # resumes
+    before = (tmp_path / "run" / "run.json").read_bytes()
+    with pytest.raises(ValueError, match=r"holds a study run with other size='fast'; resume"):
+        table.claim({"size": "default", "dims": [2, 3]}, name="run.json", what="study")
+    assert (tmp_path / "run" / "run.json").read_bytes() == before
+    (tmp_path / "run" / "run.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a study configuration"):
+        table.claim({"size": "fast"}, name="run.json", what="study")
+
+
+def test_a_claim_on_a_foreign_table_writes_nothing(tmp_path):
+    (tmp_path / "results.jsonl").write_text("hello\n")
+    with pytest.raises(ValueError, match="line 1"):
+        ResultsTable(tmp_path, key=lambda r: r["seed"]).claim({}, name="c.json", what="study")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl"]
+
+
 def test_two_processes_on_one_folder_compute_each_row_once(tmp_path):
     jobs = list(range(12))
     ctx = multiprocessing.get_context("fork")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, Iterator
@@ -57,6 +58,45 @@ class ResultsTable:
 
     def done(self) -> set:
         return {self.key(r) for r in self.rows()}
+
+    def claim(self, config: dict, *, name: str, what: str) -> None:
+        """Record the run's fixed configuration in ``folder/name``, or refuse a folder that holds
+        another one, naming the options that differ (``what`` says whose folder it is, e.g.
+        "sweep"). Everything is checked before anything is written, and checked again under the
+        lock, since another process may be claiming the folder at the same moment."""
+        from ..utils.io import atomic_write
+        path = self.folder / name
+        config = json.loads(json.dumps(config))   # as it reads back: tuples are lists
+        self._refuse_other(self._held(path, what), config, what)
+        self.rows()   # refuses a table that is not ours, naming the line
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "results.lock", "ab") as f, locked(f):
+            held = self._held(path, what)
+            self._refuse_other(held, config, what)
+            if held is None:
+                atomic_write(path, lambda g: g.write(json.dumps(config, indent=1).encode()))
+
+    @staticmethod
+    def _held(path: Path, what: str) -> dict | None:
+        if not path.is_file():
+            return None
+        try:
+            held = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            held = None
+        if not isinstance(held, dict):
+            raise ValueError(f"{path} is not a {what} configuration (not a JSON object); the "
+                             f"folder is not a {what}'s: use another --out")
+        return held
+
+    def _refuse_other(self, held: dict | None, config: dict, what: str) -> None:
+        if held is None:
+            return
+        differ = sorted(k for k in set(held) | set(config) if held.get(k) != config.get(k))
+        if differ:
+            raise ValueError(f"{self.folder} holds a {what} run with other "
+                             + ", ".join(f"{k}={held.get(k)!r}" for k in differ)
+                             + "; resume it with the same options or use another --out")
 
     def append(self, row: dict) -> None:
         """Append one strict-JSON row under the table's lock, first cutting a line torn by a

@@ -30,7 +30,6 @@ draws distance against NFE per output.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import astuple, dataclass, field
@@ -263,24 +262,6 @@ def run_row(bench: Bench, method: str, budget: int, seed: int, n: int) -> dict:
             **metrics, "wall_s": wall}
 
 
-def _claim(out: Path, config: dict) -> None:
-    """Rows are resumed only into a folder run at the same size: refuse another."""
-    path = out / "leaderboard.json"
-    config = json.loads(json.dumps(config))   # as it reads back: tuples are lists
-    if path.exists():
-        try:
-            held = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ValueError(f"{path} is not a leaderboard configuration (not JSON); use "
-                             f"another --out") from None
-        if held != config:
-            raise ValueError(f"{out} holds a leaderboard run at {held}, not {config}; "
-                             f"use another --out")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config) + "\n")
-
-
 def _key(row: dict) -> tuple:
     return row["bench"], row["method"], row["budget"], row["seed"]
 
@@ -300,9 +281,10 @@ def run_leaderboard(out: str | Path = "leaderboard", *, benches=BENCHES, methods
     dim = dim or (16 if size == "fast" else 784)
     out = Path(out)
     table = ResultsTable(out, key=_key)
-    done = table.done()   # refuses a table that is not ours before anything is written
-    _claim(out, {"size": size, "dim": dim,
-                 "sizes": {k: list(astuple(v)) for k, v in SIZES[size].items()}})
+    table.claim({"size": size, "dim": dim,
+                 "sizes": {k: list(astuple(v)) for k, v in SIZES[size].items()}},
+                name="leaderboard.json", what="leaderboard")
+    done = table.done()
     for bench_name in benches:
         sz = SIZES[size]["toy" if bench_name in ("between", "box", "ring") else bench_name]
         jobs = [(m, b, s) for m in names

@@ -50,10 +50,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.methods import get_method
-from ..experiments.results import ResultsTable, locked
+from ..experiments.results import ResultsTable
 from ..experiments.tradeoff import expand, read_results
 from ..utils.checks import check_range
-from ..utils.io import atomic_write
 from .backend import make_sd_backend
 from .rewards import ClipTextScore
 from .run import SD_METHODS, save_png
@@ -203,46 +202,6 @@ def process_shard(device: str | None = None) -> Shard:
     return Shard(state.process_index, state.num_processes, mine, state.wait_for_everyone)
 
 
-def _held_claim(path: Path) -> dict | None:
-    """The configuration a folder's ``sweep.json`` records (None if there is none yet)."""
-    if not path.is_file():
-        return None
-    try:
-        held = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError(f"{path} is not a sweep configuration (not JSON): the folder is not "
-                         f"an sd-sweep's; use another --out") from None
-    if not isinstance(held, dict):
-        raise ValueError(f"{path} is not a sweep configuration (not an object); use another "
-                         f"--out")
-    return held
-
-
-def _refuse_other(out: Path, held: dict | None, config: dict) -> None:
-    if held is None:
-        return
-    differ = sorted(k for k in set(held) | set(config) if held.get(k) != config.get(k))
-    if differ:
-        raise ValueError(f"{out} holds a sweep with other "
-                         + ", ".join(f"{k}={held.get(k)!r}" for k in differ)
-                         + "; resume it with the same options or use another --out")
-
-
-def _claim(out: Path, config: dict) -> None:
-    """Record the sweep's fixed configuration in ``out/sweep.json``, or refuse a different one.
-    Everything is checked before anything is written, and checked again under the table's lock
-    (another process may be claiming the folder at the same moment)."""
-    path = out / "sweep.json"
-    _refuse_other(out, _held_claim(path), config)
-    read_results(out)   # refuses a table that is not ours, naming the line
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "results.lock", "ab") as f, locked(f):
-        held = _held_claim(path)
-        _refuse_other(out, held, config)
-        if held is None:
-            atomic_write(path, lambda g: g.write(json.dumps(config, indent=1).encode()))
-
-
 def run_sd_sweep(pipe, prompts: list[str], reward_for: Callable[[str], Callable], methods,
                  grid: dict[str, list], *, seeds: int = 2, steps: int = 50,
                  out: str | Path = "sd-sweep", eta: float = 1.0, guidance_scale: float = 7.5,
@@ -278,9 +237,9 @@ def run_sd_sweep(pipe, prompts: list[str], reward_for: Callable[[str], Callable]
             and next(iter(backends.values())).process.deterministic):
         raise ValueError("selection needs a stochastic step: eta must be > 0")
     out = Path(out)
-    _claim(out, config)
     table = ResultsTable(out, key=lambda r: row_key(r["prompt"], r["method"], r["settings"],
                                                     r["seed"]))
+    table.claim(config, name="sweep.json", what="sweep")
     done = table.done()
     todo = [j for j in jobs[shard.index::shard.count] if row_key(*j) not in done]
     rewards, scores = {}, {}
