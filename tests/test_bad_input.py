@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 ROW = {"problem": "between", "method": "code", "settings": {"N": 2}, "seed": 0, "n": 8,
        "nfe": 10.0, "reward_calls": 2.0, "reward_grads": 0.0, "reward_mean": -1.0,
-       "reward_se": 0.1, "mmd2": 0.01, "mmd2_floor": 0.001, "mmd2_over_floor": 10.0,
+       "reward_se": 0.1, "mmd2": 0.01, "mmd2_floor": 0.001, "distance": 10.0,
        "kl_to_target": 0.5, "kl_to_base": 1.0, "mode_tv": 0.1, "distinct": 8, "wall_s": 0.01,
        "exact_reward": -0.5, "exact_kl": 1.2}
 """A well-formed tradeoff row (the schema run_sweep writes), to surround the damage with."""

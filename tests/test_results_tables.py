@@ -55,11 +55,19 @@ def test_committed_results_are_strict_json():
                for r in infinite)
 
 
+def test_a_table_written_before_the_shared_schema_reads_with_todays_names(tmp_path):
+    row = {"problem": "box", "method": "bon", "settings": {}, "seed": 0, "mmd2_over_floor": 2.5}
+    (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
+    (read,) = read_results(tmp_path)
+    assert read["distance"] == 2.5 and "mmd2_over_floor" not in read
+    assert list(read) == ["problem", "method", "settings", "seed", "distance"]
+
+
 def test_load_flattens_settings(sweep):
     table = load(sweep)
     assert len(table) == 4 and "settings" not in table.columns
     for column in ("problem", "method", "N", "K", "T", "seed", "nfe", "reward_mean",
-                   "mmd2_over_floor", "kl_to_target", "wall_s"):
+                   "distance", "kl_to_target", "wall_s"):
         assert column in table.columns, column
     bon = table[table.method == "bon"]
     smc = table[table.method == "smc"]

@@ -157,7 +157,7 @@ def _label(settings: dict) -> str:
 
 SWEEP_KINDS = {
     "frontier": ("kl_to_base", "reward_mean", "KL(q‖p) (k-NN estimate)", "mean reward"),
-    "distance-nfe": ("nfe", "mmd2_over_floor", "NFE per sample", "MMD² to exact p* / floor"),
+    "distance-nfe": ("nfe", "distance", "NFE per sample", "MMD² to exact p* / floor"),
     "reward-nfe": ("nfe", "reward_mean", "NFE per sample", "mean reward"),
 }
 

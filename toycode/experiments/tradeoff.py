@@ -121,8 +121,16 @@ def read_results(folder: str | Path) -> list[dict]:
             what = "not an object" if not isinstance(row, dict) else "no method or seed"
             raise ValueError(f"{path}, line {number}: not a toycode results row ({what}); "
                              f"use another folder")
-        rows.append(_restore(row))
+        rows.append(_restore(_renamed(row)))
     return rows
+
+
+def _renamed(row: dict) -> dict:
+    """A row written before the runners shared one schema, with today's names: the distance
+    (MMD² over its noise floor) was ``mmd2_over_floor`` in tradeoff tables."""
+    if "mmd2_over_floor" in row and "distance" not in row:
+        row = {("distance" if k == "mmd2_over_floor" else k): v for k, v in row.items()}
+    return row
 
 
 def load(folder: str | Path):
@@ -204,7 +212,7 @@ def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
                    "n": n, "nfe": res.nfe_per_sample, "reward_calls": res.reward_calls / n,
                    "reward_grads": res.reward_grads / n, "reward_mean": m["reward_mean"],
                    "reward_se": m["reward_se"], "mmd2": m["mmd2"],
-                   "mmd2_floor": exact.floor, "mmd2_over_floor": m["mmd2"] / exact.floor,
+                   "mmd2_floor": exact.floor, "distance": m["mmd2"] / exact.floor,
                    "kl_to_target": m["kl_to_target"], "kl_to_base": m["kl_to_base"],
                    "mode_tv": m["mode_tv"], "distinct": m["distinct"], "wall_s": wall,
                    "exact_reward": target.reward_mean, "exact_kl": target.kl_to_base}
