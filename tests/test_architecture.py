@@ -154,3 +154,28 @@ def test_the_core_knows_nothing_above_it():
 def test_public_names_still_import_from_the_top():
     from toycode import ExactValue, Process, load_problem, sample_blockwise  # noqa: F401
     assert methods.METHODS is api.METHODS
+
+
+def _functions():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield path.relative_to(PACKAGE.parent), node
+
+
+def _body_lines(node) -> int:
+    body = node.body[1:] if isinstance(node.body[0], ast.Expr) and isinstance(
+        getattr(node.body[0], "value", None), ast.Constant) else node.body
+    return node.end_lineno - body[0].lineno + 1
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = [f"{path}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path, node in _functions() if node.end_lineno - node.lineno + 1 > 80]
+    assert not long, long
+
+
+def test_the_engine_reads_as_the_reading_edition_plus_one_steering_call():
+    sizes = {node.name: _body_lines(node) for _, node in _functions()
+             if node.name in ("sample_blockwise", "code_sample")}
+    assert sizes["sample_blockwise"] <= 70 and sizes["code_sample"] <= 40, sizes

@@ -121,6 +121,17 @@ def _rows(pair, idx=None, repeat=1):
     return tuple(p[idx] if idx is not None else p.repeat_interleave(repeat, 0) for p in pair)
 
 
+def _child_values(ledger: Ledger, backend: Backend, reward: Callable, value_fn: Value,
+                  xs: torch.Tensor, x0: torch.Tensor | None, *, j: int, steps: int,
+                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The children's values at a block end ``j``, and their decoded images at the clean end,
+    where the value is r itself and the images are the run's output (decoded once)."""
+    if j == steps:
+        decoded = backend.decode(xs)
+        return ledger.reward(reward, decoded).double(), decoded
+    return value_fn(ledger, backend, xs, x0, j, generator), None
+
+
 def _start(backend: Backend, n: int, *, reference, start: int, generator):
     """x at the start index: the prior, or the reference noised to it (CoDe(η)); at strength
     → 0 no step runs and the reference is returned untouched."""
@@ -130,6 +141,9 @@ def _start(backend: Backend, n: int, *, reference, start: int, generator):
     return reference if start == steps else backend.noise_to(reference, start, generator)
 
 
+# Laid out line for line beside toycode.code_sample (its reading edition), so the formatter
+# leaves it as written; everything else in toycode is `ruff format`ted.
+# fmt: off
 def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidates: int = 1,
                      block_size: int = 1, selection: Selection = "argmax", lam: float = 1.0,
                      value: ValueSpec = "tweedie", particles: int = 1,
@@ -141,17 +155,12 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
                      tempering: float | None = None) -> SampleResult:
     """Blockwise controlled denoising (CoDe, arXiv 2502.00968 Alg. 1) and SMC, in one loop.
 
-    N = ``num_candidates``, B = ``block_size``; N = 1 is the base model, B ≥ T best-of-N, B = 1
-    SVDD. ``particles`` K > 1 groups the n states into n/K SMC populations. ``value`` is
-    "tweedie" or a :class:`~toycode.core.values.Value` such as :class:`ExactValue`;
-    ``reference`` (n samples) with ``strength`` ∈ (0, 1] starts from the reference noised to
-    that strength (CoDe(η)). ``potential`` (:data:`~toycode.core.steering.POTENTIALS`) and
-    ``weight_mode`` (:data:`~toycode.core.steering.WEIGHT_MODES`) choose the FK-steering potential
-    and weight bookkeeping; ``twisted`` weighs the proposals of a guided backend (DPS or exact
-    guidance) against the model's own (TDS); ``tempering`` γ tempers λ over time (DAS).
-    ``callback`` receives a dict per block: block, i, j, candidates, x0, values, potential
-    (log G), weights, selected (K kept child indices per population; identity where weights
-    were carried), ess, x. The steps are numbered as in :func:`toycode.code_sample`.
+    N = ``num_candidates``, B = ``block_size``: N = 1 is the base model, B ≥ T best-of-N, B = 1
+    SVDD. ``value`` is "tweedie" or a :class:`~toycode.core.values.Value` (e.g. ExactValue).
+    ``reference`` (n samples) and ``strength`` ∈ (0, 1] start from the reference noised to that
+    strength (CoDe(η)). ``particles`` (SMC), ``ess_threshold``, ``potential``, ``weight_mode``,
+    ``twisted`` (TDS) and ``tempering`` (DAS) are :class:`~toycode.core.steering.Steering`'s.
+    ``callback`` gets :meth:`~toycode.core.steering.BlockEnd.record`'s dict at each block end.
     """
     value_fn = _check_arguments(
         backend, n, num_candidates=num_candidates, block_size=block_size, particles=particles,
@@ -169,14 +178,12 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
         pred = steer.checked(ledger.predict(backend, x, i, generator))
         return (x if pred.x is None else pred.x), pred.eps, pred.x0, pred.unguided
 
-    with torch.no_grad():
+    bar = tqdm(total=steps - start, disable=not progress, desc="sampling", leave=False)
+    with torch.no_grad(), bar:
         # 1. the starting states and their ε̂, one denoiser call each
         x = _start(backend, n, reference=reference, start=start, generator=generator)
-        eps = x0 = base = None
-        if start < steps:
-            x, eps, x0, base = predict(x, start)
+        x, eps, x0, base = predict(x, start) if start < steps else (x, None, None, None)
         keep, decoded = torch.arange(n), None
-        bar = tqdm(total=steps - start, disable=not progress, desc="sampling", leave=False)
         for b, (i, j) in enumerate(_blocks(start, steps, block_size)):
             assert eps is not None and x0 is not None
             # 2. N candidates per state, sharing the parent's ε̂ (and x̂0) for their first step
@@ -193,12 +200,9 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
                 bar.update(1)
             if steer.weighted:
                 # 4. value the children: r itself at the clean end (decoded once: the output)
-                if j == steps:
-                    decoded = backend.decode(xs)
-                    values = ledger.reward(reward, decoded).double()
-                else:
-                    x0_v = steer.value_x0(x0_s, base_s) if reuse else None
-                    values = value_fn(ledger, backend, xs, x0_v, j, generator)
+                x0_v = steer.value_x0(x0_s, base_s) if reuse and j < steps else None
+                values, decoded = _child_values(ledger, backend, reward, value_fn, xs, x0_v,
+                                                j=j, steps=steps, generator=generator)
                 # 5. the one steering call: weigh the children, keep K per population
                 end = steer.block_end(values, i=i, j=j, clean=j == steps, log_pq=log_pq,
                                       generator=generator)
@@ -208,12 +212,10 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
                                         x0=scored_x0 if reuse else None))
             x = xs[keep]
             # 6. the kept state's ε̂ for the next block: reused if scored, else one call
-            if j < steps:
-                if reuse:
-                    eps, x0, base = eps_s[keep], x0_s[keep], _rows(base_s, keep)
-                else:
-                    x, eps, x0, base = predict(x, j)
-        bar.close()
+            if j < steps and reuse:
+                eps, x0, base = eps_s[keep], x0_s[keep], _rows(base_s, keep)
+            elif j < steps:
+                x, eps, x0, base = predict(x, j)
         out = backend.decode(x) if decoded is None else decoded[keep]   # N·K = 1: unscored
         rewards = ledger.reward(reward, out).double() if decoded is None else steer.values
     settings = run_settings(num_candidates=big_n, block_size=block_size, selection=selection,
@@ -221,3 +223,4 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
                             ess_threshold=ess_threshold, steps=steps, start_index=start)
     return SampleResult.from_ledger(out, rewards, ledger, ess=steer.ess_table(),
                                     settings={**settings, **steer.settings()})
+# fmt: on

@@ -190,8 +190,13 @@ class Steering:
     values and keeps K per population; ``propose`` moves candidates one step (the model's own
     step, or twisted SMC's guided proposal with its log p/q).
 
-    Settings as in :func:`~toycode.core.sampler.sample_blockwise`; ``start`` is the grid index
-    the run starts at (DAS tempers λ by the steps done since)."""
+    ``particles`` K > 1 groups the n states into n/K SMC populations, resampled when their ESS
+    falls below ``ess_threshold`` · K. ``potential`` (:data:`POTENTIALS`) and ``weight_mode``
+    (:data:`WEIGHT_MODES`) choose the FK-steering potential and weight bookkeeping; ``twisted``
+    weighs the proposals of a guided backend (DPS or exact guidance) against the model's own
+    (TDS); ``tempering`` γ tempers λ over time (DAS). ``start`` is the grid index the run
+    starts at (DAS tempers λ by the steps done since). The other settings are
+    :func:`~toycode.core.sampler.sample_blockwise`'s."""
 
     def __init__(self, *, n: int, num_candidates: int, particles: int, selection: Selection,
                  lam: float, ess_threshold: float, potential: Potential = "diff",
