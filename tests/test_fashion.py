@@ -37,9 +37,11 @@ from toycode.sd.fashion.prompts import (
 from toycode.sd.fashion.rewards import FashionClassIndicator, classify
 from toycode.sd.fashion.train import load_fashion_classifier
 
-DATA = Path(os.environ["TOYCODE_DATA"]) / "fashion-mnist"   # conftest: the shared copy
+# the Makefile exports TOYCODE_DATA where a shared copy exists; tests never download it
+DATA = Path(os.environ.get("TOYCODE_DATA", "/nonexistent")) / "fashion-mnist"
 needs_data = pytest.mark.skipif(not (DATA / FILES["test"][0][0]).exists(),
-                                reason=f"no Fashion-MNIST copy under {DATA}")
+                                reason=f"no Fashion-MNIST copy under {DATA} (TOYCODE_DATA: "
+                                       f"{os.environ.get('TOYCODE_DATA', 'not set')})")
 
 # the exact checks: DDIM η = 1 on T = 10 steps, no CFG (the generic prompt as trained), the
 # class "bag" (label 8, about one image in nine from the generic prompt) and λ = 1.5. Sized for
