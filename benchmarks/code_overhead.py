@@ -30,16 +30,23 @@ def main():
     big_n = args.num_candidates
 
     def code():
-        return sample_blockwise(backend, problem.reward, args.n, num_candidates=big_n,
-                                block_size=10, generator=torch.Generator().manual_seed(0))
+        return sample_blockwise(
+            backend,
+            problem.reward,
+            args.n,
+            num_candidates=big_n,
+            block_size=10,
+            generator=torch.Generator().manual_seed(0),
+        )
 
     def base():
-        return sample_blockwise(backend, problem.reward, big_n * args.n,
-                                generator=torch.Generator().manual_seed(0))
+        return sample_blockwise(
+            backend, problem.reward, big_n * args.n, generator=torch.Generator().manual_seed(0)
+        )
 
     times = {"code": [], "base": []}
     nfe = {}
-    for fn in (code, base):     # warm-up
+    for fn in (code, base):  # warm-up
         nfe[fn.__name__] = fn().nfe
     for _ in range(args.repeats):
         for fn in (code, base):
@@ -49,14 +56,17 @@ def main():
     t_code, t_base = statistics.median(times["code"]), statistics.median(times["base"])
     ratio = t_code / t_base
     per_nfe = (t_code / nfe["code"]) / (t_base / nfe["base"])
-    print(f"backend {backend}, n={args.n}, N={big_n}, B=10, T={args.steps}, "
-          f"median of {args.repeats}")
+    print(
+        f"backend {backend}, n={args.n}, N={big_n}, B=10, T={args.steps}, median of {args.repeats}"
+    )
     print(f"{'run':28s} {'NFE':>9s} {'seconds':>8s}")
     print(f"{'CoDe, n samples':28s} {nfe['code']:9d} {t_code:8.3f}")
     print(f"{'base, N·n samples':28s} {nfe['base']:9d} {t_base:8.3f}")
     print(f"wall-time ratio CoDe / base(N·n) = {ratio:.3f}")
-    print(f"time per NFE ratio               = {per_nfe:.3f}  "
-          f"(selection overhead {100 * (per_nfe - 1):+.1f} %; target < +10 %)")
+    print(
+        f"time per NFE ratio               = {per_nfe:.3f}  "
+        f"(selection overhead {100 * (per_nfe - 1):+.1f} %; target < +10 %)"
+    )
 
 
 if __name__ == "__main__":

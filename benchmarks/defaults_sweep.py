@@ -28,16 +28,24 @@ def main():
 
     def row(method, label, **kw):
         res = api.sample(problem, method=method, n=n, seed=0, **kw)
-        print(f"{method:14s} {label:22s} {mmd2(res.samples, ref, bw) / floor:10.2f} "
-              f"{float(res.rewards.mean()):8.3f}")
+        print(
+            f"{method:14s} {label:22s} {mmd2(res.samples, ref, bw) / floor:10.2f} "
+            f"{float(res.rewards.mean()):8.3f}"
+        )
 
     for method in ("dps", "dps-detached"):
         for frac, label in ((0.25, "λ/4"), (0.5, "λ/2"), (1.0, "λ"), (2.0, "2λ")):
             row(method, f"scale = {label}", scale=frac * problem.lam)
     for value in ("tweedie", "exact"):
         for k in (4, 8, 16, 32, 64):
-            row("smc", f"K = {k:2d}, {value}", particles=k, block_size=1, value=value,
-                selection="systematic")
+            row(
+                "smc",
+                f"K = {k:2d}, {value}",
+                particles=k,
+                block_size=1,
+                value=value,
+                selection="systematic",
+            )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from toycode import ExactValue, Process, load_problem, sample_blockwise
 from toycode.backends import analytic_backend
 from toycode.experiments import api
 
-SIZES = ((16, 128), (128, 64), (1024, 16))   # (K, populations)
+SIZES = ((16, 128), (128, 64), (1024, 16))  # (K, populations)
 
 
 def gap(res, target, k):
@@ -44,31 +44,64 @@ def main():
             for block in (1, 5):
                 for k, pops in SIZES:
                     res = sample_blockwise(
-                        backend, problem.reward, k * pops, particles=k, block_size=block,
-                        selection="systematic", lam=problem.lam, ess_threshold=0.5,
-                        value=ExactValue(target), potential=potential, weight_mode=weights,
-                        generator=torch.Generator().manual_seed(args.seed))
+                        backend,
+                        problem.reward,
+                        k * pops,
+                        particles=k,
+                        block_size=block,
+                        selection="systematic",
+                        lam=problem.lam,
+                        ess_threshold=0.5,
+                        value=ExactValue(target),
+                        potential=potential,
+                        weight_mode=weights,
+                        generator=torch.Generator().manual_seed(args.seed),
+                    )
                     g, z = gap(res, target, k)
-                    print(f"{potential:9s}  {weights:11s} {block:2d} {k:5d}  {g:+.4f}  {z:+6.1f}",
-                          flush=True)
+                    print(
+                        f"{potential:9s}  {weights:11s} {block:2d} {k:5d}  {g:+.4f}  {z:+6.1f}",
+                        flush=True,
+                    )
     coarse = analytic_backend(problem.prior, Process.make(6))
     print("T = 6 (cheap large K): reward mean at K = 8192, 8 populations, B = 1")
     for potential in ("diff", "max", "add"):
         for weights in ("incremental", "reset"):
             res = sample_blockwise(
-                coarse, problem.reward, 8192 * 8, particles=8192, block_size=1,
-                selection="systematic", lam=problem.lam, ess_threshold=0.5,
-                value=ExactValue(target), potential=potential, weight_mode=weights,
-                generator=torch.Generator().manual_seed(args.seed))
-            se = float(res.rewards.view(8, -1).mean(1).std()) / 8 ** 0.5
-            print(f"{potential:9s}  {weights:11s} {float(res.rewards.mean()):+.4f} ± {se:.4f}",
-                  flush=True)
+                coarse,
+                problem.reward,
+                8192 * 8,
+                particles=8192,
+                block_size=1,
+                selection="systematic",
+                lam=problem.lam,
+                ess_threshold=0.5,
+                value=ExactValue(target),
+                potential=potential,
+                weight_mode=weights,
+                generator=torch.Generator().manual_seed(args.seed),
+            )
+            se = float(res.rewards.view(8, -1).mean(1).std()) / 8**0.5
+            print(
+                f"{potential:9s}  {weights:11s} {float(res.rewards.mean()):+.4f} ± {se:.4f}",
+                flush=True,
+            )
     print("method        value    T    K   gap      gap/se")
-    for method, value, steps, options in (("tds", "exact", 50, None), ("das", "exact", 100, None),
-                                          ("tds", "tweedie", 100, {"tempering": 0.008})):
+    for method, value, steps, options in (
+        ("tds", "exact", 50, None),
+        ("das", "exact", 100, None),
+        ("tds", "tweedie", 100, {"tempering": 0.008}),
+    ):
         for k, pops in ((64, 32), (512, 8)):
-            res = api.sample(problem, method=method, particles=k, n=k * pops, steps=steps,
-                             value=value, seed=args.seed, options=options)
+            res = api.sample(
+                problem,
+                method=method,
+                particles=k,
+                n=k * pops,
+                steps=steps,
+                value=value,
+                seed=args.seed,
+                options=options,
+            )
             g, z = gap(res, target, k)
             name = method + ("+tempering" if options else "")
             print(f"{name:13s} {value:7s} {steps:4d} {k:4d}  {g:+.4f}  {z:+6.1f}", flush=True)

@@ -74,26 +74,41 @@ def main():
     clock = Clock(device)
 
     def run_pipe():
-        pipe(PROMPT, num_inference_steps=steps, eta=1.0, guidance_scale=7.5,
-             generator=torch.Generator(device).manual_seed(0), output_type="pt")
+        pipe(
+            PROMPT,
+            num_inference_steps=steps,
+            eta=1.0,
+            guidance_scale=7.5,
+            generator=torch.Generator(device).manual_seed(0),
+            output_type="pt",
+        )
 
     def run(n_cand, block):
-        be = Timed(StableDiffusionBackend(pipe, PROMPT, steps=steps, eta=1.0,
-                                          max_batch=args.max_batch), clock)
-        timed_reward = lambda x: be._timed("reward", reward, x)   # noqa: E731
-        return sample_blockwise(be, timed_reward, 1, num_candidates=n_cand, block_size=block,
-                                generator=torch.Generator().manual_seed(0))
+        be = Timed(
+            StableDiffusionBackend(pipe, PROMPT, steps=steps, eta=1.0, max_batch=args.max_batch),
+            clock,
+        )
+        timed_reward = lambda x: be._timed("reward", reward, x)  # noqa: E731
+        return sample_blockwise(
+            be,
+            timed_reward,
+            1,
+            num_candidates=n_cand,
+            block_size=block,
+            generator=torch.Generator().manual_seed(0),
+        )
 
     run_pipe()
-    run(2, args.block_size)   # warm-up: kernels, allocator
+    run(2, args.block_size)  # warm-up: kernels, allocator
     rows, breakdown = {}, {}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    for label, fn in (("diffusers pipeline (base)", run_pipe),
-                      ("toycode base (N = 1)", lambda: run(1, steps)),
-                      (f"best-of-N (N = {big_n})", lambda: run(big_n, steps)),
-                      (f"CoDe (N = {big_n}, B = {args.block_size})",
-                       lambda: run(big_n, args.block_size))):
+    for label, fn in (
+        ("diffusers pipeline (base)", run_pipe),
+        ("toycode base (N = 1)", lambda: run(1, steps)),
+        (f"best-of-N (N = {big_n})", lambda: run(big_n, steps)),
+        (f"CoDe (N = {big_n}, B = {args.block_size})", lambda: run(big_n, args.block_size)),
+    ):
         clock.total.clear()
         clock.sync()
         start = time.perf_counter()
@@ -106,21 +121,29 @@ def main():
         breakdown[label] = {k: v / args.images for k, v in clock.total.items()}
     name = "tiny dummy pipeline" if args.tiny else "SD-1.5 architecture, random weights"
     card = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(f"{name} on {card} ({dtype}), T = {steps}, CFG 7.5, DDIM η = 1, "
-          f"{args.images} image(s) per method, JPEG reward")
-    print(f"{'method':32s} {'s / image':>10s} {'UNet calls':>10s} {'UNet s':>8s} "
-          f"{'VAE s':>7s} {'reward s':>8s}")
+    print(
+        f"{name} on {card} ({dtype}), T = {steps}, CFG 7.5, DDIM η = 1, "
+        f"{args.images} image(s) per method, JPEG reward"
+    )
+    print(
+        f"{'method':32s} {'s / image':>10s} {'UNet calls':>10s} {'UNet s':>8s} "
+        f"{'VAE s':>7s} {'reward s':>8s}"
+    )
     for label, (sec, nfe) in rows.items():
         b = breakdown[label]
-        print(f"{label:32s} {sec:10.3f} {nfe:10.0f} {b.get('unet', float('nan')):8.3f} "
-              f"{b.get('vae decode', float('nan')):7.3f} {b.get('reward', float('nan')):8.3f}")
+        print(
+            f"{label:32s} {sec:10.3f} {nfe:10.0f} {b.get('unet', float('nan')):8.3f} "
+            f"{b.get('vae decode', float('nan')):7.3f} {b.get('reward', float('nan')):8.3f}"
+        )
     base = rows["diffusers pipeline (base)"][0]
     code = rows[f"CoDe (N = {big_n}, B = {args.block_size})"][0]
     print(f"CoDe / (N × base) = {code / (big_n * base):.3f}   (target ≤ 1.05)")
     b = breakdown[f"CoDe (N = {big_n}, B = {args.block_size})"]
-    print(f"CoDe time outside the UNet: {100 * (code - b['unet']) / code:.1f} % "
-          f"(VAE decodes of the scored candidates {100 * b['vae decode'] / code:.1f} %, "
-          f"reward {100 * b['reward'] / code:.1f} %)")
+    print(
+        f"CoDe time outside the UNet: {100 * (code - b['unet']) / code:.1f} % "
+        f"(VAE decodes of the scored candidates {100 * b['vae decode'] / code:.1f} %, "
+        f"reward {100 * b['reward'] / code:.1f} %)"
+    )
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 

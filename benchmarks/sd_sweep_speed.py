@@ -47,29 +47,39 @@ class Clock:
         def post(mod, args, out):
             self.sync()
             self.total[name] += time.perf_counter() - self.start[name]
+
         return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
 
 
 def _taesd(folder, pipe):
     from diffusers import AutoencoderTiny
+
     torch.manual_seed(0)
-    AutoencoderTiny().save_pretrained(folder)   # diffusers' defaults are TAESD's architecture
+    AutoencoderTiny().save_pretrained(folder)  # diffusers' defaults are TAESD's architecture
     return load_score_decoder(folder, pipe)
 
 
 def per_call(pipe, taesd, clock, args):
-    be = make_sd_backend(pipe, "a cat", steps=args.steps, max_batch=args.max_batch,
-                      height=args.height, width=args.height)
+    be = make_sd_backend(
+        pipe,
+        "a cat",
+        steps=args.steps,
+        max_batch=args.max_batch,
+        height=args.height,
+        width=args.height,
+    )
     x = be.prior_sample(1, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        for _ in range(1 + args.repeats):   # the first round warms up
+        for _ in range(1 + args.repeats):  # the first round warms up
             clock.total.clear()
             be.predict(x, 0)
             be.decode(x)
             taesd.decode(x / taesd.config.scaling_factor)
     u, d, t = clock.total["unet"], clock.total["vae"], clock.total["taesd"]
-    print(f"one latent, {args.height}×{args.height}: CFG UNet call {u:.3f} s, VAE decode "
-          f"{d:.3f} s, TAESD decode {t:.4f} s (last of {args.repeats} rounds)")
+    print(
+        f"one latent, {args.height}×{args.height}: CFG UNet call {u:.3f} s, VAE decode "
+        f"{d:.3f} s, TAESD decode {t:.4f} s (last of {args.repeats} rounds)"
+    )
     for n in args.N:
         if n == 1:
             continue
@@ -77,35 +87,56 @@ def per_call(pipe, taesd, clock, args):
         calls = 1 + (args.steps - 1) * n
         full = calls * u + n * blocks * d
         cheap = calls * u + n * d + n * (blocks - 1) * t
-        print(f"CoDe N = {n}, B = {args.block_size}, T = {args.steps}: decode share "
-              f"{100 * n * blocks * d / full:.1f} % with the VAE, "
-              f"{100 * (n * d + n * (blocks - 1) * t) / cheap:.1f} % with TAESD; time "
-              f"× {cheap / full:.3f}")
+        print(
+            f"CoDe N = {n}, B = {args.block_size}, T = {args.steps}: decode share "
+            f"{100 * n * blocks * d / full:.1f} % with the VAE, "
+            f"{100 * (n * d + n * (blocks - 1) * t) / cheap:.1f} % with TAESD; time "
+            f"× {cheap / full:.3f}"
+        )
 
 
 def sweep(pipe, taesd, clock, args, tmp):
     prompts = load_prompts("animals", args.prompts)
     grid = {"N": args.N, "B": [args.block_size]}
     run = dict(seeds=args.seeds, steps=args.steps, max_batch=args.max_batch, progress=False)
-    run_sd_sweep(pipe, prompts[:1], lambda p: Compressibility(), ["code"], {"N": [2], "B": [2]},
-                 out=Path(tmp) / "warm-up", **{**run, "seeds": 1, "steps": 4})
+    run_sd_sweep(
+        pipe,
+        prompts[:1],
+        lambda p: Compressibility(),
+        ["code"],
+        {"N": [2], "B": [2]},
+        out=Path(tmp) / "warm-up",
+        **{**run, "seeds": 1, "steps": 4},
+    )
     for label, decoder in (("VAE scores", None), ("TAESD scores", taesd)):
         clock.total.clear()
         clock.sync()
         start = time.perf_counter()
-        rows = run_sd_sweep(pipe, prompts, lambda p: Compressibility(), ["code"], grid,
-                            out=Path(tmp) / label.split()[0], score_decoder=decoder, **run)
+        rows = run_sd_sweep(
+            pipe,
+            prompts,
+            lambda p: Compressibility(),
+            ["code"],
+            grid,
+            out=Path(tmp) / label.split()[0],
+            score_decoder=decoder,
+            **run,
+        )
         clock.sync()
         wall = time.perf_counter() - start
         dec = clock.total["vae"] + clock.total["taesd"]
-        print(f"{label:13s} {len(rows)} images in {wall:.1f} s: {len(rows) / wall:.3f} "
-              f"images/s; UNet {100 * clock.total['unet'] / wall:.1f} %, VAE decodes "
-              f"{100 * clock.total['vae'] / wall:.1f} %, TAESD decodes "
-              f"{100 * clock.total['taesd'] / wall:.1f} % (decodes {100 * dec / wall:.1f} %)")
+        print(
+            f"{label:13s} {len(rows)} images in {wall:.1f} s: {len(rows) / wall:.3f} "
+            f"images/s; UNet {100 * clock.total['unet'] / wall:.1f} %, VAE decodes "
+            f"{100 * clock.total['vae'] / wall:.1f} %, TAESD decodes "
+            f"{100 * clock.total['taesd'] / wall:.1f} % (decodes {100 * dec / wall:.1f} %)"
+        )
         for n in args.N:
             sel = [r for r in rows if r["settings"]["N"] == n]
-            print(f"    N = {n}: {sum(r['wall_s'] for r in sel) / len(sel):.2f} s/image, "
-                  f"reward {sum(r['reward'] for r in sel) / len(sel):.3f}")
+            print(
+                f"    N = {n}: {sum(r['wall_s'] for r in sel) / len(sel):.2f} s/image, "
+                f"reward {sum(r['reward'] for r in sel) / len(sel):.3f}"
+            )
 
 
 def main():
@@ -127,12 +158,17 @@ def main():
     clock = Clock(device)
     with tempfile.TemporaryDirectory() as tmp:
         taesd = _taesd(Path(tmp) / "taesd", pipe)
-        for name, module in (("unet", pipe.unet), ("vae", pipe.vae.decoder),
-                             ("taesd", taesd.decoder)):
+        for name, module in (
+            ("unet", pipe.unet),
+            ("vae", pipe.vae.decoder),
+            ("taesd", taesd.decoder),
+        ):
             clock.watch(name, module)
         card = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-        print(f"SD-1.5 architecture, random weights, on {card} ({dtype}), torch "
-              f"{torch.__version__}, {torch.get_num_threads()} CPU threads")
+        print(
+            f"SD-1.5 architecture, random weights, on {card} ({dtype}), torch "
+            f"{torch.__version__}, {torch.get_num_threads()} CPU threads"
+        )
         if args.per_call:
             per_call(pipe, taesd, clock, args)
         else:

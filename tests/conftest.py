@@ -28,8 +28,12 @@ def box():
 @pytest.fixture(scope="session")
 def mixture3d():
     """A 3-D, 2-component mixture with correlated covariances."""
-    covs = torch.tensor([[[1.0, 0.3, 0.0], [0.3, 0.5, 0.1], [0.0, 0.1, 0.8]],
-                         [[0.4, -0.1, 0.05], [-0.1, 0.6, 0.0], [0.05, 0.0, 0.3]]])
+    covs = torch.tensor(
+        [
+            [[1.0, 0.3, 0.0], [0.3, 0.5, 0.1], [0.0, 0.1, 0.8]],
+            [[0.4, -0.1, 0.05], [-0.1, 0.6, 0.0], [0.05, 0.0, 0.3]],
+        ]
+    )
     return GaussianMixture([0.3, 0.7], [[1.0, -1.0, 0.5], [-1.0, 0.5, 0.0]], covs)
 
 

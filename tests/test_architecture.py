@@ -17,14 +17,26 @@ from toycode.experiments.tradeoff import expand
 PACKAGE = Path(__file__).resolve().parents[1] / "toycode"
 
 
-@pytest.mark.parametrize("name, N, B, K, selection", [
-    ("base", 1, 20, 1, "argmax"), ("bon", 8, 20, 1, "argmax"), ("svdd", 8, 1, 1, "argmax"),
-    ("code", 8, 5, 1, "argmax"), ("smc", 1, 5, 16, "systematic"), ("dps", 1, 20, 1, "argmax"),
-    ("code-gradient", 8, 5, 1, "argmax")])
+@pytest.mark.parametrize(
+    "name, N, B, K, selection",
+    [
+        ("base", 1, 20, 1, "argmax"),
+        ("bon", 8, 20, 1, "argmax"),
+        ("svdd", 8, 1, 1, "argmax"),
+        ("code", 8, 5, 1, "argmax"),
+        ("smc", 1, 5, 16, "systematic"),
+        ("dps", 1, 20, 1, "argmax"),
+        ("code-gradient", 8, 5, 1, "argmax"),
+    ],
+)
 def test_each_record_sets_n_b_k_as_documented(name, N, B, K, selection):
     s = get_method(name).sampler_settings(20, num_candidates=8, block_size=5, particles=16)
     assert (s["num_candidates"], s["block_size"], s.get("particles", 1), s["selection"]) == (
-        N, B, K, selection)
+        N,
+        B,
+        K,
+        selection,
+    )
 
 
 def test_method_defaults_for_block_size():
@@ -42,19 +54,45 @@ def test_gradient_methods_are_marked_and_refuse_a_box_reward(box):
 
 def test_adding_a_method_is_adding_one_record(monkeypatch, capsys, between):
     """A new record is sampled by api.sample, offered by the CLI and swept by tradeoff."""
-    record = Method("bon-softmax", "best-of-N with softmax selection", uses_candidates=True,
-                    selection="softmax", knobs=("N", "T"))
+    record = Method(
+        "bon-softmax",
+        "best-of-N with softmax selection",
+        uses_candidates=True,
+        selection="softmax",
+        knobs=("N", "T"),
+    )
     monkeypatch.setitem(METHODS, record.name, record)
     res = api.sample(between, method="bon-softmax", num_candidates=4, n=8, steps=10)
     assert res.settings["selection"] == "softmax" and res.settings["block_size"] == 10
     assert res.nfe_per_sample == 1 + 9 * 4
-    sample = next(a for a in build_parser()._subparsers._group_actions[0].choices["sample"]
-                  ._actions if a.dest == "method")
+    sample = next(
+        a
+        for a in build_parser()._subparsers._group_actions[0].choices["sample"]._actions
+        if a.dest == "method"
+    )
     assert "bon-softmax" in sample.choices
-    assert main(["sample", "--problem", "between", "--method", "bon-softmax", "--n", "4",
-                 "--steps", "5", "--num-candidates", "2"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--problem",
+                "between",
+                "--method",
+                "bon-softmax",
+                "--n",
+                "4",
+                "--steps",
+                "5",
+                "--num-candidates",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert expand(["bon-softmax"], {"N": [2, 4], "B": [5]}) == [
-        ("bon-softmax", {"N": 2}), ("bon-softmax", {"N": 4})]
+        ("bon-softmax", {"N": 2}),
+        ("bon-softmax", {"N": 4}),
+    ]
 
 
 def test_records_are_frozen_and_checked():
@@ -68,6 +106,7 @@ def test_records_are_frozen_and_checked():
 
 def test_the_backend_contract_has_five_members():
     from toycode.core.backend import Backend
+
     members = [m for m in vars(Backend) if not m.startswith("_")]
     members += list(Backend.__annotations__)
     assert set(members) == {"process", "prior_sample", "predict", "decode", "noise_to"}
@@ -77,18 +116,38 @@ def test_evaluate_reports_only_what_is_read(between):
     gen = torch.Generator().manual_seed(0)
     x, ref = between.target.sample(64, gen), between.target.sample(64, gen)
     keys = set(evaluate(x, between.reward(x), between.target, ref, median_bandwidth(ref)))
-    assert keys == {"distinct", "reward_mean", "reward_se", "mmd2", "kl_to_target",
-                    "kl_to_base", "mode_masses", "mode_tv"}
+    assert keys == {
+        "distinct",
+        "reward_mean",
+        "reward_se",
+        "mmd2",
+        "kl_to_target",
+        "kl_to_base",
+        "mode_masses",
+        "mode_tv",
+    }
 
 
 # -- layering: the folders are the layers; a module imports only from its own folder or below --
-LAYERS = ("utils", "core", "exact", "backends", "training", "experiments", ("mnist", "sd"),
-          ("leaderboard", "course"), "cli")
+LAYERS = (
+    "utils",
+    "core",
+    "exact",
+    "backends",
+    "training",
+    "experiments",
+    ("mnist", "sd"),
+    ("leaderboard", "course"),
+    "cli",
+)
 """Bottom to top; units sharing a layer (the wings; the leaderboard and the course) never import
 each other; the command line is the top layer. Only the entry points (the package's ``__init__``
 and ``__main__``) sit above, outside folders."""
-LAYER = {name: k for k, names in enumerate(LAYERS)
-         for name in (names if isinstance(names, tuple) else (names,))}
+LAYER = {
+    name: k
+    for k, names in enumerate(LAYERS)
+    for name in (names if isinstance(names, tuple) else (names,))
+}
 ENTRY_POINTS = {"__init__", "__main__"}
 
 
@@ -153,6 +212,7 @@ def test_the_core_knows_nothing_above_it():
 
 def test_public_names_still_import_from_the_top():
     from toycode import ExactValue, Process, load_problem, sample_blockwise  # noqa: F401
+
     assert methods.METHODS is api.METHODS
 
 
@@ -164,18 +224,28 @@ def _functions():
 
 
 def _body_lines(node) -> int:
-    body = node.body[1:] if isinstance(node.body[0], ast.Expr) and isinstance(
-        getattr(node.body[0], "value", None), ast.Constant) else node.body
+    body = (
+        node.body[1:]
+        if isinstance(node.body[0], ast.Expr)
+        and isinstance(getattr(node.body[0], "value", None), ast.Constant)
+        else node.body
+    )
     return node.end_lineno - body[0].lineno + 1
 
 
 def test_no_function_is_longer_than_80_lines():
-    long = [f"{path}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
-            for path, node in _functions() if node.end_lineno - node.lineno + 1 > 80]
+    long = [
+        f"{path}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path, node in _functions()
+        if node.end_lineno - node.lineno + 1 > 80
+    ]
     assert not long, long
 
 
 def test_the_engine_reads_as_the_reading_edition_plus_one_steering_call():
-    sizes = {node.name: _body_lines(node) for _, node in _functions()
-             if node.name in ("sample_blockwise", "code_sample")}
+    sizes = {
+        node.name: _body_lines(node)
+        for _, node in _functions()
+        if node.name in ("sample_blockwise", "code_sample")
+    }
     assert sizes["sample_blockwise"] <= 70 and sizes["code_sample"] <= 40, sizes

@@ -23,11 +23,28 @@ from toycode.exact.problems import load_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ROW = {"problem": "between", "method": "code", "settings": {"N": 2}, "seed": 0, "n": 8,
-       "nfe": 10.0, "reward_calls": 2.0, "reward_grads": 0.0, "reward_mean": -1.0,
-       "reward_se": 0.1, "mmd2": 0.01, "mmd2_floor": 0.001, "distance": 10.0,
-       "kl_to_target": 0.5, "kl_to_base": 1.0, "mode_tv": 0.1, "distinct": 8, "wall_s": 0.01,
-       "exact_reward": -0.5, "exact_kl": 1.2}
+ROW = {
+    "problem": "between",
+    "method": "code",
+    "settings": {"N": 2},
+    "seed": 0,
+    "n": 8,
+    "nfe": 10.0,
+    "reward_calls": 2.0,
+    "reward_grads": 0.0,
+    "reward_mean": -1.0,
+    "reward_se": 0.1,
+    "mmd2": 0.01,
+    "mmd2_floor": 0.001,
+    "distance": 10.0,
+    "kl_to_target": 0.5,
+    "kl_to_base": 1.0,
+    "mode_tv": 0.1,
+    "distinct": 8,
+    "wall_s": 0.01,
+    "exact_reward": -0.5,
+    "exact_kl": 1.2,
+}
 """A well-formed tradeoff row (the schema run_sweep writes), to surround the damage with."""
 
 
@@ -51,9 +68,11 @@ def _scratch(root: Path) -> None:
     (root / "board").mkdir()
     (root / "board" / "leaderboard.json").write_text(json.dumps({"size": "default"}) + "\n")
     # results folders that are not ours (issue 25): refused with the line that is wrong
-    for name, text in {"garbage": _lines(ROW, "garbage{", {**ROW, "seed": 1}),
-                       "foreign": _lines({"id": 1, "loss": 0.3}, {"id": 2, "loss": 0.2}),
-                       "notobject": _lines(ROW, "[1, 2, 3]", {**ROW, "seed": 1})}.items():
+    for name, text in {
+        "garbage": _lines(ROW, "garbage{", {**ROW, "seed": 1}),
+        "foreign": _lines({"id": 1, "loss": 0.3}, {"id": 2, "loss": 0.2}),
+        "notobject": _lines(ROW, "[1, 2, 3]", {**ROW, "seed": 1}),
+    }.items():
         (root / name).mkdir()
         (root / name / "results.jsonl").write_text(text)
     (root / "badsweep").mkdir()
@@ -156,8 +175,10 @@ CASES = [
     (["leaderboard", "--figure", "adir", "--out", "lb"], "adir"),
     (["leaderboard", "--benches", "banana"], "banana"),
     (["leaderboard", "--methods", "banana"], "banana"),
-    (["leaderboard", "--out", "board", "--fast", "--benches", "between", "--methods", "base"],
-     "leaderboard run"),
+    (
+        ["leaderboard", "--out", "board", "--fast", "--benches", "between", "--methods", "base"],
+        "leaderboard run",
+    ),
     # mnist-gmm: d ≥ 1 and no larger than MNIST's 784 pixels
     (["mnist-gmm", "--dims", "0"], "dims"),
     (["mnist-gmm", "--dims", "1000"], "784"),
@@ -184,8 +205,10 @@ CASES = [
     (["sd", "--model", "/no/such/model", "--prompt", "a cat", "--out", "out"], "/no/such/model"),
     (["sd", "--model", "tiny:sd", "--prompt", "a cat", "--out", "afile"], "afile"),
     ([*SD, "--n", "0"], "n"),
-    (["sd", "--model", "tiny:sd", "--prompt", "a", "b", "c", "--n", "2", "--out", "out"],
-     "prompts"),
+    (
+        ["sd", "--model", "tiny:sd", "--prompt", "a", "b", "c", "--n", "2", "--out", "out"],
+        "prompts",
+    ),
     ([*SD, "--strength", "0.5"], "reference"),
     ([*SD, "--reference", "notimage.png"], "notimage.png"),
     ([*SD, "--reference", "missing.png"], "missing.png"),
@@ -233,11 +256,26 @@ def _imported():
     import importlib
 
     import matplotlib
+
     matplotlib.use("Agg")
-    for name in ("experiments.demo", "experiments.plots", "experiments.tradeoff",
-                 "experiments.value_study", "leaderboard.board", "training.learned_value",
-                 "mnist.demo", "mnist.gmm", "mnist.eval", "mnist.models", "sd.backend",
-                 "sd.sweep", "sd.run", "sd.rewards", "sd.score_decoder", "sd.tiny"):
+    for name in (
+        "experiments.demo",
+        "experiments.plots",
+        "experiments.tradeoff",
+        "experiments.value_study",
+        "leaderboard.board",
+        "training.learned_value",
+        "mnist.demo",
+        "mnist.gmm",
+        "mnist.eval",
+        "mnist.models",
+        "sd.backend",
+        "sd.sweep",
+        "sd.run",
+        "sd.rewards",
+        "sd.score_decoder",
+        "sd.tiny",
+    ):
         importlib.import_module(f"toycode.{name}")
 
 
@@ -263,15 +301,16 @@ def test_bad_input_is_refused_before_any_work(tmp_path, monkeypatch, capsys, arg
     assert took < 2.0, f"refusing {argv} took {took:.2f} s: checked after work began?"
 
 
-@pytest.mark.parametrize("argv, needle", RESULTS_CASES,
-                         ids=[" ".join(a) for a, _ in RESULTS_CASES])
-def test_a_results_folder_that_is_not_ours_is_refused_untouched(tmp_path, monkeypatch, capsys,
-                                                                argv, needle):
+@pytest.mark.parametrize("argv, needle", RESULTS_CASES, ids=[" ".join(a) for a, _ in RESULTS_CASES])
+def test_a_results_folder_that_is_not_ours_is_refused_untouched(
+    tmp_path, monkeypatch, capsys, argv, needle
+):
     _refused(tmp_path, monkeypatch, capsys, argv, needle)
 
 
 def test_the_table_covers_every_subcommand():
     from toycode.cli import build_parser
+
     parser = build_parser()
     commands = set(parser._subparsers._group_actions[0].choices)
     covered = {argv[0] for argv, _ in CASES if argv}
@@ -284,9 +323,11 @@ def test_default_knobs_a_method_does_not_read_are_not_applied(tmp_path, monkeypa
     from toycode.cli import build_parser
     from toycode.cli.sd import _check_sweep, _sweep_grid
     from toycode.sd.sweep import load_prompts
+
     monkeypatch.chdir(tmp_path)
-    args = build_parser().parse_args(["sd-sweep", "--model", "tiny:sd", "--out", "o",
-                                      "--methods", "base"])
+    args = build_parser().parse_args(
+        ["sd-sweep", "--model", "tiny:sd", "--out", "o", "--methods", "base"]
+    )
     grid = _sweep_grid(args)
     assert grid == {}
     _check_sweep(args, load_prompts(args.prompts), grid)
@@ -295,15 +336,25 @@ def test_default_knobs_a_method_does_not_read_are_not_applied(tmp_path, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["values", "--problem", "between", "--process", "banana"], "banana"),
-    (["sd-sweep", "--model", "tiny:sd", "--out", "out", "--grid", "N=1000000000"], "limit"),
-    (["demo", "--n", "nope"], "nope")])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["values", "--problem", "between", "--process", "banana"], "banana"),
+        (["sd-sweep", "--model", "tiny:sd", "--out", "out", "--grid", "N=1000000000"], "limit"),
+        (["demo", "--n", "nope"], "nope"),
+    ],
+)
 def test_the_real_exit_path(tmp_path, argv, needle):
     """`python -m toycode` as a shell runs it: status 2, one line, no traceback, no file."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "toycode", *argv], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "toycode", *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stdout == "", proc
     assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, proc.stderr
     assert proc.stderr.startswith(f"toycode {argv[0]}: error: ")

@@ -58,9 +58,16 @@ def test_tweedie_inverts_noising():
     assert torch.allclose(p.tweedie(a.sqrt() * x0 + (1 - a).sqrt() * eps, 13, eps), x0)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"steps": 0}, "steps"), ({"steps": 1001}, "steps"), ({"eta": -0.1}, "eta"),
-    ({"eta": 1.5}, "eta"), ({"schedule": "sigmoid"}, "schedule")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"steps": 0}, "steps"),
+        ({"steps": 1001}, "steps"),
+        ({"eta": -0.1}, "eta"),
+        ({"eta": 1.5}, "eta"),
+        ({"schedule": "sigmoid"}, "schedule"),
+    ],
+)
 def test_bad_process_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Process.make(**kwargs)

@@ -14,16 +14,16 @@ SMALL = {"n": 128, "steps": 20}
 
 @pytest.fixture(scope="module")
 def explorer():
-    return toycode.explore("between", method="code", num_candidates=16, selection="argmax",
-                           **SMALL)
+    return toycode.explore("between", method="code", num_candidates=16, selection="argmax", **SMALL)
 
 
 def test_importing_toycode_does_not_import_ipywidgets():
-    code = ("import sys, toycode; assert 'ipywidgets' not in sys.modules; "
-            "ex = toycode.explore('between', n=64); "
-            "assert 'ipywidgets' in sys.modules; print(type(ex).__name__)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys, toycode; assert 'ipywidgets' not in sys.modules; "
+        "ex = toycode.explore('between', n=64); "
+        "assert 'ipywidgets' in sys.modules; print(type(ex).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "Explorer"
 
 
@@ -67,7 +67,7 @@ def test_lambda_moves_the_exact_target(explorer):
 def test_refused_combinations_show_an_error_instead_of_raising():
     ex = Explorer("box", method="code", **SMALL)
     assert ex.last["error"] is None
-    last = ex.set(method="dps")   # box is an indicator: no gradient to guide with
+    last = ex.set(method="dps")  # box is an indicator: no gradient to guide with
     assert "differentiable" in last["error"] and last["figure"] is None
     assert "differentiable" in ex.message.value and ex.stats.value == ""
     ex.set(method="code", value="exact", lam=0.0)

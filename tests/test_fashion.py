@@ -39,9 +39,11 @@ from toycode.sd.fashion.train import load_fashion_classifier
 
 # the Makefile exports TOYCODE_DATA where a shared copy exists; tests never download it
 DATA = Path(os.environ.get("TOYCODE_DATA", "/nonexistent")) / "fashion-mnist"
-needs_data = pytest.mark.skipif(not (DATA / FILES["test"][0][0]).exists(),
-                                reason=f"no Fashion-MNIST copy under {DATA} (TOYCODE_DATA: "
-                                       f"{os.environ.get('TOYCODE_DATA', 'not set')})")
+needs_data = pytest.mark.skipif(
+    not (DATA / FILES["test"][0][0]).exists(),
+    reason=f"no Fashion-MNIST copy under {DATA} (TOYCODE_DATA: "
+    f"{os.environ.get('TOYCODE_DATA', 'not set')})",
+)
 
 # the exact checks: DDIM η = 1 on T = 10 steps, no CFG (the generic prompt as trained), the
 # class "bag" (label 8, about one image in nine from the generic prompt) and λ = 1.5. Sized for
@@ -70,6 +72,7 @@ def test_the_loader_reads_the_shared_copy_checked_by_its_contents():
 def test_a_recompressed_download_passes_and_a_corrupted_one_fails(tmp_path):
     """The checksum is of the contents: upstream's and Debian's .gz differ, both pass."""
     from toycode.utils.idx import fetch
+
     name, checksum = FILES["test"][1]
     payload = gzip.decompress((DATA / name).read_bytes())
     (tmp_path / "good").mkdir()
@@ -86,8 +89,9 @@ def test_a_recompressed_download_passes_and_a_corrupted_one_fails(tmp_path):
         with pytest.raises(ValueError, match="SHA256 of the contents"):
             fetch(name, checksum, tmp_path / "cache", (url + "/bad/",), digest=digest)
         assert not (tmp_path / "cache" / name).exists()
-        got = fetch(name, checksum, tmp_path / "cache", (url + "/bad/", url + "/good/"),
-                    digest=digest)
+        got = fetch(
+            name, checksum, tmp_path / "cache", (url + "/bad/", url + "/good/"), digest=digest
+        )
         assert gzip.decompress(got.read_bytes()) == payload
     finally:
         httpd.shutdown()
@@ -98,75 +102,97 @@ def test_the_tokenizer_keeps_every_prompt_word_whole():
     for word in vocabulary_words():
         assert len(tok(word, add_special_tokens=False).input_ids) == 1, word
     ids = {tuple(tok(p).input_ids) for p in all_prompts()}
-    assert len(ids) == len(all_prompts())                  # no two prompts collapse
+    assert len(ids) == len(all_prompts())  # no two prompts collapse
     assert len(tok(GENERIC_PROMPT).input_ids) <= tok.model_max_length
 
 
 def test_plain_diffusers_loads_the_folder_without_toycode():
-    code = ("import sys, torch\n"
-            "from diffusers import StableDiffusionPipeline\n"
-            f"p = StableDiffusionPipeline.from_pretrained({str(PIPELINE_DIR)!r})\n"
-            "p.set_progress_bar_config(disable=True)\n"
-            "im = p('a photo of a sneaker', num_inference_steps=2, output_type='pt',\n"
-            "       generator=torch.Generator().manual_seed(0)).images\n"
-            "assert not any(m.startswith('toycode') for m in sys.modules)\n"
-            "print(type(p.scheduler).__name__, tuple(im.shape), p.vae.config.scaling_factor)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd="/", env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    code = (
+        "import sys, torch\n"
+        "from diffusers import StableDiffusionPipeline\n"
+        f"p = StableDiffusionPipeline.from_pretrained({str(PIPELINE_DIR)!r})\n"
+        "p.set_progress_bar_config(disable=True)\n"
+        "im = p('a photo of a sneaker', num_inference_steps=2, output_type='pt',\n"
+        "       generator=torch.Generator().manual_seed(0)).images\n"
+        "assert not any(m.startswith('toycode') for m in sys.modules)\n"
+        "print(type(p.scheduler).__name__, tuple(im.shape), p.vae.config.scaling_factor)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     sched, shape, scale = out.stdout.split(" ", 1)[0], *out.stdout.strip().rsplit(" ", 1)
     assert sched == "DDIMScheduler" and "(1, 3, 32, 32)" in shape
-    assert float(scale) != 1.0                             # measured on the data, not default
+    assert float(scale) != 1.0  # measured on the data, not default
 
 
 def test_committed_weights_are_small():
     files = [p for p in PIPELINE_DIR.rglob("*") if p.is_file()] + [CLASSIFIER_PATH]
     assert sum(p.stat().st_size for p in files) < 25e6
     meta = json.loads((PIPELINE_DIR / "toycode_training.json").read_text())
-    assert meta["steps_done"] == meta["steps"]             # the finished run, not a snapshot
+    assert meta["steps_done"] == meta["steps"]  # the finished run, not a snapshot
 
 
 @pytest.mark.parametrize("eta, guidance", [(0.0, 7.5), (1.0, 7.5), (0.0, 1.0)])
 def test_one_candidate_reproduces_the_pipeline_latents(pipe, eta, guidance):
-    want = pipe(class_prompt(7), num_inference_steps=8, eta=eta, guidance_scale=guidance,
-                output_type="latent", generator=torch.Generator().manual_seed(3)).images
+    want = pipe(
+        class_prompt(7),
+        num_inference_steps=8,
+        eta=eta,
+        guidance_scale=guidance,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(3),
+    ).images
     be = Latents(make_sd_backend(pipe, class_prompt(7), steps=8, eta=eta, guidance_scale=guidance))
-    got = sample_blockwise(be, lambda x: x.mean((1, 2, 3)).double(), 1,
-                           generator=torch.Generator().manual_seed(3)).samples
+    got = sample_blockwise(
+        be, lambda x: x.mean((1, 2, 3)).double(), 1, generator=torch.Generator().manual_seed(3)
+    ).samples
     assert torch.allclose(got, want, atol=1e-5)
 
 
 @needs_data
 def test_the_classifier_is_accurate_on_the_test_images(classifier):
     from toycode.sd.fashion.gates import classifier_test_accuracy
+
     acc, _ = classifier_test_accuracy(classifier)
-    assert acc > 0.87                                      # measured: 0.8823
+    assert acc > 0.87  # measured: 0.8823
 
 
 def _backend(pipe):
-    return make_sd_backend(pipe, GENERIC_PROMPT, steps=T, eta=1.0, guidance_scale=1.0,
-                        max_batch=1024)
+    return make_sd_backend(
+        pipe, GENERIC_PROMPT, steps=T, eta=1.0, guidance_scale=1.0, max_batch=1024
+    )
 
 
 @pytest.fixture(scope="module")
 def base_rate(pipe, classifier):
     """π_c of the base sampler (N = 1, same grid, η and guidance as the methods) ± its s.e."""
     n = 400
-    res = sample_blockwise(_backend(pipe), FashionClassIndicator(CLASS, classifier), n,
-                           generator=torch.Generator().manual_seed(0))
+    res = sample_blockwise(
+        _backend(pipe),
+        FashionClassIndicator(CLASS, classifier),
+        n,
+        generator=torch.Generator().manual_seed(0),
+    )
     pi = float((classify(classifier, res.samples) == CLASS).double().mean())
-    assert 0.05 < pi < 0.3, pi                             # a class the generic prompt makes
+    assert 0.05 < pi < 0.3, pi  # a class the generic prompt makes
     return pi, math.sqrt(pi * (1 - pi) / n)
 
 
 def _sigma(want_fn, pi, pi_se, share_se):
     """The combined standard error: the share's own and π's, through the target's slope."""
     slope = (want_fn(pi + 1e-4) - want_fn(pi - 1e-4)) / 2e-4
-    return math.sqrt(share_se ** 2 + (slope * pi_se) ** 2)
+    return math.sqrt(share_se**2 + (slope * pi_se) ** 2)
 
 
-def test_code_softmax_selects_by_its_exact_weights_and_argmax_overshoots(pipe, classifier,
-                                                                          base_rate):
+def test_code_softmax_selects_by_its_exact_weights_and_argmax_overshoots(
+    pipe, classifier, base_rate
+):
     """CoDe-softmax with one block (B = T): of the N candidates of a start, K of class c, it
     keeps one of class c with probability p = K e^λ / (K e^λ + N − K), argmax whenever K > 0.
 
@@ -177,21 +203,29 @@ def test_code_softmax_selects_by_its_exact_weights_and_argmax_overshoots(pipe, c
     """
     big_n, n = 4, 240
     seen = []
-    res = sample_blockwise(_backend(pipe), FashionClassIndicator(CLASS, classifier), n,
-                           num_candidates=big_n, block_size=T, selection="softmax", lam=LAM,
-                           callback=seen.append, generator=torch.Generator().manual_seed(1))
-    k = seen[-1]["values"].sum(1)                          # class-c candidates per start
+    res = sample_blockwise(
+        _backend(pipe),
+        FashionClassIndicator(CLASS, classifier),
+        n,
+        num_candidates=big_n,
+        block_size=T,
+        selection="softmax",
+        lam=LAM,
+        callback=seen.append,
+        generator=torch.Generator().manual_seed(1),
+    )
+    k = seen[-1]["values"].sum(1)  # class-c candidates per start
     p = k * math.exp(LAM) / (k * math.exp(LAM) + big_n - k)
     share, want = float(res.rewards.mean()), float(p.mean())
     se = max(float((p * (1 - p)).sum().sqrt()) / n, 1 / n)
     assert abs(share - want) < 3 * se
-    argmax = float((k > 0).double().mean())                # argmax keeps class c iff K > 0
-    assert argmax - want > 3 * se and argmax - share > 3 * se   # softmax at λ is not argmax
+    argmax = float((k > 0).double().mean())  # argmax keeps class c iff K > 0
+    assert argmax - want > 3 * se and argmax - share > 3 * se  # softmax at λ is not argmax
     pi, pi_se = base_rate
-    rate = float(k.sum()) / (n * big_n)                    # the candidates' own class-c rate
+    rate = float(k.sum()) / (n * big_n)  # the candidates' own class-c rate
     # starts are independent, candidates of one start not: the s.e. from the per-start counts
     rate_se = float(k.std()) / (big_n * math.sqrt(n))
-    assert abs(rate - pi) < 3 * math.sqrt(rate_se ** 2 + pi_se ** 2)
+    assert abs(rate - pi) < 3 * math.sqrt(rate_se**2 + pi_se**2)
 
 
 def test_smc_hits_p_star(pipe, classifier, base_rate):
@@ -199,14 +233,19 @@ def test_smc_hits_p_star(pipe, classifier, base_rate):
     targets p* itself: its class share is P*(c) up to O(1/K); the s.e. is the populations'."""
     pi, pi_se = base_rate
     k, pops = 32, 12
-    res = sample_blockwise(_backend(pipe), FashionClassIndicator(CLASS, classifier), k * pops,
-                           particles=k, block_size=2, selection="systematic", lam=LAM,
-                           generator=torch.Generator().manual_seed(2))
+    res = sample_blockwise(
+        _backend(pipe),
+        FashionClassIndicator(CLASS, classifier),
+        k * pops,
+        particles=k,
+        block_size=2,
+        selection="systematic",
+        lam=LAM,
+        generator=torch.Generator().manual_seed(2),
+    )
     per_pop = res.rewards.view(pops, k).mean(1)
     share, share_se = float(per_pop.mean()), float(per_pop.std()) / math.sqrt(pops)
     want = tilted_fraction(pi, LAM)
     sigma = _sigma(lambda p: tilted_fraction(p, LAM), pi, pi_se, share_se)
     assert abs(share - want) < 3 * sigma
-    assert want - pi > 3 * sigma                           # base sampling misses P*
-
-
+    assert want - pi > 3 * sigma  # base sampling misses P*

@@ -18,10 +18,22 @@ from toycode.experiments import api
 
 def _run(problem, steps, k, pops, seed=1, **kwargs):
     be = analytic_backend(problem.prior, Process.make(steps))
-    settings = {"block_size": 1, "selection": "systematic", "ess_threshold": 0.5,
-                "value": ExactValue(problem.target), **kwargs}
-    return sample_blockwise(be, problem.reward, pops * k, particles=k, lam=problem.lam,
-                            generator=torch.Generator().manual_seed(seed), **settings)
+    settings = {
+        "block_size": 1,
+        "selection": "systematic",
+        "ess_threshold": 0.5,
+        "value": ExactValue(problem.target),
+        **kwargs,
+    }
+    return sample_blockwise(
+        be,
+        problem.reward,
+        pops * k,
+        particles=k,
+        lam=problem.lam,
+        generator=torch.Generator().manual_seed(seed),
+        **settings,
+    )
 
 
 def _gap_in_se(res, target, k):
@@ -47,8 +59,7 @@ def test_potentials_multiply_to_the_tilt_along_every_path(between, potential, bl
     """Π G over a path's block ends is e^{λ r(x0)}: diff telescopes (V starts at 0), max and add
     by their clean-end correction; ancestry followed through adaptive resampling."""
     seen = []
-    res = _run(between, 20, 8, 4, potential=potential, block_size=block_size,
-               callback=seen.append)
+    res = _run(between, 20, 8, 4, potential=potential, block_size=block_size, callback=seen.append)
     assert any(not torch.equal(b["selected"], torch.arange(8).expand(4, 8)) for b in seen[:-1])
     torch.testing.assert_close(_path_sums(seen), between.lam * res.rewards, atol=1e-9, rtol=0)
 
@@ -61,19 +72,21 @@ def test_potentials_follow_the_fk_definitions():
         return {"lam": lam, "lam_prev": lam, "clean": clean}
 
     stat, log_g = _potential("max", v, start["max"].stat, start["max"].logprod, **kw(False))
-    assert torch.equal(stat, v) and torch.equal(log_g, lam * v)   # max starts at −∞
+    assert torch.equal(stat, v) and torch.equal(log_g, lam * v)  # max starts at −∞
     later = torch.tensor([1.0, -2.0, 1.0], dtype=torch.float64)
     stat, log_g = _potential("max", later, v, lam * v, **kw(False))
     assert torch.equal(stat, torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64))
-    stat, log_g = _potential("add", later, v, lam * v, **kw(True))   # clean end
+    stat, log_g = _potential("add", later, v, lam * v, **kw(True))  # clean end
     assert torch.equal(stat, v + later) and torch.equal(log_g, lam * later - lam * v)
     assert torch.equal(_potential("diff", later, v, 0 * v, **kw(False))[1], lam * (later - v))
 
 
 def test_with_resampling_at_every_block_end_both_bookkeepings_agree(between):
     """Weights are uniform after every resampling, so reset and incremental coincide."""
-    a, b = (_run(between, 20, 8, 4, potential="max", block_size=2, ess_threshold=1.0,
-                 weight_mode=w) for w in ("incremental", "reset"))
+    a, b = (
+        _run(between, 20, 8, 4, potential="max", block_size=2, ess_threshold=1.0, weight_mode=w)
+        for w in ("incremental", "reset")
+    )
     assert torch.equal(a.samples, b.samples)
 
 
@@ -84,11 +97,10 @@ def test_incremental_weights_converge_to_p_star_and_reset_weights_do_not(between
     gaps = {}
     for mode in ("incremental", "reset"):
         for k, pops in ((16, 64), (128, 64)):
-            gaps[mode, k] = _gap_in_se(_run(between, steps, k, pops, weight_mode=mode),
-                                       target, k)
+            gaps[mode, k] = _gap_in_se(_run(between, steps, k, pops, weight_mode=mode), target, k)
     assert abs(gaps["incremental", 128][1]) < 3
     assert abs(gaps["reset", 16][1]) > 10 and abs(gaps["reset", 128][1]) > 10
-    assert abs(gaps["reset", 128][0]) > 0.5 * abs(gaps["reset", 16][0])   # no sign of closing
+    assert abs(gaps["reset", 128][0]) > 0.5 * abs(gaps["reset", 16][0])  # no sign of closing
 
 
 def test_max_and_add_reach_the_same_limit_under_both_bookkeepings(between):
@@ -100,7 +112,7 @@ def test_max_and_add_reach_the_same_limit_under_both_bookkeepings(between):
         for mode in ("incremental", "reset"):
             res = _run(between, 6, 8192, 8, seed=3, potential=potential, weight_mode=mode)
             per_pop = res.rewards.view(8, -1).mean(1)
-            means[potential, mode] = (float(per_pop.mean()), float(per_pop.std()) / 8 ** 0.5)
+            means[potential, mode] = (float(per_pop.mean()), float(per_pop.std()) / 8**0.5)
     ref, ref_se = means["diff", "incremental"]
     for key, (m, se) in means.items():
         z = abs(m - ref) / (se * se + ref_se * ref_se) ** 0.5
@@ -108,41 +120,68 @@ def test_max_and_add_reach_the_same_limit_under_both_bookkeepings(between):
 
 
 def test_fk_records_pin_the_potential_and_take_the_bookkeeping_as_an_option(between):
-    res = api.sample(between, method="fk-max", particles=4, n=16, steps=10, value="exact",
-                     options={"weight_mode": "reset"})
+    res = api.sample(
+        between,
+        method="fk-max",
+        particles=4,
+        n=16,
+        steps=10,
+        value="exact",
+        options={"weight_mode": "reset"},
+    )
     assert res.settings["potential"] == "max" and res.settings["weight_mode"] == "reset"
     assert res.settings["block_size"] == 20 and res.nfe_per_sample == 10
     with pytest.raises(ValueError, match="weight_mode"):
-        api.sample(between, method="fk-add", particles=4, n=8, steps=5,
-                   options={"weight_mode": "sometimes"})
+        api.sample(
+            between,
+            method="fk-add",
+            particles=4,
+            n=8,
+            steps=5,
+            options={"weight_mode": "sometimes"},
+        )
     with pytest.raises(ValueError, match="potential"):
-        sample_blockwise(analytic_backend(between.prior, Process.make(5)), between.reward, 8,
-                         particles=4, selection="softmax", potential="min")
+        sample_blockwise(
+            analytic_backend(between.prior, Process.make(5)),
+            between.reward,
+            8,
+            particles=4,
+            selection="softmax",
+            potential="min",
+        )
 
 
 def _dropped_correction(monkeypatch):
     """Twisted SMC without its importance correction log p/q (the ablation)."""
     from toycode.core import steering
+
     step = steering._twisted_step
 
     def uncorrected(*args, **kwargs):
         x, log_ratio = step(*args, **kwargs)
         return x, 0.0 * log_ratio
+
     monkeypatch.setattr(steering, "_twisted_step", uncorrected)
 
 
-def test_tds_converges_to_p_star_where_dps_and_uncorrected_proposals_do_not(between,
-                                                                           monkeypatch):
+def test_tds_converges_to_p_star_where_dps_and_uncorrected_proposals_do_not(between, monkeypatch):
     """DPS-twisted proposals with the p/q correction and the exact twist match p* (reward mean
     within 3 s.e. across populations); the same proposals without the correction, and DPS
     itself, are far off. MMD is a looser check here: particles of one population are
     correlated, so SMC output is noisier than the independent-sample floor (seeds 1–5 gave
     1.4–8 floors; DPS gives ~80)."""
     steps, k, pops = 50, 64, 32
-    exact = ExactReference.of_sampler(between.target.sample, 2000, torch.Generator().manual_seed(0),
-                                      n=k * pops, replicates=5)
-    run = {"method": "tds", "particles": k, "n": k * pops, "steps": steps, "value": "exact",
-           "seed": 1}
+    exact = ExactReference.of_sampler(
+        between.target.sample, 2000, torch.Generator().manual_seed(0), n=k * pops, replicates=5
+    )
+    run = {
+        "method": "tds",
+        "particles": k,
+        "n": k * pops,
+        "steps": steps,
+        "value": "exact",
+        "seed": 1,
+    }
     tds = api.sample(between, **run)
     assert abs(_gap_in_se(tds, between.target, k)[1]) < 3
     assert exact.mmd2_over_floor(tds.samples) < 10
@@ -155,9 +194,11 @@ def test_tds_converges_to_p_star_where_dps_and_uncorrected_proposals_do_not(betw
 def test_step_moments_are_the_steps_gaussian():
     """step(x) = mean + s·z with the same draw z: the p and q of TDS's importance ratio."""
     process, gen = Process.make(10, eta=0.7), torch.Generator().manual_seed(0)
-    x, eps = torch.randn(4, 2, generator=gen, dtype=torch.float64), torch.randn(
-        4, 2, generator=gen, dtype=torch.float64)
-    for i, x0 in ((3, None), (9, x + 1.0)):   # i = 9 steps into the clean end: s = 0
+    x, eps = (
+        torch.randn(4, 2, generator=gen, dtype=torch.float64),
+        torch.randn(4, 2, generator=gen, dtype=torch.float64),
+    )
+    for i, x0 in ((3, None), (9, x + 1.0)):  # i = 9 steps into the clean end: s = 0
         mean, s = process.step_moments(x, i, eps, x0=x0)
         stepped = process.step(x, i, eps, torch.Generator().manual_seed(1), x0=x0)
         z = torch.randn(4, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -170,10 +211,16 @@ def test_tds_costs_one_guided_call_per_step_and_needs_a_guided_backend(between):
     res = api.sample(between, method="tds", particles=4, n=n, steps=steps)
     assert res.nfe_per_sample == steps and res.settings["twisted"] is True
     assert res.reward_grads == res.backprops == n * steps
-    assert res.reward_calls == n * steps   # the Tweedie twist at every block end
+    assert res.reward_calls == n * steps  # the Tweedie twist at every block end
     with pytest.raises(ValueError, match="guided backend"):
-        sample_blockwise(analytic_backend(between.prior, Process.make(5)), between.reward, 8,
-                         particles=4, selection="softmax", twisted=True)
+        sample_blockwise(
+            analytic_backend(between.prior, Process.make(5)),
+            between.reward,
+            8,
+            particles=4,
+            selection="softmax",
+            twisted=True,
+        )
 
 
 def test_tempered_weights_telescope_to_the_full_tilt(between):
@@ -188,11 +235,13 @@ def test_tempered_weights_telescope_to_the_full_tilt(between):
 
 def test_das_is_consistent_with_exact_values(between):
     k, pops = 64, 32
-    exact = ExactReference.of_sampler(between.target.sample, 2000, torch.Generator().manual_seed(0),
-                                      n=k * pops, replicates=5)
-    res = api.sample(between, method="das", particles=k, n=k * pops, steps=100, value="exact",
-                     seed=1)
-    assert res.settings["tempering"] == pytest.approx(0.008, abs=1e-4)   # DAS's γ at T = 100
+    exact = ExactReference.of_sampler(
+        between.target.sample, 2000, torch.Generator().manual_seed(0), n=k * pops, replicates=5
+    )
+    res = api.sample(
+        between, method="das", particles=k, n=k * pops, steps=100, value="exact", seed=1
+    )
+    assert res.settings["tempering"] == pytest.approx(0.008, abs=1e-4)  # DAS's γ at T = 100
     assert abs(_gap_in_se(res, between.target, k)[1]) < 3
     assert exact.mmd2_over_floor(res.samples) < 4
 
@@ -203,8 +252,10 @@ def test_tempering_and_twisting_refuse_a_single_particle(between):
     and on the guided backend's own steps (TDS at K = 1 is DPS, draw for draw)."""
     be = analytic_backend(between.prior, Process.make(5))
     guided = GuidedBackend(be, DPS(between.reward, between.lam))
-    for backend, kwargs, match in ((be, {"tempering": 0.05}, "tempering"),
-                                   (guided, {"twisted": True}, "twisted")):
+    for backend, kwargs, match in (
+        (be, {"tempering": 0.05}, "tempering"),
+        (guided, {"twisted": True}, "twisted"),
+    ):
         with pytest.raises(ValueError, match=f"{match}.*particles > 1"):
             sample_blockwise(backend, between.reward, 4, **kwargs)
     das = api.sample(between, method="das", particles=1, n=8, steps=5)

@@ -28,13 +28,20 @@ from toycode.experiments import api
 from toycode.training.train import find_mlp_checkpoint, train_mlp
 
 F64 = torch.float64
-LEVELS = [NoiseLevel.vp(0.97), NoiseLevel.vp(0.3), NoiseLevel.flow(0.2), NoiseLevel.flow(0.9),
-          NoiseLevel(0.5, 2.0)]
+LEVELS = [
+    NoiseLevel.vp(0.97),
+    NoiseLevel.vp(0.3),
+    NoiseLevel.flow(0.2),
+    NoiseLevel.flow(0.9),
+    NoiseLevel(0.5, 2.0),
+]
 
 
 def _pair(gen, n=64, d=3):
-    return (torch.randn(n, d, generator=gen, dtype=F64),
-            torch.randn(n, d, generator=gen, dtype=F64))
+    return (
+        torch.randn(n, d, generator=gen, dtype=F64),
+        torch.randn(n, d, generator=gen, dtype=F64),
+    )
 
 
 # -- conversions -------------------------------------------------------------------------------
@@ -50,8 +57,7 @@ def test_conversions_round_trip_and_match_the_forward_process(kind, level, gen):
     x = a * x0 + s * eps
     out = from_eps_x0(eps, x0, kind, a, s)
     # each output is what its definition says, given the true (ε, x0)
-    want = {"epsilon": eps, "sample": x0, "v_prediction": a * eps - s * x0,
-            "flow": eps - x0}[kind]
+    want = {"epsilon": eps, "sample": x0, "v_prediction": a * eps - s * x0, "flow": eps - x0}[kind]
     assert torch.allclose(out, want, atol=1e-13)
     got_eps, got_x0 = to_eps_x0(out, kind, x, a, s)
     assert torch.allclose(got_eps, eps, atol=1e-12) and torch.allclose(got_x0, x0, atol=1e-12)
@@ -85,6 +91,7 @@ def test_conversions_refuse_what_they_cannot_form(gen):
 @pytest.mark.parametrize("steps, shift", [(10, 1.0), (28, 3.0), (50, 1.5)])
 def test_flow_grid_is_diffusers_flow_match_euler(steps, shift):
     from diffusers import FlowMatchEulerDiscreteScheduler
+
     sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
     sched.set_timesteps(steps)
     p = Process.flow(steps, shift=shift, eta=0.0)
@@ -100,6 +107,7 @@ def test_eta0_flow_step_is_diffusers_euler_step(shift, gen):
     """On diffusers' own grid, every η = 0 step equals FlowMatchEulerDiscreteScheduler.step
     (float32 there, float64 here: atol 2e-6) and the Euler step x + (t' − t) v̂ (1e-12)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
+
     steps = 12
     sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
     sched.set_timesteps(steps)
@@ -114,7 +122,7 @@ def test_eta0_flow_step_is_diffusers_euler_step(shift, gen):
         theirs = sched.step(v.float(), sched.timesteps[i], x.float()).prev_sample
         assert torch.allclose(ours, euler, atol=1e-12, rtol=0), i
         assert torch.allclose(ours, theirs.double(), atol=2e-6, rtol=0), i
-        if i > 0:   # α > 0: Tweedie's x̂0 from ε̂ alone gives the same step
+        if i > 0:  # α > 0: Tweedie's x̂0 from ε̂ alone gives the same step
             assert torch.allclose(p.step(x, i, eps), euler, atol=1e-10, rtol=0), i
         x = ours
     with pytest.raises(ValueError, match="alpha = 0"):
@@ -126,9 +134,9 @@ def _posterior(p, i, j, xt, x0):
     x_i | x_j ~ N(r x_j, σ_i² − r² σ_j²) with r = α_i/α_j."""
     ai, si, aj, sj = (float(v) for v in (p.alphas[i], p.sigmas[i], p.alphas[j], p.sigmas[j]))
     r = ai / aj
-    tau2 = si ** 2 - r ** 2 * sj ** 2
-    var = 1 / (1 / sj ** 2 + r ** 2 / tau2)
-    return var * (aj * x0 / sj ** 2 + r * xt / tau2), var
+    tau2 = si**2 - r**2 * sj**2
+    var = 1 / (1 / sj**2 + r**2 / tau2)
+    return var * (aj * x0 / sj**2 + r * xt / tau2), var
 
 
 @pytest.mark.parametrize("process, i, to", [("flow", 3, None), ("flow", 5, 12), ("vp", 4, 15)])
@@ -171,12 +179,14 @@ def test_forward_transition_between_levels(gen):
 
 
 def test_process_arguments_are_checked():
-    for kwargs, match in [({"schedule": "flow", "eta": 1.5}, "eta"),
-                          ({"schedule": "flow", "shift": 0.0}, "shift"),
-                          ({"schedule": "rectified"}, "schedule")]:
+    for kwargs, match in [
+        ({"schedule": "flow", "eta": 1.5}, "eta"),
+        ({"schedule": "flow", "shift": 0.0}, "shift"),
+        ({"schedule": "rectified"}, "schedule"),
+    ]:
         with pytest.raises(ValueError, match=match):
             Process.make(10, **kwargs)
-    t = torch.tensor([0.5, 0.8, 0.0], dtype=F64)   # noisier after cleaner: not a reverse grid
+    t = torch.tensor([0.5, 0.8, 0.0], dtype=F64)  # noisier after cleaner: not a reverse grid
     with pytest.raises(ValueError, match="noisy to clean"):
         Process(1 - t, t, torch.tensor([500.0, 800.0]), kind="flow")
 
@@ -189,20 +199,29 @@ def test_fp16_step_and_tweedie_match_float64_on_sd15_schedule():
     from diffusers import DDIMScheduler
 
     from toycode.sd.backend import sd_process
-    config = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                           beta_schedule="scaled_linear", clip_sample=False,
-                           set_alpha_to_one=False, steps_offset=1,
-                           timestep_spacing="leading").config
+
+    config = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        timestep_spacing="leading",
+    ).config
     p = sd_process(config, 50, "ddim", eta=0.0)
-    assert float(p.abar[-1]) == pytest.approx(0.99915, abs=1e-5)   # ᾱ_0, not 1
+    assert float(p.abar[-1]) == pytest.approx(0.99915, abs=1e-5)  # ᾱ_0, not 1
     g = torch.Generator().manual_seed(0)
     for i in range(p.num_steps):
         x0 = torch.randn(4096, generator=g, dtype=F64)
         eps = torch.randn(4096, generator=g, dtype=F64)
         x = (p.alphas[i] * x0 + p.sigmas[i] * eps).half()
         e16 = (eps + 0.1 * torch.randn(4096, generator=g, dtype=F64)).half()
-        for name, f in [("step", lambda x, e, i=i: p.step(x, i, e)),
-                        ("tweedie", lambda x, e, i=i: p.tweedie(x, i, e))]:
+        for name, f in [
+            ("step", lambda x, e, i=i: p.step(x, i, e)),
+            ("tweedie", lambda x, e, i=i: p.tweedie(x, i, e)),
+        ]:
             got, want = f(x, e16).double(), f(x.double(), e16.double())
             rel = float((got - want).norm() / want.norm())
             assert rel < 2e-3, (name, i, rel)
@@ -263,23 +282,31 @@ def test_flow_base_sampling_reaches_the_prior(between, prior_reference, eta):
 
 
 def test_exact_guidance_under_flow_reaches_the_target(between, target_reference):
-    res = api.sample(between, method="exact-guidance", steps=1000, n=1000, seed=3,
-                     process="flow")
+    res = api.sample(between, method="exact-guidance", steps=1000, n=1000, seed=3, process="flow")
     assert target_reference.mmd2_over_floor(res.samples) < 4
 
 
 def test_code_softmax_exact_values_under_flow_reaches_the_target(between, target_reference):
     be = analytic_backend(between.prior, Process.make(100, "flow"))
-    res = sample_blockwise(be, between.reward, 1000, num_candidates=32, block_size=10,
-                           selection="softmax", lam=between.lam, value=ExactValue(between.target),
-                           generator=torch.Generator().manual_seed(1))
+    res = sample_blockwise(
+        be,
+        between.reward,
+        1000,
+        num_candidates=32,
+        block_size=10,
+        selection="softmax",
+        lam=between.lam,
+        value=ExactValue(between.target),
+        generator=torch.Generator().manual_seed(1),
+    )
     assert target_reference.mmd2_over_floor(res.samples) < 4
 
 
 def test_trained_flow_mlp_reaches_the_prior(between, prior_reference):
     """The committed flow-matching MLP at η = 1 (float32 state)."""
-    be = load_trained_backend(find_mlp_checkpoint(between.prior, process="flow"), steps=100,
-                              process="flow")
+    be = load_trained_backend(
+        find_mlp_checkpoint(between.prior, process="flow"), steps=100, process="flow"
+    )
     assert be.process.kind == "flow" and be.prediction == "flow"
     res = sample_blockwise(be, between.reward, 1000, generator=torch.Generator().manual_seed(11))
     assert prior_reference.mmd2_over_floor(res.samples) < 4
@@ -287,20 +314,39 @@ def test_trained_flow_mlp_reaches_the_prior(between, prior_reference):
 
 def test_gradient_guidance_runs_under_flow(between):
     """DPS, detached DPS and universal guidance step through t = 1 (α = 0) without NaNs."""
-    for method, opts in [("dps", {}), ("dps-detached", {}),
-                         ("universal", {"backward_steps": 2, "recurrence": 2})]:
+    for method, opts in [
+        ("dps", {}),
+        ("dps-detached", {}),
+        ("universal", {"backward_steps": 2, "recurrence": 2}),
+    ]:
         res = api.sample(between, method=method, steps=20, n=64, process="flow", **opts)
         assert torch.isfinite(res.samples).all(), method
-        assert float(res.rewards.mean()) > -1.5, method   # base mean reward is about −2.1
+        assert float(res.rewards.mean()) > -1.5, method  # base mean reward is about −2.1
 
 
 # -- training and loading ----------------------------------------------------------------------
 def test_flow_training_is_reproducible_and_recorded(tmp_path, between):
-    a = train_mlp(between.prior, tmp_path / "a.pt", steps=20, batch_size=64, width=16, depth=1,
-                  progress=False, process="flow")
-    torch.manual_seed(7)   # the global generator plays no part
-    b = train_mlp(between.prior, tmp_path / "b.pt", steps=20, batch_size=64, width=16, depth=1,
-                  progress=False, process="flow")
+    a = train_mlp(
+        between.prior,
+        tmp_path / "a.pt",
+        steps=20,
+        batch_size=64,
+        width=16,
+        depth=1,
+        progress=False,
+        process="flow",
+    )
+    torch.manual_seed(7)  # the global generator plays no part
+    b = train_mlp(
+        between.prior,
+        tmp_path / "b.pt",
+        steps=20,
+        batch_size=64,
+        width=16,
+        depth=1,
+        progress=False,
+        process="flow",
+    )
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert (a["process"], a["prediction"], a["schedule"]["name"]) == ("flow", "flow", "flow")
     assert find_mlp_checkpoint(between.prior, tmp_path, process="flow").name == "a.pt"
@@ -317,29 +363,56 @@ def _run(capsys, *argv):
     return code, out, err
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["sample", "--problem", "between", "--process", "ddim"], "process must be one of"),
-    (["sample", "--problem", "between", "--backend", "FLOW", "--process", "vp"],
-     "cannot sample with process='vp'"),
-    (["sample", "--problem", "between", "--process", "flow", "--eta", "1.5"], "eta must be in"),
-    (["sample", "--problem", "between", "--process", "flow", "--eta", "-0.1"], "eta must be in"),
-    (["train", "--problem", "between", "--process", "sde"], "process must be one of"),
-])
-def test_bad_process_input_is_a_one_line_error_and_writes_nothing(capsys, tmp_path, between,
-                                                                   argv, match):
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["sample", "--problem", "between", "--process", "ddim"], "process must be one of"),
+        (
+            ["sample", "--problem", "between", "--backend", "FLOW", "--process", "vp"],
+            "cannot sample with process='vp'",
+        ),
+        (["sample", "--problem", "between", "--process", "flow", "--eta", "1.5"], "eta must be in"),
+        (
+            ["sample", "--problem", "between", "--process", "flow", "--eta", "-0.1"],
+            "eta must be in",
+        ),
+        (["train", "--problem", "between", "--process", "sde"], "process must be one of"),
+    ],
+)
+def test_bad_process_input_is_a_one_line_error_and_writes_nothing(
+    capsys, tmp_path, between, argv, match
+):
     flow = find_mlp_checkpoint(between.prior, process="flow")
     argv = [flow if a == "FLOW" else a for a in argv]
     out = tmp_path / ("x.pt" if argv[0] == "train" else "x.npz")
-    code, _, err = _run(capsys, *argv, "--out", out, "--n", "4") if argv[0] == "sample" else \
-        _run(capsys, *argv, "--out", out)
+    code, _, err = (
+        _run(capsys, *argv, "--out", out, "--n", "4")
+        if argv[0] == "sample"
+        else _run(capsys, *argv, "--out", out)
+    )
     assert code == 2 and match in err and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"toycode {argv[0]}: error: ")
     assert not out.exists()
 
 
 def test_sample_command_under_flow(capsys, tmp_path):
-    code, out, _ = _run(capsys, "sample", "--problem", "between", "--process", "flow",
-                        "--backend", "trained", "--method", "code", "--n", "8", "--steps", "10",
-                        "--num-candidates", "2")
+    code, out, _ = _run(
+        capsys,
+        "sample",
+        "--problem",
+        "between",
+        "--process",
+        "flow",
+        "--backend",
+        "trained",
+        "--method",
+        "code",
+        "--n",
+        "8",
+        "--steps",
+        "10",
+        "--num-candidates",
+        "2",
+    )
     assert code == 0
     assert json.loads(out)["backend"].endswith("mlp_gmm3_flow.pt")

@@ -44,12 +44,14 @@ def test_dps_shift_is_the_gradient_through_the_denoiser(between, backend, gen):
     eps = DPS(between.reward, s)(backend, x, i).eps
     base = backend.predict(x, i).eps
     g = (base - eps) / (s * math.sqrt(1 - a))
-    h = 1e-6   # central differences of r(x̂0(x)) in each coordinate
+    h = 1e-6  # central differences of r(x̂0(x)) in each coordinate
     for d in range(2):
         e = torch.zeros_like(x)
         e[:, d] = h
-        fd = (_reward_of_tweedie(backend, between.reward, x + e, i)
-              - _reward_of_tweedie(backend, between.reward, x - e, i)) / (2 * h)
+        fd = (
+            _reward_of_tweedie(backend, between.reward, x + e, i)
+            - _reward_of_tweedie(backend, between.reward, x - e, i)
+        ) / (2 * h)
         assert torch.allclose(g[:, d], fd, atol=1e-6)
 
 
@@ -59,7 +61,7 @@ def test_dps_detached_uses_the_reward_gradient_at_tweedie(between, backend, gen)
     x = between.prior.noised(a).sample(5, gen)
     pred = backend.predict(x, i)
     c, p = between.reward.center, between.reward.precision
-    grad_r = -(pred.x0 - c) @ p                        # ∇r for r = −½(x − c)ᵀP(x − c)
+    grad_r = -(pred.x0 - c) @ p  # ∇r for r = −½(x − c)ᵀP(x − c)
     eps = DPS(between.reward, s, detach=True)(backend, x, i).eps
     assert torch.allclose(eps, pred.eps - s * math.sqrt(1 - a) * grad_r / math.sqrt(a))
 
@@ -69,7 +71,8 @@ def test_universal_reduces_to_dps_and_counts_its_work(between, backend, gen):
     plain = Universal(between.reward, 1.0)(backend, x, 10)
     assert torch.allclose(plain.eps, DPS(between.reward, 1.0)(backend, x, 10).eps)
     rich = Universal(between.reward, 1.0, backward_steps=3, backward_lr=0.2, recurrence=2)(
-        backend, x, 10, torch.Generator().manual_seed(0))
+        backend, x, 10, torch.Generator().manual_seed(0)
+    )
     assert rich.x is not None and (rich.nfe, rich.reward_grads, rich.backprops) == (2, 8, 2)
     # backward guidance moves x̂0 uphill in reward
     fwd = Universal(between.reward, 1.0, backward_steps=0)(backend, rich.x, 10)
@@ -80,8 +83,7 @@ def test_universal_reduces_to_dps_and_counts_its_work(between, backend, gen):
 
 
 def test_code_gradient_is_guided_proposals_with_selection(between):
-    res = api.sample(between, method="code-gradient", num_candidates=4, block_size=5, steps=20,
-                     n=6)
+    res = api.sample(between, method="code-gradient", num_candidates=4, block_size=5, steps=20, n=6)
     assert res.nfe_per_sample == 1 + 19 * 4 == res.reward_grads / 6 == res.backprops / 6
     assert res.reward_calls == 6 * 4 * 4
 
@@ -102,19 +104,27 @@ def test_bad_guidance_arguments(between):
 
 
 def test_guided_backend_keeps_the_gradient_free_path_graph_free(between, backend):
-    res = sample_blockwise(GuidedBackend(backend, DPS(between.reward, 1.0)), between.reward, 4,
-                           generator=torch.Generator().manual_seed(0))
+    res = sample_blockwise(
+        GuidedBackend(backend, DPS(between.reward, 1.0)),
+        between.reward,
+        4,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert not res.samples.requires_grad and res.reward_grads == 4 * 50
 
 
 def test_universal_recurrence_draws_only_from_the_samplers_generator(between):
     """Self-recurrence re-noises with the sampler's generator: the same seed gives the same
     samples, another seed other samples, and the global generator is left untouched."""
-    be = GuidedBackend(analytic_backend(between.prior, Process.make(10)),
-                       Universal(between.reward, 1.0, recurrence=2))
+    be = GuidedBackend(
+        analytic_backend(between.prior, Process.make(10)),
+        Universal(between.reward, 1.0, recurrence=2),
+    )
     state = torch.get_rng_state()
-    runs = [sample_blockwise(be, between.reward, 6, generator=torch.Generator().manual_seed(s))
-            for s in (3, 3, 4)]
+    runs = [
+        sample_blockwise(be, between.reward, 6, generator=torch.Generator().manual_seed(s))
+        for s in (3, 3, 4)
+    ]
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(runs[0].samples, runs[1].samples)
     assert not torch.allclose(runs[0].samples, runs[2].samples)

@@ -33,10 +33,13 @@ def test_the_referee_scores_exact_samples_near_one_and_the_base_far_from_it(betw
     """distance = MMD²/floor has mean 1 over exact samples (the floor is that mean), within 3
     s.e. of 8 fresh replicates; the base model p is many replicate spreads above it."""
     target = between_bench.target
-    exact = torch.tensor([between_bench.score(x, target.reward(x))["distance"]
-                          for x in (target.sample(128, torch.Generator().manual_seed(s))
-                                    for s in range(8))])
-    se = float(exact.std()) / 8 ** 0.5
+    exact = torch.tensor(
+        [
+            between_bench.score(x, target.reward(x))["distance"]
+            for x in (target.sample(128, torch.Generator().manual_seed(s)) for s in range(8))
+        ]
+    )
+    se = float(exact.std()) / 8**0.5
     assert abs(float(exact.mean()) - 1) < 3 * se
     base = run_row(between_bench, "base", 1, 0, 128)
     assert base["distance"] > 1 + 10 * float(exact.std())
@@ -51,28 +54,57 @@ def test_one_output_per_population_is_an_equal_weight_draw():
     values = torch.randn(pops, k, generator=gen, dtype=torch.float64).sort(1).values
     logits = 2.0 * values
     chosen = SELECTIONS["systematic"](values, logits, k, gen)
-    kept = values.gather(1, chosen).reshape(-1)                    # populations after resampling
+    kept = values.gather(1, chosen).reshape(-1)  # populations after resampling
     weighted = float((torch.softmax(logits, 1) * values).sum(1).mean())
     _, picked = one_per_population(kept, kept, k, gen)
-    se = float(picked.std()) / pops ** 0.5
+    se = float(picked.std()) / pops**0.5
     assert abs(float(picked.mean()) - weighted) < 3 * se
     assert float(kept[::k].mean()) < weighted - 20 * se
 
 
 def test_a_folder_holds_one_run_size(tmp_path, capsys):
     out = str(tmp_path / "lb")
-    assert main(["leaderboard", "--benches", "between", "--methods", "base", "--fast",
-                 "--no-progress", "--out", out]) == 0
+    assert (
+        main(
+            [
+                "leaderboard",
+                "--benches",
+                "between",
+                "--methods",
+                "base",
+                "--fast",
+                "--no-progress",
+                "--out",
+                out,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["leaderboard", "--benches", "between", "--methods", "base", "--no-progress",
-                 "--out", out]) == 2
+    assert (
+        main(
+            [
+                "leaderboard",
+                "--benches",
+                "between",
+                "--methods",
+                "base",
+                "--no-progress",
+                "--out",
+                out,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "holds a leaderboard run" in err and err.count("\n") == 1
     assert len(read_results(out)) == 1
 
 
-@pytest.mark.parametrize("method, budget, nfe", [
-    ("bon", 4, 1 + 7 * 4), ("code", 4, 1 + 7 * 4), ("smc", 4, 4 * 8), ("base", 1, 8)])
+@pytest.mark.parametrize(
+    "method, budget, nfe",
+    [("bon", 4, 1 + 7 * 4), ("code", 4, 1 + 7 * 4), ("smc", 4, 4 * 8), ("base", 1, 8)],
+)
 def test_budgets_spend_about_m_times_t_per_output(between_bench, method, budget, nfe):
     """N candidates cost 1 + (T − 1)N; K particles cost K·T per kept output (one per population)."""
     row = run_row(between_bench, method, budget, 0, 128)
@@ -107,11 +139,9 @@ def test_a_fast_run_is_complete_resumable_and_marks_skips(tmp_path):
 
 
 def test_bad_bench_or_method_is_a_one_line_error(tmp_path, capsys):
-    assert main(["leaderboard", "--benches", "moon", "--out", str(tmp_path / "a"),
-                 "--fast"]) == 2
+    assert main(["leaderboard", "--benches", "moon", "--out", str(tmp_path / "a"), "--fast"]) == 2
     assert "bench must be one of" in capsys.readouterr().err
-    assert main(["leaderboard", "--methods", "magic", "--out", str(tmp_path / "b"),
-                 "--fast"]) == 2
+    assert main(["leaderboard", "--methods", "magic", "--out", str(tmp_path / "b"), "--fast"]) == 2
     assert "unknown method" in capsys.readouterr().err
     assert not read_results(tmp_path / "a") and not read_results(tmp_path / "b")
 
@@ -120,9 +150,26 @@ def test_mnist_benches_run_at_the_fast_size(tmp_path, capsys):
     """The class tilt refuses gradient and exact-target methods; the mixture (d = 16 when fast)
     scores mode weights; the CLI writes the table and the figure."""
     out = tmp_path / "lb"
-    assert main(["leaderboard", "--benches", "mnist-class", "mnist-gmm", "--methods", "base",
-                 "bon", "dps", "exact-guidance", "--fast", "--no-progress",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "leaderboard",
+                "--benches",
+                "mnist-class",
+                "mnist-gmm",
+                "--methods",
+                "base",
+                "bon",
+                "dps",
+                "exact-guidance",
+                "--fast",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = read_results(out)
     skips = {(r["bench"], r["method"]): r.get("skipped") for r in rows}
     assert skips[("mnist-class", "dps")] == "needs a differentiable reward"

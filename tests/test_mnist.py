@@ -62,9 +62,17 @@ def test_tilted_fraction_formulas():
 def test_unet_checkpoint_round_trip(tmp_path):
     path = tmp_path / "unet.pt"
     train_unet(path, steps=3, batch_size=8, progress=False, checkpoint_every=3)
-    runs = [sample_blockwise(load_trained_backend(path, steps=4), Ink(), 3, num_candidates=2,
-                             block_size=2, generator=torch.Generator().manual_seed(1))
-            for _ in range(2)]
+    runs = [
+        sample_blockwise(
+            load_trained_backend(path, steps=4),
+            Ink(),
+            3,
+            num_candidates=2,
+            block_size=2,
+            generator=torch.Generator().manual_seed(1),
+        )
+        for _ in range(2)
+    ]
     assert torch.equal(runs[0].samples, runs[1].samples)
     assert runs[0].samples.shape == (3, 1, 28, 28)
 
@@ -103,7 +111,7 @@ def test_784d_tilt_matches_importance_sampling(fitted, d):
     lw = q.lam * q.reward(x)
     w = torch.exp(lw - lw.max())
     er = float((w * q.reward(x)).sum() / w.sum())
-    ess = float(w.sum() ** 2 / (w ** 2).sum())
+    ess = float(w.sum() ** 2 / (w**2).sum())
     se = float(q.reward(x).std()) / math.sqrt(ess)
     assert q.target.reward_mean == pytest.approx(er, abs=5 * se)
 
@@ -113,16 +121,24 @@ def test_best_of_n_softmax_matches_the_exact_tilted_fraction(classifier):
     K ~ Bin(N, π_c), with π_c the base model's rate, to within the combined standard error."""
     from toycode.mnist.eval import class_rates
     from toycode.mnist.models import UNET_PATH
+
     c, lam, big_n = 3, 2.0, 4
     backend = load_trained_backend(UNET_PATH, steps=10)
     reward = ClassIndicator(c, classifier)
     base = sample_blockwise(backend, reward, 600, generator=torch.Generator().manual_seed(0))
     rates, se = class_rates(classifier, base.samples)
     pi, pi_se = float(rates[c]), float(se[c])
-    assert 0.03 < pi < 0.3                                  # a digit the model does produce
-    res = sample_blockwise(backend, reward, 300, num_candidates=big_n, block_size=10,
-                           selection="softmax", lam=lam,
-                           generator=torch.Generator().manual_seed(1))
+    assert 0.03 < pi < 0.3  # a digit the model does produce
+    res = sample_blockwise(
+        backend,
+        reward,
+        300,
+        num_candidates=big_n,
+        block_size=10,
+        selection="softmax",
+        lam=lam,
+        generator=torch.Generator().manual_seed(1),
+    )
     frac = float(res.rewards.mean())
     want = bon_fraction(pi, lam, big_n)
     slope = (bon_fraction(pi + 1e-4, lam, big_n) - bon_fraction(pi - 1e-4, lam, big_n)) / 2e-4
@@ -134,12 +150,26 @@ def test_mnist_demo_with_lookahead_values_counts_its_rollouts(tmp_path):
     """The demo's selecting methods take a look-ahead value on the UNet: CoDe's NFE per image
     is 1 + (T − 1)·N + (interior block ends)·N·M·(k − 1); an unavailable value is refused."""
     from toycode.mnist.demo import MnistDemoConfig, run_mnist_demo
+
     T, N, B, M, k = 6, 2, 3, 2, 2
-    config = MnistDemoConfig(n=2, n_base=4, steps=T, num_candidates=N, block_size=B,
-                             particles=2, value="lookahead", value_samples=M,
-                             lookahead_steps=k, out_dir=str(tmp_path), progress=False)
+    config = MnistDemoConfig(
+        n=2,
+        n_base=4,
+        steps=T,
+        num_candidates=N,
+        block_size=B,
+        particles=2,
+        value="lookahead",
+        value_samples=M,
+        lookahead_steps=k,
+        out_dir=str(tmp_path),
+        progress=False,
+    )
     rows = {r["method"]: r for r in run_mnist_demo(config)["rows"]}
     assert rows["CoDe (softmax)"]["nfe"] == 1 + (T - 1) * N + (T // B - 1) * N * M * (k - 1)
     with pytest.raises(ValueError, match="value"):
-        run_mnist_demo(MnistDemoConfig(n=2, n_base=4, steps=T, value="posterior",
-                                       out_dir=str(tmp_path), progress=False))
+        run_mnist_demo(
+            MnistDemoConfig(
+                n=2, n_base=4, steps=T, value="posterior", out_dir=str(tmp_path), progress=False
+            )
+        )

@@ -50,7 +50,7 @@ def test_loads_the_shared_test_split(shared_root):
     assert x.shape == (10000, 1, 28, 28) and x.dtype == torch.float32
     assert float(x.min()) == -1.0 and float(x.max()) == 1.0
     assert y.shape == (10000,) and set(y.tolist()) == set(range(10))
-    assert torch.bincount(y).min() > 850          # every digit is there
+    assert torch.bincount(y).min() > 850  # every digit is there
 
 
 def test_splits_are_disjoint_and_cover_the_test_set(shared_root):

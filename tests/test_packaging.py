@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_version_is_written_once():
-    tomllib = pytest.importorskip("tomllib")   # Python 3.11+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "version" not in project and "version" in project["dynamic"]
     assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+)?", toycode.__version__)
@@ -20,5 +20,6 @@ def test_the_version_is_written_once():
 
 def test_the_installed_metadata_carries_that_version():
     installed = importlib.metadata.version("toycode")
-    assert installed == toycode.__version__, \
+    assert installed == toycode.__version__, (
         f"installed metadata says {installed}: reinstall (`pip install -e .`)"
+    )

@@ -22,12 +22,15 @@ def _write(folder: Path, text: str) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("text, line", [
-    (json.dumps(ROW) + "\ngarbage{\n" + json.dumps({**ROW, "seed": 1}) + "\n", 2),
-    ("[1, 2]\n", 1),
-    (json.dumps({"id": 1, "loss": 0.3}) + "\n", 1),
-    (json.dumps(ROW) + "\n\n", 2),
-])
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        (json.dumps(ROW) + "\ngarbage{\n" + json.dumps({**ROW, "seed": 1}) + "\n", 2),
+        ("[1, 2]\n", 1),
+        (json.dumps({"id": 1, "loss": 0.3}) + "\n", 1),
+        (json.dumps(ROW) + "\n\n", 2),
+    ],
+)
 def test_a_line_that_is_not_ours_refuses_the_table_with_its_number(tmp_path, text, line):
     folder = _write(tmp_path / "t", text)
     with pytest.raises(ValueError, match=f"line {line}: not a toycode results row"):
@@ -39,20 +42,20 @@ def test_only_a_torn_last_line_is_tolerated(tmp_path):
     assert read_results(folder) == [ROW]
     table = ResultsTable(folder, key=lambda r: r["seed"])
     table.append({**ROW, "seed": 1})
-    assert [r["seed"] for r in read_results(folder)] == [0, 1]   # the torn tail was cut
+    assert [r["seed"] for r in read_results(folder)] == [0, 1]  # the torn tail was cut
 
 
 def _worker(folder: str, jobs: list[int], delay: float) -> None:
     table = ResultsTable(folder, key=lambda r: r["seed"])
     for seed in table.claimed(jobs, job_key=lambda j: j):
-        time.sleep(delay)   # a slow row, so that the two processes overlap
+        time.sleep(delay)  # a slow row, so that the two processes overlap
         table.append({**ROW, "seed": seed, "pid": os.getpid()})
 
 
 def test_a_claim_is_kept_and_another_configuration_refused_naming_what_differs(tmp_path):
     table = ResultsTable(tmp_path / "run", key=lambda r: r["seed"])
     table.claim({"size": "fast", "dims": (2, 3)}, name="run.json", what="study")
-    table.claim({"size": "fast", "dims": [2, 3]}, name="run.json", what="study")   # resumes
+    table.claim({"size": "fast", "dims": [2, 3]}, name="run.json", what="study")  # resumes
     before = (tmp_path / "run" / "run.json").read_bytes()
     with pytest.raises(ValueError, match=r"holds a study run with other size='fast'; resume"):
         table.claim({"size": "default", "dims": [2, 3]}, name="run.json", what="study")
@@ -79,8 +82,8 @@ def test_two_processes_on_one_folder_compute_each_row_once(tmp_path):
         p.join(60)
         assert p.exitcode == 0
     rows = read_results(tmp_path)
-    assert sorted(r["seed"] for r in rows) == jobs           # one row per key
-    assert len({r["pid"] for r in rows}) == 2                # and both processes worked
+    assert sorted(r["seed"] for r in rows) == jobs  # one row per key
+    assert len({r["pid"] for r in rows}) == 2  # and both processes worked
 
 
 def test_a_lease_held_by_a_dead_process_is_taken_over(tmp_path):
@@ -98,12 +101,36 @@ def test_a_lease_held_by_a_dead_process_is_taken_over(tmp_path):
 
 def test_two_tradeoff_commands_on_one_folder_write_each_row_once(tmp_path):
     out = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "toycode", "tradeoff", "--problem", "between", "--methods",
-           "bon", "code", "--grid", "N=2,4;B=2;T=6", "--seeds", "3", "--n", "32", "--out",
-           str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "toycode",
+        "tradeoff",
+        "--problem",
+        "between",
+        "--methods",
+        "bon",
+        "code",
+        "--grid",
+        "N=2,4;B=2;T=6",
+        "--seeds",
+        "3",
+        "--n",
+        "32",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                              cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        for _ in range(2)
+    ]
     for p in procs:
         assert p.wait(300) == 0, p.stderr.read().decode()
     rows = read_results(out)
@@ -114,16 +141,45 @@ def test_two_tradeoff_commands_on_one_folder_write_each_row_once(tmp_path):
 def test_two_plain_sd_sweeps_on_one_folder_write_each_row_once(tmp_path):
     pytest.importorskip("diffusers")
     out = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "toycode", "sd-sweep", "--model", "tiny:sd", "--prompts",
-           "animals", "--limit-prompts", "2", "--methods", "base", "bon", "--grid", "N=2",
-           "--seeds", "3", "--steps", "3", "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "CUDA_VISIBLE_DEVICES": ""}
-    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                              cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "toycode",
+        "sd-sweep",
+        "--model",
+        "tiny:sd",
+        "--prompts",
+        "animals",
+        "--limit-prompts",
+        "2",
+        "--methods",
+        "base",
+        "bon",
+        "--grid",
+        "N=2",
+        "--seeds",
+        "3",
+        "--steps",
+        "3",
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    procs = [
+        subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        for _ in range(2)
+    ]
     for p in procs:
         assert p.wait(300) == 0, p.stderr.read().decode()[-2000:]
     rows = read_results(out)
-    keys = [(r["prompt"], r["method"], json.dumps(r["settings"], sort_keys=True), r["seed"])
-            for r in rows]
+    keys = [
+        (r["prompt"], r["method"], json.dumps(r["settings"], sort_keys=True), r["seed"])
+        for r in rows
+    ]
     assert len(keys) == len(set(keys)) == 2 * 2 * 3

@@ -10,8 +10,9 @@ import pytest
 from toycode.experiments.plots import plot_sweep
 from toycode.experiments.tradeoff import load, read_results, run_sweep
 
-COMMITTED = sorted((Path(__file__).resolve().parents[1] / "figures" / "sweeps")
-                   .glob("*/results.jsonl"))
+COMMITTED = sorted(
+    (Path(__file__).resolve().parents[1] / "figures" / "sweeps").glob("*/results.jsonl")
+)
 
 
 def _refuse(name):
@@ -26,8 +27,15 @@ def _strict_rows(path: Path) -> list[dict]:
 def sweep(tmp_path_factory):
     """SMC copies particles, so its rows have an infinite k-NN KL: the case strict JSON lacks."""
     out = tmp_path_factory.mktemp("sweep")
-    run_sweep("between", ["bon", "smc"], {"N": [2], "K": [4], "T": [10]}, seeds=2, out=out,
-              n=64, progress=False)
+    run_sweep(
+        "between",
+        ["bon", "smc"],
+        {"N": [2], "K": [4], "T": [10]},
+        seeds=2,
+        out=out,
+        n=64,
+        progress=False,
+    )
     return out
 
 
@@ -35,8 +43,9 @@ def test_fresh_sweep_is_strict_json_and_keeps_infinities(sweep):
     rows = _strict_rows(sweep / "results.jsonl")
     assert len(rows) == 4
     smc = [r for r in rows if r["method"] == "smc"]
-    assert smc and all(r["kl_to_target"] is None and r["nonfinite"]["kl_to_target"] == "inf"
-                       for r in smc)
+    assert smc and all(
+        r["kl_to_target"] is None and r["nonfinite"]["kl_to_target"] == "inf" for r in smc
+    )
     assert all("nonfinite" not in r for r in rows if r["method"] == "bon")
     restored = [r for r in read_results(sweep) if r["method"] == "smc"]
     assert all(r["kl_to_target"] == math.inf and "nonfinite" not in r for r in restored)
@@ -51,8 +60,7 @@ def test_committed_results_are_strict_json():
         infinite += [r for r in rows if "nonfinite" in r]
         assert all(r[k] is None for r in infinite for k in r["nonfinite"]), path
     # the SMC rows of the committed sweeps repeat samples: their KL estimates are +∞
-    assert any(r["method"] == "smc" and r["nonfinite"].get("kl_to_base") == "inf"
-               for r in infinite)
+    assert any(r["method"] == "smc" and r["nonfinite"].get("kl_to_base") == "inf" for r in infinite)
 
 
 def test_a_table_written_before_the_shared_schema_reads_with_todays_names(tmp_path):
@@ -66,8 +74,19 @@ def test_a_table_written_before_the_shared_schema_reads_with_todays_names(tmp_pa
 def test_load_flattens_settings(sweep):
     table = load(sweep)
     assert len(table) == 4 and "settings" not in table.columns
-    for column in ("problem", "method", "N", "K", "T", "seed", "nfe", "reward_mean",
-                   "distance", "kl_to_target", "wall_s"):
+    for column in (
+        "problem",
+        "method",
+        "N",
+        "K",
+        "T",
+        "seed",
+        "nfe",
+        "reward_mean",
+        "distance",
+        "kl_to_target",
+        "wall_s",
+    ):
         assert column in table.columns, column
     bon = table[table.method == "bon"]
     smc = table[table.method == "smc"]
@@ -85,7 +104,7 @@ def test_load_names_the_extra_when_pandas_is_missing(sweep, monkeypatch):
 
 def test_plots_leave_out_null_and_infinite_values(sweep):
     rows = read_results(sweep)
-    raw = _strict_rows(sweep / "results.jsonl")   # nulls as written, nothing restored
+    raw = _strict_rows(sweep / "results.jsonl")  # nulls as written, nothing restored
     for table in (rows, raw):
         fig = plot_sweep(table, "frontier")
         assert "2 rows with infinite or missing values left out" in fig.axes[0].get_title()

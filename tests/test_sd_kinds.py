@@ -22,8 +22,12 @@ from toycode.sd.tiny import tiny_pipeline
 
 PROMPT = "a red fox in the snow"
 KINDS = ("sd-v", "sdxl", "sd3", "flux")
-BACKENDS = {"sd-v": StableDiffusionBackend, "sdxl": StableDiffusionXLBackend,
-            "sd3": StableDiffusion3Backend, "flux": FluxBackend}
+BACKENDS = {
+    "sd-v": StableDiffusionBackend,
+    "sdxl": StableDiffusionXLBackend,
+    "sd3": StableDiffusion3Backend,
+    "flux": FluxBackend,
+}
 TRANSFORMERS = ("sd3", "flux")
 
 
@@ -43,17 +47,25 @@ def brightness(images):
 def pipeline_latents(pipe, steps, eta, seed=5, **extra):
     """The pipeline's own latents (FLUX's unpacked from its 2×2 tokens by its own method)."""
     flow = type(pipe).__name__ in ("StableDiffusion3Pipeline", "FluxPipeline")
-    out = pipe(PROMPT, num_inference_steps=steps, guidance_scale=7.5, output_type="latent",
-               generator=torch.Generator().manual_seed(seed),
-               **extra, **({} if flow else {"eta": eta})).images
+    out = pipe(
+        PROMPT,
+        num_inference_steps=steps,
+        guidance_scale=7.5,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(seed),
+        **extra,
+        **({} if flow else {"eta": eta}),
+    ).images
     if type(pipe).__name__ != "FluxPipeline":
         return out
     size = extra.get("height", pipe.default_sample_size * pipe.vae_scale_factor)
     return pipe._unpack_latents(out, size, extra.get("width", size), pipe.vae_scale_factor)
 
 
-@pytest.mark.parametrize("kind, eta", [("sd-v", 0.0), ("sd-v", 1.0), ("sdxl", 0.0),
-                                       ("sdxl", 1.0), ("sd3", 0.0), ("flux", 0.0)])
+@pytest.mark.parametrize(
+    "kind, eta",
+    [("sd-v", 0.0), ("sd-v", 1.0), ("sdxl", 0.0), ("sdxl", 1.0), ("sd3", 0.0), ("flux", 0.0)],
+)
 def test_base_reproduces_the_pipeline_latents(kind, eta):
     """N = 1 is the pipeline: DDIM(η) for SD 2.x and SDXL, the flow Euler step (η = 0) for SD3
     and FLUX."""
@@ -61,8 +73,9 @@ def test_base_reproduces_the_pipeline_latents(kind, eta):
     want = pipeline_latents(pipe, T, eta)
     be = make_sd_backend(pipe, PROMPT, steps=T, eta=eta, guidance_scale=7.5)
     assert type(be) is BACKENDS[kind]
-    got = sample_blockwise(Latents(be), mean_latent, 1,
-                           generator=torch.Generator().manual_seed(5)).samples
+    got = sample_blockwise(
+        Latents(be), mean_latent, 1, generator=torch.Generator().manual_seed(5)
+    ).samples
     assert torch.allclose(got, want, atol=1e-5)
 
 
@@ -74,10 +87,12 @@ def test_guidance_rescale_reproduces_the_pipeline(kind):
     want = pipeline_latents(pipe, T, 0.0, guidance_rescale=0.7)
     runs = {}
     for phi in (0.7, 0.0):
-        be = make_sd_backend(pipe, PROMPT, steps=T, eta=0.0, guidance_scale=7.5,
-                          guidance_rescale=phi)
-        runs[phi] = sample_blockwise(Latents(be), mean_latent, 1,
-                                     generator=torch.Generator().manual_seed(5)).samples
+        be = make_sd_backend(
+            pipe, PROMPT, steps=T, eta=0.0, guidance_scale=7.5, guidance_rescale=phi
+        )
+        runs[phi] = sample_blockwise(
+            Latents(be), mean_latent, 1, generator=torch.Generator().manual_seed(5)
+        ).samples
     assert torch.allclose(runs[0.7], want, atol=1e-5)
     assert (runs[0.0] - want).abs().max() > 1e-2
     with pytest.raises(ValueError, match="guidance_rescale"):
@@ -99,8 +114,9 @@ def test_v_prediction_is_read_as_v():
     be = make_sd_backend(pipe, PROMPT, steps=4, eta=0.0)
     assert be.prediction == "v_prediction"
     be.prediction = "epsilon"
-    wrong = sample_blockwise(Latents(be), mean_latent, 1,
-                             generator=torch.Generator().manual_seed(5)).samples
+    wrong = sample_blockwise(
+        Latents(be), mean_latent, 1, generator=torch.Generator().manual_seed(5)
+    ).samples
     assert (wrong - pipeline_latents(pipe, 4, 0.0)).abs().max() > 0.1
 
 
@@ -128,15 +144,21 @@ def denoiser_counter(pipe, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("N, B", [(3, 2), (2, 4)])   # CoDe, and best-of-N (B = T)
+@pytest.mark.parametrize("N, B", [(3, 2), (2, 4)])  # CoDe, and best-of-N (B = T)
 def test_denoiser_calls_follow_the_formula(kind, N, B):
     pipe = tiny(kind)
     T, n = 4, 2
     be = make_sd_backend(pipe, PROMPT, steps=T, max_batch=4)
     counter = denoiser_counter(pipe, kind)
     try:
-        res = sample_blockwise(be, brightness, n, num_candidates=N, block_size=B,
-                               generator=torch.Generator().manual_seed(0))
+        res = sample_blockwise(
+            be,
+            brightness,
+            n,
+            num_candidates=N,
+            block_size=B,
+            generator=torch.Generator().manual_seed(0),
+        )
     finally:
         counter.close()
     assert counter.rows == res.nfe == n * (1 + (T - 1) * N)
@@ -151,9 +173,16 @@ def test_smc_runs_on_every_kind(kind):
     T, n = 3, 2
     counter = denoiser_counter(pipe, kind)
     try:
-        res = sample_blockwise(make_sd_backend(pipe, PROMPT, steps=T), brightness, n, particles=2,
-                               block_size=1, selection="systematic", ess_threshold=0.5,
-                               generator=torch.Generator().manual_seed(0))
+        res = sample_blockwise(
+            make_sd_backend(pipe, PROMPT, steps=T),
+            brightness,
+            n,
+            particles=2,
+            block_size=1,
+            selection="systematic",
+            ess_threshold=0.5,
+            generator=torch.Generator().manual_seed(0),
+        )
     finally:
         counter.close()
     assert counter.rows == res.nfe == n * T and res.ess.shape == (T, 1)
@@ -173,12 +202,12 @@ def test_sdxl_conditions_on_pooled_text_and_time_ids():
     added = kw["added_cond_kwargs"]
     assert added["time_ids"].tolist() == [[48, 64, 0, 0, 48, 64]] * 6
     assert added["text_embeds"].shape == (6, 8) and kw["encoder_hidden_states"].shape[-1] == 16
-    assert torch.equal(added["text_embeds"][:3], torch.zeros(3, 8))   # empty negative → zeros
+    assert torch.equal(added["text_embeds"][:3], torch.zeros(3, 8))  # empty negative → zeros
     assert torch.equal(added["text_embeds"][3:], be.pooled[1].expand(3, -1))
 
 
 def test_sdxl_decodes_an_fp16_vae_in_float32_when_asked():
-    pipe = tiny_pipeline("sdxl")        # a fresh one: its VAE is cast below
+    pipe = tiny_pipeline("sdxl")  # a fresh one: its VAE is cast below
     be = make_sd_backend(pipe, PROMPT, steps=2)
     x = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(0)).half()
     with torch.no_grad():
@@ -191,9 +220,12 @@ def test_sdxl_decodes_an_fp16_vae_in_float32_when_asked():
 
 
 def test_make_backend_refuses_other_pipelines():
-    with pytest.raises(ValueError, match="no toycode backend for object; supported: "
-                                         "StableDiffusionXLPipeline, StableDiffusionPipeline, "
-                                         "StableDiffusion3Pipeline, FluxPipeline"):
+    with pytest.raises(
+        ValueError,
+        match="no toycode backend for object; supported: "
+        "StableDiffusionXLPipeline, StableDiffusionPipeline, "
+        "StableDiffusion3Pipeline, FluxPipeline",
+    ):
         make_sd_backend(object(), PROMPT)
 
 
@@ -205,6 +237,7 @@ def test_flux_reproduces_the_pipeline_at_another_size_and_shift():
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
     from toycode.sd.backend import flux_shift
+
     pipe, T = tiny("flux"), 4
     be = make_sd_backend(pipe, PROMPT, steps=T, eta=0.0, guidance_scale=7.5, height=32, width=32)
     assert be.shape == (16, 16, 16)
@@ -215,8 +248,9 @@ def test_flux_reproduces_the_pipeline_at_another_size_and_shift():
     assert torch.allclose(be.process.sigmas[:-1], want_t, atol=1e-6)
     assert be.process.sigmas[-1] == 0 and be.process.kind == "flow"
     want = pipeline_latents(pipe, T, 0.0, height=32, width=32)
-    got = sample_blockwise(Latents(be), mean_latent, 1,
-                           generator=torch.Generator().manual_seed(5)).samples
+    got = sample_blockwise(
+        Latents(be), mean_latent, 1, generator=torch.Generator().manual_seed(5)
+    ).samples
     assert torch.allclose(got, want, atol=1e-5)
 
 
@@ -246,9 +280,12 @@ def test_flux_guidance_is_an_input_not_cfg():
 
 def test_tiny_t5_tokenizer_tells_prompts_apart():
     from toycode.sd.tiny import tiny_t5_tokenizer
+
     tok = tiny_t5_tokenizer()
-    a, b = (tok(p, padding="max_length", max_length=16, return_tensors="pt").input_ids
-            for p in ("a red fox", "a blue owl"))
+    a, b = (
+        tok(p, padding="max_length", max_length=16, return_tensors="pt").input_ids
+        for p in ("a red fox", "a blue owl")
+    )
     assert a.shape == (1, 16) and not torch.equal(a, b)
     assert tok.batch_decode(tok(["a red fox"]).input_ids) == ["a red fox</s>"]
 
@@ -263,15 +300,34 @@ def test_tiny_kinds():
 @pytest.mark.parametrize("kind", KINDS)
 def test_cli_runs_a_tiny_pipeline_offline(kind, tmp_path, monkeypatch, capsys):
     from toycode.cli import main
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "out"
-    code = main(["sd", "--model", f"tiny:{kind}", "--prompt", "a fox", "--steps", "3", "--n",
-                 "1", "--num-candidates", "2", "--block-size", "2", "--out", str(out)])
+    code = main(
+        [
+            "sd",
+            "--model",
+            f"tiny:{kind}",
+            "--prompt",
+            "a fox",
+            "--steps",
+            "3",
+            "--n",
+            "1",
+            "--num-candidates",
+            "2",
+            "--block-size",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert {p.name for p in out.iterdir()} == {"image_000.png", "rewards.json", "grid.png"}
     (meta,) = json.loads((out / "rewards.json").read_text())
     assert meta["nfe"] == 1 + 2 * 2 and meta["prompt"] == "a fox" and meta["steps"] == 3
     from PIL import Image
+
     assert Image.open(out / "image_000.png").size == (64, 64)
 
 
@@ -283,11 +339,22 @@ def test_load_pipeline_tiny_and_bad_names():
 
 
 # SDXL base 1.0's scheduler_config.json: EulerDiscreteScheduler, "leading" spacing
-SDXL_EULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-              "interpolation_type": "linear", "num_train_timesteps": 1000,
-              "prediction_type": "epsilon", "sample_max_value": 1.0, "set_alpha_to_one": False,
-              "skip_prk_steps": True, "steps_offset": 1, "timestep_spacing": "leading",
-              "trained_betas": None, "use_karras_sigmas": False, "clip_sample": False}
+SDXL_EULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "trained_betas": None,
+    "use_karras_sigmas": False,
+    "clip_sample": False,
+}
 
 
 @functools.cache
@@ -298,6 +365,7 @@ def tiny64(kind):
 def euler_pipeline(kind="sdxl", dtype=torch.float32, **changes):
     """A tiny pipeline with SDXL's own Euler scheduler (``changes`` to its config)."""
     from diffusers import EulerDiscreteScheduler
+
     pipe = tiny(kind) if dtype == torch.float32 else tiny64(kind)
     sched = EulerDiscreteScheduler.from_config({**SDXL_EULER, **changes})
     extra = {} if kind == "sdxl" else {"requires_safety_checker": False}
@@ -306,9 +374,15 @@ def euler_pipeline(kind="sdxl", dtype=torch.float32, **changes):
     return euler
 
 
-@pytest.mark.parametrize("kind, changes", [
-    ("sdxl", {}), ("sdxl", {"timestep_spacing": "trailing"}),
-    ("sdxl", {"final_sigmas_type": "sigma_min"}), ("sd-v", {"prediction_type": "v_prediction"})])
+@pytest.mark.parametrize(
+    "kind, changes",
+    [
+        ("sdxl", {}),
+        ("sdxl", {"timestep_spacing": "trailing"}),
+        ("sdxl", {"final_sigmas_type": "sigma_min"}),
+        ("sd-v", {"prediction_type": "v_prediction"}),
+    ],
+)
 def test_base_reproduces_the_euler_pipeline(kind, changes):
     """N = 1, η = 0 on Euler's grid is the Euler pipeline: SDXL's "leading" config; "trailing",
     whose first latent is σ_max·z rather than √(σ_max² + 1)·z; a final σ = σ_min > 0; SD 2.x's
@@ -319,18 +393,20 @@ def test_base_reproduces_the_euler_pipeline(kind, changes):
     the two paths' different roundings to ~3e-5 on latents of size ~26 (1e-6 relative)."""
     pipe, T = euler_pipeline(kind, torch.float64, **changes), 6
     be = make_sd_backend(pipe, PROMPT, steps=T, eta=0.0, guidance_scale=7.5)
-    assert be.scheduler == "euler" and pipe.scheduler.num_inference_steps is None   # untouched
+    assert be.scheduler == "euler" and pipe.scheduler.num_inference_steps is None  # untouched
     want = pipeline_latents(pipe, T, 0.0)
-    got = sample_blockwise(Latents(be), mean_latent, 1,
-                           generator=torch.Generator().manual_seed(5)).samples
+    got = sample_blockwise(
+        Latents(be), mean_latent, 1, generator=torch.Generator().manual_seed(5)
+    ).samples
     assert got.dtype == want.dtype == torch.float64
     assert torch.allclose(got, want, atol=1e-5)
     if changes:
         return
     # DDIM's grid has the same timesteps but ends at ᾱ_0 (set_alpha_to_one=False), not σ = 0
     ddim = make_sd_backend(pipe, PROMPT, steps=T, eta=0.0, guidance_scale=7.5, scheduler="ddim")
-    off = sample_blockwise(Latents(ddim), mean_latent, 1,
-                           generator=torch.Generator().manual_seed(5)).samples
+    off = sample_blockwise(
+        Latents(ddim), mean_latent, 1, generator=torch.Generator().manual_seed(5)
+    ).samples
     assert (off - want).abs().max() > 1e-3
 
 
@@ -341,6 +417,7 @@ def test_euler_step_is_ddim_eta_0_on_its_grid():
     from diffusers import EulerDiscreteScheduler
 
     from toycode.sd.backend import sd_process
+
     sched = EulerDiscreteScheduler.from_config(SDXL_EULER)
     sched.set_timesteps(50)
     proc = sd_process(SDXL_EULER, 50, "euler", eta=0.0)
@@ -348,7 +425,7 @@ def test_euler_step_is_ddim_eta_0_on_its_grid():
     for i, t in enumerate(sched.timesteps):
         xt = torch.randn(2, 4, 8, 8, generator=gen) * (1 + sched.sigmas[i] ** 2).sqrt()
         eps = torch.randn(2, 4, 8, 8, generator=gen)
-        x = sched.scale_model_input(xt, t)                      # the VP latent x̃·√ᾱ
+        x = sched.scale_model_input(xt, t)  # the VP latent x̃·√ᾱ
         want = sched.step(eps, t, xt).prev_sample
         got = proc.step(x.double(), i, eps.double()) / proc.alphas[i + 1]
         assert torch.allclose(got.float(), want, rtol=1e-5, atol=1e-5), i

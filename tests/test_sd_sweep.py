@@ -42,14 +42,24 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def swept(pipe, clip, tmp_path_factory):   # noqa: F811
+def swept(pipe, clip, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("sweep")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        rows = run_sd_sweep(pipe, PROMPTS, lambda p: Compressibility(), METHODS,
-                            parse_grid(GRID), seeds=SEEDS, steps=T, out=out, fidelity=clip,
-                            describe={"model": "tiny:sd"}, progress=False)
+        rows = run_sd_sweep(
+            pipe,
+            PROMPTS,
+            lambda p: Compressibility(),
+            METHODS,
+            parse_grid(GRID),
+            seeds=SEEDS,
+            steps=T,
+            out=out,
+            fidelity=clip,
+            describe={"model": "tiny:sd"},
+            progress=False,
+        )
     finally:
         torch.set_num_threads(threads)
     return out, rows
@@ -71,7 +81,7 @@ def test_a_sweep_writes_one_row_per_prompt_method_setting_seed(swept, pipe, clip
     out, rows = swept
     assert len(rows) == len(PROMPTS) * SEEDS * 5 == len(_by_key(rows))
     for r in rows:
-        if r["method"] == "smc":   # one population of K = 2 particles, T // B = 2 blocks
+        if r["method"] == "smc":  # one population of K = 2 particles, T // B = 2 blocks
             assert r["settings"] == {"K": 2, "B": 2} and r["particles"] == 2
             assert r["nfe"] == 2 * T and r["reward_calls"] == 2 * 2
         else:
@@ -89,46 +99,53 @@ def test_a_sweep_writes_one_row_per_prompt_method_setting_seed(swept, pipe, clip
             a, b = by[row_key(p, "bon", {"N": 1}, s)], by[row_key(p, "code", {"N": 1, "B": 2}, s)]
             assert a["reward"] == b["reward"]
             assert (out / a["image"]).read_bytes() == (out / b["image"]).read_bytes()
-    assert len({(r["prompt"], r["seed"], r["reward"]) for r in rows
-                if r["settings"].get("N") == 2}) > 1
+    assert (
+        len({(r["prompt"], r["seed"], r["reward"]) for r in rows if r["settings"].get("N") == 2})
+        > 1
+    )
 
 
 def test_a_row_recomputes_alone(swept, pipe):
     out, rows = swept
     for method in ("code", "smc"):
         row = next(r for r in rows if r["method"] == method and r["settings"].get("N", 2) == 2)
-        again, image = sweep_row(make_sd_backend(pipe, row["prompt"], steps=T), method,
-                                 row["settings"], row["seed"], Compressibility())
+        again, image = sweep_row(
+            make_sd_backend(pipe, row["prompt"], steps=T),
+            method,
+            row["settings"],
+            row["seed"],
+            Compressibility(),
+        )
         assert again["reward"] == row["reward"] and again["nfe"] == row["nfe"]
         save_png(image, out / "again.png")
         assert (out / "again.png").read_bytes() == (out / row["image"]).read_bytes()
 
 
-def test_a_killed_sweep_resumes_without_duplicates(swept, pipe, clip, tmp_path,  # noqa: F811
-                                                   monkeypatch):
+def test_a_killed_sweep_resumes_without_duplicates(swept, pipe, clip, tmp_path, monkeypatch):  # noqa: F811
     src, rows = swept
     out = tmp_path / "killed"
     shutil.copytree(src, out)
     lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
-    (out / "results.jsonl").write_text("".join(lines[:-3]) + lines[-3][:25])   # torn by a kill
+    (out / "results.jsonl").write_text("".join(lines[:-3]) + lines[-3][:25])  # torn by a kill
     real, calls = sweep.sweep_row, []
 
-    def interrupted(*args, **kwargs):   # killed again, while computing the second row
+    def interrupted(*args, **kwargs):  # killed again, while computing the second row
         calls.append(args[1:4])
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sweep, "sweep_row", interrupted)
-    run = dict(seeds=SEEDS, steps=T, out=out, fidelity=clip, describe={"model": "tiny:sd"},
-               progress=False)
+    run = dict(
+        seeds=SEEDS, steps=T, out=out, fidelity=clip, describe={"model": "tiny:sd"}, progress=False
+    )
     with pytest.raises(KeyboardInterrupt):
-        run_sd_sweep(pipe, PROMPTS, lambda p: Compressibility(), METHODS, parse_grid(GRID),
-                     **run)
-    assert len(read_results(out)) == len(rows) - 2          # only the row in flight was lost
+        run_sd_sweep(pipe, PROMPTS, lambda p: Compressibility(), METHODS, parse_grid(GRID), **run)
+    assert len(read_results(out)) == len(rows) - 2  # only the row in flight was lost
     monkeypatch.setattr(sweep, "sweep_row", real)
-    again = run_sd_sweep(pipe, PROMPTS, lambda p: Compressibility(), METHODS,
-                         parse_grid(GRID), **run)
+    again = run_sd_sweep(
+        pipe, PROMPTS, lambda p: Compressibility(), METHODS, parse_grid(GRID), **run
+    )
     lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) == len(rows) and all(json.loads(line) for line in lines)
     want, got = _by_key(rows), _by_key(again)
@@ -149,17 +166,59 @@ def test_two_accelerate_processes_give_the_rows_of_one(swept, clip, tmp_path):  
     clip.model.save_pretrained(tmp_path / "clip")
     clip.tokenizer.save_pretrained(tmp_path / "clip")
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           "-m", "toycode", "sd-sweep", "--model", "tiny:sd", "--prompts",
-           str(tmp_path / "prompts.txt"), "--reward", "jpeg", "--fidelity-model",
-           str(tmp_path / "clip"), "--methods", *METHODS, "--grid", GRID, "--seeds", str(SEEDS),
-           "--steps", str(T), "--out", str(tmp_path / "two")]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "ACCELERATE_USE_CPU": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "toycode",
+        "sd-sweep",
+        "--model",
+        "tiny:sd",
+        "--prompts",
+        str(tmp_path / "prompts.txt"),
+        "--reward",
+        "jpeg",
+        "--fidelity-model",
+        str(tmp_path / "clip"),
+        "--methods",
+        *METHODS,
+        "--grid",
+        GRID,
+        "--seeds",
+        str(SEEDS),
+        "--steps",
+        str(T),
+        "--out",
+        str(tmp_path / "two"),
+    ]
+    done = subprocess.run(
+        cmd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "(2 processes)" in done.stdout
     two = read_results(tmp_path / "two")
@@ -176,12 +235,16 @@ def test_two_accelerate_processes_give_the_rows_of_one(swept, clip, tmp_path):  
 
 def _tiny_taesd(folder, latent_channels=4, decoder_blocks=(1, 1)):
     from diffusers import AutoencoderTiny
+
     torch.manual_seed(0)
     width = (8,) * len(decoder_blocks)
-    AutoencoderTiny(encoder_block_out_channels=width, decoder_block_out_channels=width,
-                    num_encoder_blocks=(1,) * len(decoder_blocks),
-                    num_decoder_blocks=decoder_blocks,
-                    latent_channels=latent_channels).save_pretrained(folder)
+    AutoencoderTiny(
+        encoder_block_out_channels=width,
+        decoder_block_out_channels=width,
+        num_encoder_blocks=(1,) * len(decoder_blocks),
+        num_decoder_blocks=decoder_blocks,
+        latent_channels=latent_channels,
+    ).save_pretrained(folder)
     return folder
 
 
@@ -196,11 +259,13 @@ class RowCounter:
         self.rows += args[0].shape[0]
 
 
-@pytest.mark.parametrize("method, settings, interior", [("code", {"N": 2, "B": 2}, 1),
-                                                        ("code", {"N": 3, "B": 1}, 3),
-                                                        ("bon", {"N": 2}, 0)])
-def test_the_score_decoder_decodes_block_ends_and_the_vae_the_outputs(pipe, tmp_path, method,
-                                                                      settings, interior):
+@pytest.mark.parametrize(
+    "method, settings, interior",
+    [("code", {"N": 2, "B": 2}, 1), ("code", {"N": 3, "B": 1}, 3), ("bon", {"N": 2}, 0)],
+)
+def test_the_score_decoder_decodes_block_ends_and_the_vae_the_outputs(
+    pipe, tmp_path, method, settings, interior
+):
     taesd = load_score_decoder(_tiny_taesd(tmp_path / "taesd"), pipe)
     backend = make_sd_backend(pipe, "a cat", steps=T)
     n = settings["N"]
@@ -208,8 +273,9 @@ def test_the_score_decoder_decodes_block_ends_and_the_vae_the_outputs(pipe, tmp_
     for decoder in (taesd, None):
         cheap, full = RowCounter(taesd.decoder), RowCounter(pipe.vae.decoder)
         try:
-            row, _ = sweep_row(backend, method, settings, 0, Compressibility(),
-                               score_decoder=decoder)
+            row, _ = sweep_row(
+                backend, method, settings, 0, Compressibility(), score_decoder=decoder
+            )
         finally:
             cheap.handle.remove()
             full.handle.remove()
@@ -230,9 +296,26 @@ def test_a_score_decoder_must_fit_the_pipeline(pipe, tmp_path):
 
 
 def _sweep_args(out, *extra):
-    return ["sd-sweep", "--model", "tiny:sd", "--prompts", "animals", "--limit-prompts", "1",
-            "--methods", "code", "--grid", "N=2;B=2", "--seeds", "1", "--steps", str(T),
-            "--out", str(out), *extra]
+    return [
+        "sd-sweep",
+        "--model",
+        "tiny:sd",
+        "--prompts",
+        "animals",
+        "--limit-prompts",
+        "1",
+        "--methods",
+        "code",
+        "--grid",
+        "N=2;B=2",
+        "--seeds",
+        "1",
+        "--steps",
+        str(T),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_the_cli_sweeps_with_a_score_decoder_and_plots(swept, tmp_path, capsys):
@@ -244,35 +327,44 @@ def test_the_cli_sweeps_with_a_score_decoder_and_plots(swept, tmp_path, capsys):
     assert json.loads((out / "sweep.json").read_text())["score_decoder"] == str(taesd)
     src, _ = swept
     for kind in ("reward-nfe", "reward-fidelity"):
-        assert main(["plot", str(src), "--kind", kind, "--out", str(tmp_path / f"{kind}.png")]) \
-            == 0
+        assert main(["plot", str(src), "--kind", kind, "--out", str(tmp_path / f"{kind}.png")]) == 0
         assert (tmp_path / f"{kind}.png").stat().st_size > 10_000
     assert main(["plot", str(out)]) == 0 and (out / "sd_reward-nfe.png").exists()
-    assert main(["plot", str(out), "--kind", "reward-fidelity"]) == 2   # no fidelity model
+    assert main(["plot", str(out), "--kind", "reward-fidelity"]) == 2  # no fidelity model
     assert main(["plot", str(out), "--kind", "frontier"]) == 2
     from toycode.experiments.tradeoff import load
+
     table = load(src)
     assert {"N", "B", "reward", "fidelity", "prompt"} <= set(table.columns)
 
 
-@pytest.mark.parametrize("extra, match", [
-    (["--prompts", "birds"], "prompts must be one of"),
-    (["--prompts", "EMPTY"], "holds no prompts"),
-    (["--grid", "N=2;Q=1"], "grid key"),
-    (["--grid", "N=2;M=2"], "grid knobs are"),
-    (["--methods", "bon", "--grid", "N=2;B=2"], "read by none of the methods bon"),
-    (["--methods", "dps"], "method must be one of"),
-    (["--score-decoder", "MISSING"], "score decoder"),
-    (["--eta", "0"], "stochastic"),
-    (["--steps", "0"], "steps"),
-])
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--prompts", "birds"], "prompts must be one of"),
+        (["--prompts", "EMPTY"], "holds no prompts"),
+        (["--grid", "N=2;Q=1"], "grid key"),
+        (["--grid", "N=2;M=2"], "grid knobs are"),
+        (["--methods", "bon", "--grid", "N=2;B=2"], "read by none of the methods bon"),
+        (["--methods", "dps"], "method must be one of"),
+        (["--score-decoder", "MISSING"], "score decoder"),
+        (["--eta", "0"], "stochastic"),
+        (["--steps", "0"], "steps"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, match):
     (tmp_path / "empty.txt").write_text("\n  \n")
-    extra = [str(tmp_path / "empty.txt") if e == "EMPTY" else
-             str(tmp_path / "missing") if e == "MISSING" else e for e in extra]
+    extra = [
+        str(tmp_path / "empty.txt")
+        if e == "EMPTY"
+        else str(tmp_path / "missing")
+        if e == "MISSING"
+        else e
+        for e in extra
+    ]
     out = tmp_path / "out"
     args = _sweep_args(out)
-    for flag, value in zip(extra[::2], extra[1::2]):   # later flags win in argparse
+    for flag, value in zip(extra[::2], extra[1::2]):  # later flags win in argparse
         args += [flag, value]
     # transformers logs advisories of its own on loading the tiny CLIP (once per process):
     # silenced here so that the check sees toycode's output alone
@@ -300,8 +392,14 @@ def test_selection_is_the_candidate_methods_and_smc_keeps_its_own(tmp_path):
     """--selection argmax for bon and SMC (which cannot resample by argmax) runs both rows:
     SMC keeps systematic, as in `toycode tradeoff`."""
     out = tmp_path / "sel"
-    assert main(_sweep_args(out, "--methods", "bon", "smc", "--grid", "N=2;K=2",
-                            "--selection", "argmax")) == 0
+    assert (
+        main(
+            _sweep_args(
+                out, "--methods", "bon", "smc", "--grid", "N=2;K=2", "--selection", "argmax"
+            )
+        )
+        == 0
+    )
     rows = {r["method"]: r for r in read_results(out)}
     assert rows["bon"]["selection"] == "argmax" and rows["smc"]["selection"] == "systematic"
 
@@ -313,8 +411,10 @@ def test_a_rerun_with_another_dtype_or_clip_model_is_refused(tmp_path, capsys):
     assert held["dtype"] == "float32" and held["clip_model"] == "openai/clip-vit-large-patch14"
     before = (out / "results.jsonl").read_bytes()
     capsys.readouterr()
-    for extra, match in ((["--dtype", "bfloat16"], "dtype='float32'"),
-                         (["--clip-model", "another/clip"], "clip_model=")):
+    for extra, match in (
+        (["--dtype", "bfloat16"], "dtype='float32'"),
+        (["--clip-model", "another/clip"], "clip_model="),
+    ):
         assert main(_sweep_args(out, *extra)) == 2
-        assert match in capsys.readouterr().err.strip().splitlines()[-1]   # after load warnings
+        assert match in capsys.readouterr().err.strip().splitlines()[-1]  # after load warnings
     assert (out / "results.jsonl").read_bytes() == before

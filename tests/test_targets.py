@@ -38,8 +38,11 @@ def test_box_target_matches_importance_sampling(box, gen):
 
 @pytest.mark.parametrize("name", ["box", "ring"])
 def test_grid_samples_are_exact(name, request, gen):
-    problem = request.getfixturevalue(name) if name == "box" else \
-        Problem(request.getfixturevalue("between").prior, Ring(1.5, 0.4), 1.0)
+    problem = (
+        request.getfixturevalue(name)
+        if name == "box"
+        else Problem(request.getfixturevalue("between").prior, Ring(1.5, 0.4), 1.0)
+    )
     t = problem.target
     x = t.sample(100_000, gen)
     r = problem.reward(x)

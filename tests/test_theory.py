@@ -33,7 +33,7 @@ def test_kl_formula_by_monte_carlo_on_the_reward_cdf(between, N):
     x = exact_best_of_n(between.prior, between.reward, 20_000, N, gen)
     cdf = (torch.searchsorted(base, between.reward(x)).double() + 0.5) / (len(base) + 1)
     mean, se = mean_se(math.log(N) + (N - 1) * cdf.log())
-    assert abs(mean - bon_kl(N)) < 4 * se + 2e-3   # + the empirical CDF's O(1/√200k) error
+    assert abs(mean - bon_kl(N)) < 4 * se + 2e-3  # + the empirical CDF's O(1/√200k) error
     # a wrong selection rule (the second best) is far from the formula
     wrong = torch.stack([between.prior.sample(N, gen) for _ in range(2000)])
     r = between.reward(wrong.view(-1, 2)).view(2000, N)
@@ -55,10 +55,16 @@ def test_the_samplers_best_of_n_wins_against_a_base_sample_n_over_n_plus_one(bet
 
 
 def test_knn_kl_bias_is_measured_against_the_exact_value(between):
-    rows = knn_kl_bias(between.prior, between.reward, 512, (1, 4), replicates=4,
-                       generator=torch.Generator().manual_seed(0))
+    rows = knn_kl_bias(
+        between.prior,
+        between.reward,
+        512,
+        (1, 4),
+        replicates=4,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert [r["N"] for r in rows] == [1, 4]
     assert rows[0]["exact"] == 0 and rows[1]["exact"] == pytest.approx(bon_kl(4))
     for r in rows:
         assert r["bias"] == pytest.approx(r["estimate"] - r["exact"])
-        assert r["se"] > 0 and abs(r["bias"]) < 0.5   # a usable estimator in 2-D at n = 512
+        assert r["se"] > 0 and abs(r["bias"]) < 0.5  # a usable estimator in 2-D at n = 512

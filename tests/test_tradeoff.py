@@ -36,7 +36,7 @@ def test_sweep_is_resumable_and_loses_at_most_the_row_in_flight(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         run_sweep("between", ["bon"], grid, seeds=2, out=tmp_path, n=64, progress=False)
     assert len(read_results(tmp_path)) == 2
-    with open(tmp_path / "results.jsonl", "a") as f:   # a row torn by a kill
+    with open(tmp_path / "results.jsonl", "a") as f:  # a row torn by a kill
         f.write('{"problem": "betw')
     monkeypatch.setattr(api, "sample", real)
     rows = run_sweep("between", ["bon"], grid, seeds=2, out=tmp_path, n=64, progress=False)
@@ -48,17 +48,49 @@ def test_sweep_is_resumable_and_loses_at_most_the_row_in_flight(tmp_path, monkey
         raise AssertionError("a finished row was recomputed")
 
     monkeypatch.setattr(api, "sample", never)
-    assert len(run_sweep("between", ["bon"], grid, seeds=2, out=tmp_path, n=64,
-                         progress=False)) == 4
+    assert (
+        len(run_sweep("between", ["bon"], grid, seeds=2, out=tmp_path, n=64, progress=False)) == 4
+    )
     row = rows[0]
-    for key in ("nfe", "reward_calls", "reward_grads", "reward_mean", "mmd2", "kl_to_target",
-                "kl_to_base", "wall_s", "seed", "settings", "method", "problem"):
+    for key in (
+        "nfe",
+        "reward_calls",
+        "reward_grads",
+        "reward_mean",
+        "mmd2",
+        "kl_to_target",
+        "kl_to_base",
+        "wall_s",
+        "seed",
+        "settings",
+        "method",
+        "problem",
+    ):
         assert key in row
 
 
 def test_plots_and_cli(tmp_path, capsys):
-    assert main(["tradeoff", "--problem", "between", "--methods", "bon", "smc", "--grid",
-                 "N=2,4;K=4;T=10", "--seeds", "2", "--n", "64", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "tradeoff",
+                "--problem",
+                "between",
+                "--methods",
+                "bon",
+                "smc",
+                "--grid",
+                "N=2,4;K=4;T=10",
+                "--seeds",
+                "2",
+                "--n",
+                "64",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     rows = read_results(tmp_path)
     assert len(rows) == 6
     for kind in ("frontier", "distance-nfe", "reward-nfe", "genealogy"):

@@ -10,9 +10,17 @@ from toycode.training.train import find_mlp_checkpoint, fit, train_mlp
 def test_checkpoint_round_trip_gives_identical_samples(tmp_path, between):
     path = tmp_path / "m.pt"
     train_mlp(between.prior, path, steps=30, batch_size=256, width=32, depth=2, progress=False)
-    runs = [sample_blockwise(load_trained_backend(path, steps=10), between.reward, 20,
-                             num_candidates=3, block_size=5,
-                             generator=torch.Generator().manual_seed(4)) for _ in range(2)]
+    runs = [
+        sample_blockwise(
+            load_trained_backend(path, steps=10),
+            between.reward,
+            20,
+            num_candidates=3,
+            block_size=5,
+            generator=torch.Generator().manual_seed(4),
+        )
+        for _ in range(2)
+    ]
     assert torch.equal(runs[0].samples, runs[1].samples)
     assert runs[0].samples.dtype == torch.float32
 
@@ -21,12 +29,14 @@ def test_training_leaves_the_global_generator_alone(tmp_path, between):
     """Initialisation is seeded without touching the caller's torch.manual_seed state, and the
     seed still fixes the weights."""
     state = torch.get_rng_state()
-    a = train_mlp(between.prior, tmp_path / "a.pt", steps=2, batch_size=16, width=8, depth=1,
-                  progress=False)
+    a = train_mlp(
+        between.prior, tmp_path / "a.pt", steps=2, batch_size=16, width=8, depth=1, progress=False
+    )
     assert torch.equal(torch.get_rng_state(), state)
-    torch.manual_seed(123)   # a different global state must not change the trained weights
-    b = train_mlp(between.prior, tmp_path / "b.pt", steps=2, batch_size=16, width=8, depth=1,
-                  progress=False)
+    torch.manual_seed(123)  # a different global state must not change the trained weights
+    b = train_mlp(
+        between.prior, tmp_path / "b.pt", steps=2, batch_size=16, width=8, depth=1, progress=False
+    )
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
@@ -45,15 +55,15 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, between):
     def model():
         torch.manual_seed(0)
         from toycode.backends.mlp import MLPDenoiser
+
         return MLPDenoiser(2, 32, 2)
 
-    opts = dict(meta={"kind": "mlp"}, steps=40, batch_size=128, checkpoint_every=20,
-                progress=False)
+    opts = dict(meta={"kind": "mlp"}, steps=40, batch_size=128, checkpoint_every=20, progress=False)
     straight = fit(model(), data, out=tmp_path / "a.pt", **opts)
     with pytest.raises(KeyboardInterrupt):
         fit(model(), flaky, out=tmp_path / "b.pt", **opts)
     assert torch.load(tmp_path / "b.pt", weights_only=True)["step"] == 20
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]   # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]  # no temp files left
     resumed = fit(model(), data, out=tmp_path / "b.pt", **opts)
     assert resumed["step"] == 40
     for k, v in straight["model"].items():

@@ -19,9 +19,26 @@ from .exact.values import ExactValue
 
 __version__ = "0.1.0"
 
-__all__ = ["Process", "GaussianMixture", "Problem", "builtin_problems", "load_problem", "Box",
-           "Linear", "Quadratic", "Reward", "Ring", "ExactValue", "SampleResult", "TweedieValue",
-           "sample_blockwise", "code_sample", "Target", "exact_target", "explore"]
+__all__ = [
+    "Process",
+    "GaussianMixture",
+    "Problem",
+    "builtin_problems",
+    "load_problem",
+    "Box",
+    "Linear",
+    "Quadratic",
+    "Reward",
+    "Ring",
+    "ExactValue",
+    "SampleResult",
+    "TweedieValue",
+    "sample_blockwise",
+    "code_sample",
+    "Target",
+    "exact_target",
+    "explore",
+]
 
 
 def explore(problem="between", **options):
@@ -30,4 +47,5 @@ def explore(problem="between", **options):
     ipywidgets
     (the ``notebooks`` extra) and importing toycode must not."""
     from .experiments.explorer import explore as _explore
+
     return _explore(problem, **options)

@@ -7,6 +7,14 @@ from .mlp import MLPDenoiser
 from .trained import load_trained_backend
 from .unet import UNetDenoiser
 
-__all__ = ["Backend", "ModuleEps", "Prediction", "ToyBackend",
-           "AnalyticDenoiser", "analytic_backend", "MLPDenoiser", "UNetDenoiser",
-           "load_trained_backend"]
+__all__ = [
+    "Backend",
+    "ModuleEps",
+    "Prediction",
+    "ToyBackend",
+    "AnalyticDenoiser",
+    "analytic_backend",
+    "MLPDenoiser",
+    "UNetDenoiser",
+    "load_trained_backend",
+]

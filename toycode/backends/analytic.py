@@ -23,7 +23,7 @@ class AnalyticDenoiser:
         self._noised: dict[NoiseLevel, GaussianMixture] = {}
 
     def __call__(self, x: torch.Tensor, t, level: NoiseLevel) -> torch.Tensor:
-        if level not in self._noised:     # memo of immutable values: one Cholesky per noise level
+        if level not in self._noised:  # memo of immutable values: one Cholesky per noise level
             self._noised[level] = self.prior.noised(level)
         noised = self._noised[level]
         eps = -level.sigma * noised.score(x)
@@ -36,5 +36,11 @@ def analytic_backend(prior: GaussianMixture, process: Process | None = None) -> 
     """A backend whose denoiser is exact: only the time discretisation separates it from p."""
     process = process or Process.make()
     prediction = "flow" if process.kind == "flow" else "epsilon"
-    return ToyBackend(AnalyticDenoiser(prior, prediction), process, prior.dim, torch.float64,
-                      name="analytic", prediction=prediction)
+    return ToyBackend(
+        AnalyticDenoiser(prior, prediction),
+        process,
+        prior.dim,
+        torch.float64,
+        name="analytic",
+        prediction=prediction,
+    )

@@ -22,9 +22,15 @@ class ToyBackend:
     """A diffusion or flow model on tensors of a fixed ``shape``: a denoiser (exact or trained)
     whose ``prediction`` kind is converted to (ε̂, x̂0) on a Process grid."""
 
-    def __init__(self, eps_model: EpsModel, process: Process, shape: int | tuple,
-                 dtype: torch.dtype = torch.float64, name: str = "toy",
-                 prediction: str = "epsilon"):
+    def __init__(
+        self,
+        eps_model: EpsModel,
+        process: Process,
+        shape: int | tuple,
+        dtype: torch.dtype = torch.float64,
+        name: str = "toy",
+        prediction: str = "epsilon",
+    ):
         self.eps_model, self.process, self.dtype, self.name = eps_model, process, dtype, name
         self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
         check_choice("prediction", prediction, PREDICTIONS)
@@ -46,8 +52,10 @@ class ToyBackend:
         return self.process.noise_to(x0.to(self.dtype), i, generator)
 
     def __repr__(self):
-        return (f"ToyBackend({self.name}, {self.process.kind}, T={self.process.num_steps}, "
-                f"eta={self.process.eta})")
+        return (
+            f"ToyBackend({self.name}, {self.process.kind}, T={self.process.num_steps}, "
+            f"eta={self.process.eta})"
+        )
 
 
 class ModuleEps:
@@ -57,5 +65,5 @@ class ModuleEps:
         self.module = module.eval()
 
     def __call__(self, x, t, level):
-        tt = torch.full((x.shape[0],), t)   # long for VP training steps, float for flow's 1000·t
+        tt = torch.full((x.shape[0],), t)  # long for VP training steps, float for flow's 1000·t
         return self.module(x.float(), tt).to(x.dtype)

@@ -27,15 +27,16 @@ def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-def load_trained_backend(path: str | Path, steps: int = 100, eta: float = 1.0,
-                         process: str | None = None) -> ToyBackend:
+def load_trained_backend(
+    path: str | Path, steps: int = 100, eta: float = 1.0, process: str | None = None
+) -> ToyBackend:
     """A backend driving a trained checkpoint on ``steps`` steps of its own process.
 
     ``process`` ("vp" | "flow"), when given, must be the one the checkpoint was trained on.
     """
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:   # torch raises many types for a truncated or foreign file
+    except Exception as err:  # torch raises many types for a truncated or foreign file
         raise ValueError(f"{path} could not be read as a checkpoint: {_first_line(err)}") from None
     kind = ckpt.get("kind") if isinstance(ckpt, dict) else None
     if kind not in KINDS:
@@ -45,14 +46,21 @@ def load_trained_backend(path: str | Path, steps: int = 100, eta: float = 1.0,
         model = cls(**ckpt["config"])
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, RuntimeError) as err:
-        raise ValueError(f"{path} holds a {kind} checkpoint that does not load: "
-                         f"{_first_line(err)}") from None
+        raise ValueError(
+            f"{path} holds a {kind} checkpoint that does not load: {_first_line(err)}"
+        ) from None
     trained_on = ckpt.get("process", "vp")
     if process is not None and process != trained_on:
-        raise ValueError(f"{path} holds a {trained_on!r} model; it cannot sample with "
-                         f"process={process!r}")
+        raise ValueError(
+            f"{path} holds a {trained_on!r} model; it cannot sample with process={process!r}"
+        )
     sched = ckpt["schedule"]
     grid = Process.make(steps, sched["name"], sched["num_train_steps"], eta)
-    return ToyBackend(ModuleEps(model), grid, shape(ckpt["config"]), torch.float32,
-                      name=f"{ckpt['kind']}:{Path(path).name}",
-                      prediction=ckpt.get("prediction", "epsilon"))
+    return ToyBackend(
+        ModuleEps(model),
+        grid,
+        shape(ckpt["config"]),
+        torch.float32,
+        name=f"{ckpt['kind']}:{Path(path).name}",
+        prediction=ckpt.get("prediction", "epsilon"),
+    )

@@ -33,8 +33,9 @@ class UNetDenoiser(nn.Module):
         super().__init__()
         c1, c2, c3 = channels
         self.config = {"channels": list(channels), "time_dim": time_dim}
-        self.time = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(),
-                                  nn.Linear(time_dim, time_dim))
+        self.time = nn.Sequential(
+            nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
+        )
         self.inp = nn.Conv2d(1, c1, 3, padding=1)
         self.d1 = ResBlock(c1, c1, time_dim)
         self.d2 = ResBlock(c1, c2, time_dim)
@@ -49,11 +50,11 @@ class UNetDenoiser(nn.Module):
 
     def forward(self, x, t):
         e = self.time(timestep_embedding(t, self.config["time_dim"]))
-        h1 = self.d1(self.inp(x), e)                 # 28×28, c1
-        h2 = self.d2(self.pool(h1), e)               # 14×14, c2
-        h3 = self.d3(self.pool(h2), e)               # 7×7, c3
+        h1 = self.d1(self.inp(x), e)  # 28×28, c1
+        h2 = self.d2(self.pool(h1), e)  # 14×14, c2
+        h3 = self.d3(self.pool(h2), e)  # 7×7, c3
         m = self.mid(h3, e)
-        u = self.u3(torch.cat([m, h3], 1), e)        # 7×7
-        u = self.u2(torch.cat([self.up(u), h2], 1), e)   # 14×14
-        u = self.u1(torch.cat([self.up(u), h1], 1), e)   # 28×28
+        u = self.u3(torch.cat([m, h3], 1), e)  # 7×7
+        u = self.u2(torch.cat([self.up(u), h2], 1), e)  # 14×14
+        u = self.u1(torch.cat([self.up(u), h1], 1), e)  # 28×28
         return self.out(u)

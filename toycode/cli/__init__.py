@@ -18,10 +18,24 @@ from .common import DTYPES
 
 __all__ = ["DTYPES", "COMMANDS", "build_parser", "main"]
 
-COMMANDS = (toy.add_demo, toy.add_compare, toy.add_target, toy.add_sample, sd.add_sd,
-            sd.add_sd_sweep, mnist.add_train_mnist, mnist.add_mnist_eval, mnist.add_mnist_demo,
-            mnist.add_mnist_gmm, studies.add_tradeoff, studies.add_leaderboard,
-            studies.add_values, studies.add_train_value, studies.add_plot, toy.add_train)
+COMMANDS = (
+    toy.add_demo,
+    toy.add_compare,
+    toy.add_target,
+    toy.add_sample,
+    sd.add_sd,
+    sd.add_sd_sweep,
+    mnist.add_train_mnist,
+    mnist.add_mnist_eval,
+    mnist.add_mnist_demo,
+    mnist.add_mnist_gmm,
+    studies.add_tradeoff,
+    studies.add_leaderboard,
+    studies.add_values,
+    studies.add_train_value,
+    studies.add_plot,
+    toy.add_train,
+)
 """Each subcommand's parser, in the order `toycode --help` lists them; each sets its runner as
 ``func``."""
 
@@ -55,13 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     # commands only write figures to files; library modules leave the backend alone so that a
     # notebook keeps its inline backend
     import matplotlib
+
     matplotlib.use("Agg")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         args.func(args)
     except ValueError as err:
         print(f"toycode {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0
-

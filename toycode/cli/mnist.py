@@ -41,6 +41,7 @@ def add_train_mnist(sub) -> None:
 
 def run_train_mnist(args) -> None:
     from ..mnist.models import train_classifier, train_unet
+
     check_count("steps", args.steps)
     check_count("epochs", args.epochs)
     check_seed("seed", args.seed)
@@ -48,12 +49,18 @@ def run_train_mnist(args) -> None:
     if args.out:
         check_out_file("out", args.out)
     if args.model == "unet":
-        ckpt = train_unet(args.out or None, steps=args.steps, seed=args.seed,
-                          data_dir=args.data_dir, resume=not args.restart)
+        ckpt = train_unet(
+            args.out or None,
+            steps=args.steps,
+            seed=args.seed,
+            data_dir=args.data_dir,
+            resume=not args.restart,
+        )
         print(json.dumps({"model": "unet", "steps": ckpt["step"], "loss": ckpt["loss"]}))
     else:
-        train_classifier(args.out or None, epochs=args.epochs, seed=args.seed,
-                         data_dir=args.data_dir)
+        train_classifier(
+            args.out or None, epochs=args.epochs, seed=args.seed, data_dir=args.data_dir
+        )
         run_mnist_eval(args, quality=False)
 
 
@@ -71,6 +78,7 @@ def run_mnist_eval(args, quality: bool = True) -> None:
     from ..backends import load_trained_backend
     from ..mnist.eval import base_quality, classifier_accuracy
     from ..mnist.models import UNET_PATH, load_classifier
+
     if quality:
         # the Fréchet distance compares the first 500 samples with 500 held-out images
         check_count("n", args.n, FRECHET_SAMPLES)
@@ -80,35 +88,59 @@ def run_mnist_eval(args, quality: bool = True) -> None:
         check_data_dir(args.data_dir)
     classifier = load_classifier()
     acc, se, count = classifier_accuracy(classifier, args.data_dir)
-    print(f"classifier accuracy on held-out MNIST test[9000:10000]: {100 * acc:.2f} % "
-          f"± {100 * se:.2f} (n = {count})")
+    print(
+        f"classifier accuracy on held-out MNIST test[9000:10000]: {100 * acc:.2f} % "
+        f"± {100 * se:.2f} (n = {count})"
+    )
     if not quality:
         return
-    q = base_quality(load_trained_backend(UNET_PATH, steps=args.steps), classifier, n=args.n,
-                     seed=args.seed, data_dir=args.data_dir)
+    q = base_quality(
+        load_trained_backend(UNET_PATH, steps=args.steps),
+        classifier,
+        n=args.n,
+        seed=args.seed,
+        data_dir=args.data_dir,
+    )
     print(f"base DDPM, {q['n']} samples, T = {args.steps}:")
     print(f"  classified with confidence ≥ 0.9: {100 * q['confident']:.1f} %")
-    print("  class shares: " + ", ".join(f"{d}: {100 * r:.1f}" for d, r in
-                                         enumerate(q["class_rates"])) + " (%)")
-    print(f"  Fréchet distance in the classifier's features, 500 samples vs 500 held-out images: "
-          f"{q['frechet']:.1f}; the other 500 held-out images vs the same (floor): "
-          f"{q['frechet_floor']:.1f}")
+    print(
+        "  class shares: "
+        + ", ".join(f"{d}: {100 * r:.1f}" for d, r in enumerate(q["class_rates"]))
+        + " (%)"
+    )
+    print(
+        f"  Fréchet distance in the classifier's features, 500 samples vs 500 held-out images: "
+        f"{q['frechet']:.1f}; the other 500 held-out images vs the same (floor): "
+        f"{q['frechet_floor']:.1f}"
+    )
 
 
 def add_mnist_demo(sub) -> None:
     """`toycode mnist-demo`."""
-    md = sub.add_parser("mnist-demo", help="best-of-N, CoDe, SMC, DPS on MNIST against the "
-                                           "exact tilted class fraction")
+    md = sub.add_parser(
+        "mnist-demo",
+        help="best-of-N, CoDe, SMC, DPS on MNIST against the exact tilted class fraction",
+    )
     md.add_argument("--digit", type=int, default=3)
     md.add_argument("--lam", type=float, default=2.0)
     md.add_argument("--n", type=int, default=64)
     md.add_argument("--steps", type=int, default=50)
     md.add_argument("--seed", type=int, default=0)
     md.add_argument("--out-dir", default="figures")
-    md.add_argument("--value", default="tweedie", choices=["tweedie", "lookahead"],
-                    help="block-end value of best-of-N, CoDe and SMC")
-    md.add_argument("--value-samples", "--lookahead-samples", dest="value_samples", type=int,
-                    default=4, help="look-ahead M")
+    md.add_argument(
+        "--value",
+        default="tweedie",
+        choices=["tweedie", "lookahead"],
+        help="block-end value of best-of-N, CoDe and SMC",
+    )
+    md.add_argument(
+        "--value-samples",
+        "--lookahead-samples",
+        dest="value_samples",
+        type=int,
+        default=4,
+        help="look-ahead M",
+    )
     md.add_argument("--lookahead-steps", type=int, default=4, help="look-ahead k")
     add_data_dir_arg(md)
     md.set_defaults(func=run_mnist_demo)
@@ -116,6 +148,7 @@ def add_mnist_demo(sub) -> None:
 
 def _check_mnist_demo(args) -> None:
     from ..mnist.demo import MnistDemoConfig
+
     _check_digit(args.digit)
     check_range("lam", args.lam, 0.0, None)
     check_count("n", args.n)
@@ -127,33 +160,53 @@ def _check_mnist_demo(args) -> None:
     config = MnistDemoConfig()
     width = max(config.num_candidates, config.particles)
     draws = args.value_samples if args.value == "lookahead" else 1
-    check_batch(f"n={args.n} with {width} candidates" + (f", M={draws}" if draws > 1 else ""),
-                args.n * width * draws, MNIST_DIM)
+    check_batch(
+        f"n={args.n} with {width} candidates" + (f", M={draws}" if draws > 1 else ""),
+        args.n * width * draws,
+        MNIST_DIM,
+    )
     check_out_dir("out_dir", args.out_dir)
 
 
 def run_mnist_demo(args) -> None:
     from ..mnist.demo import MnistDemoConfig, run_mnist_demo
+
     _check_mnist_demo(args)
     start = time.time()
-    r = run_mnist_demo(MnistDemoConfig(digit=args.digit, lam=args.lam, n=args.n,
-                                       value=args.value, value_samples=args.value_samples,
-                                       lookahead_steps=args.lookahead_steps,
-                                       steps=args.steps, seed=args.seed, out_dir=args.out_dir))
-    print(f"digit {args.digit}, λ = {args.lam:g}: base rate π = {r['pi']:.3f} ± {r['pi_se']:.3f}; "
-          f"exact tilted fraction {r['exact']:.3f} ± {r['exact_se']:.3f}; best-of-N softmax "
-          f"exact expectation {r['bon_exact']:.3f}")
+    r = run_mnist_demo(
+        MnistDemoConfig(
+            digit=args.digit,
+            lam=args.lam,
+            n=args.n,
+            value=args.value,
+            value_samples=args.value_samples,
+            lookahead_steps=args.lookahead_steps,
+            steps=args.steps,
+            seed=args.seed,
+            out_dir=args.out_dir,
+        )
+    )
+    print(
+        f"digit {args.digit}, λ = {args.lam:g}: base rate π = {r['pi']:.3f} ± {r['pi_se']:.3f}; "
+        f"exact tilted fraction {r['exact']:.3f} ± {r['exact_se']:.3f}; best-of-N softmax "
+        f"exact expectation {r['bon_exact']:.3f}"
+    )
     print(f"{'method':22s} {'class-c fraction':>18s} {'NFE/sample':>10s} {'grads':>6s}")
     for row in r["rows"]:
-        print(f"{row['method']:22s} {row['fraction']:9.3f} ± {row['se']:.3f} {row['nfe']:10.0f} "
-              f"{row['reward_grads']:6.0f}")
+        print(
+            f"{row['method']:22s} {row['fraction']:9.3f} ± {row['se']:.3f} {row['nfe']:10.0f} "
+            f"{row['reward_grads']:6.0f}"
+        )
     report_figures("mnist-demo", r["figures"], start)
 
 
 def add_mnist_gmm(sub) -> None:
     """`toycode mnist-gmm`."""
-    mg = sub.add_parser("mnist-gmm", help="best-of-N vs CoDe against exact targets of an "
-                                          "MNIST-fitted mixture, as the dimension grows")
+    mg = sub.add_parser(
+        "mnist-gmm",
+        help="best-of-N vs CoDe against exact targets of an "
+        "MNIST-fitted mixture, as the dimension grows",
+    )
     mg.add_argument("--dims", type=int, nargs="+", default=[2, 16, 64, 784])
     mg.add_argument("--digit", type=int, default=3)
     mg.add_argument("--n", type=int, default=256)
@@ -169,6 +222,7 @@ def add_mnist_gmm(sub) -> None:
 def run_mnist_gmm(args) -> None:
     from ..experiments.plots import plot_dimension_sweep, save
     from ..mnist.gmm import dimension_sweep
+
     for d in args.dims:
         # the mixture lives on MNIST's 784 pixels: a larger d cannot be projected onto
         check_count("dims", d, 1, MNIST_DIM)
@@ -179,23 +233,39 @@ def run_mnist_gmm(args) -> None:
     check_count("steps", args.steps, 1, MAX_STEPS)
     check_seed("seed", args.seed)
     check_data_dir(args.data_dir)
-    check_batch(f"n={args.n}, N={args.num_candidates} at d={max(args.dims)}",
-                args.n * args.num_candidates, max(args.dims))
+    check_batch(
+        f"n={args.n}, N={args.num_candidates} at d={max(args.dims)}",
+        args.n * args.num_candidates,
+        max(args.dims),
+    )
     out = check_out_dir("out_dir", args.out_dir)
     check_out_file("figure", out / "mnist_gmm_dims.png")
-    rows = dimension_sweep(tuple(args.dims), digit=args.digit, n=args.n,
-                           num_candidates=args.num_candidates, block_size=args.block_size,
-                           steps=args.steps, seed=args.seed, data_dir=args.data_dir)
-    print(f"MNIST mixture (one component per digit, rank-16 + diagonal covariances), projected "
-          f"on the top-d principal axes; reward −½·0.5‖x − μ_{args.digit}‖², λ = 1; n = {args.n}, "
-          f"T = {args.steps}, N = {args.num_candidates}, CoDe B = {args.block_size}, softmax, "
-          f"Tweedie values")
-    print(f"{'d':>4s} {'method':10s} {'NFE':>5s} {'reward ± s.e.':>17s} {'exact E_p*[r]':>13s} "
-          f"{'tilt reached':>12s} {f'w*_{args.digit}':>6s} {'got':>6s} {'mode TV':>7s} "
-          f"{'KL(p*‖p)':>8s}")
+    rows = dimension_sweep(
+        tuple(args.dims),
+        digit=args.digit,
+        n=args.n,
+        num_candidates=args.num_candidates,
+        block_size=args.block_size,
+        steps=args.steps,
+        seed=args.seed,
+        data_dir=args.data_dir,
+    )
+    print(
+        f"MNIST mixture (one component per digit, rank-16 + diagonal covariances), projected "
+        f"on the top-d principal axes; reward −½·0.5‖x − μ_{args.digit}‖², λ = 1; n = {args.n}, "
+        f"T = {args.steps}, N = {args.num_candidates}, CoDe B = {args.block_size}, softmax, "
+        f"Tweedie values"
+    )
+    print(
+        f"{'d':>4s} {'method':10s} {'NFE':>5s} {'reward ± s.e.':>17s} {'exact E_p*[r]':>13s} "
+        f"{'tilt reached':>12s} {f'w*_{args.digit}':>6s} {'got':>6s} {'mode TV':>7s} "
+        f"{'KL(p*‖p)':>8s}"
+    )
     for r in rows:
-        print(f"{r['d']:4d} {r['method']:10s} {r['nfe']:5.0f} {r['reward']:8.3f} ± "
-              f"{r['reward_se']:6.3f} {r['exact_reward']:13.3f} {100 * r['tilt_achieved']:11.0f}% "
-              f"{r['exact_digit_weight']:6.3f} {r['digit_weight']:6.3f} {r['mode_tv']:7.3f} "
-              f"{r['kl_target_base']:8.2f}")
+        print(
+            f"{r['d']:4d} {r['method']:10s} {r['nfe']:5.0f} {r['reward']:8.3f} ± "
+            f"{r['reward_se']:6.3f} {r['exact_reward']:13.3f} {100 * r['tilt_achieved']:11.0f}% "
+            f"{r['exact_digit_weight']:6.3f} {r['digit_weight']:6.3f} {r['mode_tv']:7.3f} "
+            f"{r['kl_target_base']:8.2f}"
+        )
     print(f"wrote {save(plot_dimension_sweep(rows), args.out_dir + '/mnist_gmm_dims.png')}")

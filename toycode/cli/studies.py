@@ -22,16 +22,21 @@ from .common import MAX_STEPS, add_process_arg, check_problem, check_process
 
 def add_tradeoff(sub) -> None:
     """`toycode tradeoff`."""
-    to = sub.add_parser("tradeoff", help="sweep methods × settings × seeds into a resumable "
-                                         "table (results.jsonl)")
+    to = sub.add_parser(
+        "tradeoff", help="sweep methods × settings × seeds into a resumable table (results.jsonl)"
+    )
     to.add_argument("--problem", required=True)
     to.add_argument("--methods", nargs="+", required=True)
     to.add_argument("--grid", default="", help='e.g. "N=1,2,4,8;B=5;lam=2;scale=1;K=8,32"')
     to.add_argument("--seeds", type=int, default=5)
     to.add_argument("--n", type=int, default=512, help="samples per row")
     to.add_argument("--out", default="results")
-    to.add_argument("--value", default="tweedie", choices=api.VALUES,
-                    help="value estimator of every row (grid knobs M, k set its options)")
+    to.add_argument(
+        "--value",
+        default="tweedie",
+        choices=api.VALUES,
+        help="value estimator of every row (grid knobs M, k set its options)",
+    )
     add_process_arg(to)
     to.set_defaults(func=run_tradeoff)
 
@@ -39,6 +44,7 @@ def add_tradeoff(sub) -> None:
 def _check_tradeoff(args, grid: dict) -> None:
     """The problem, methods, grid, seeds, n and folder of a sweep, before any row runs."""
     from ..experiments.tradeoff import expand
+
     problem = check_problem(args.problem)
     check_process(args.process)
     check_count("seeds", args.seeds)
@@ -46,8 +52,9 @@ def _check_tradeoff(args, grid: dict) -> None:
     records = [get_method(m) for m in args.methods]
     unread = sorted(k for k in grid if not any(k in r.knobs for r in records))
     if unread:
-        raise ValueError(f"grid knob(s) {unread} are read by none of the methods "
-                         f"{', '.join(args.methods)}")
+        raise ValueError(
+            f"grid knob(s) {unread} are read by none of the methods {', '.join(args.methods)}"
+        )
     for knob, values in grid.items():
         for v in values:
             if knob in ("lam", "scale"):
@@ -64,21 +71,37 @@ def _check_tradeoff(args, grid: dict) -> None:
 
 def run_tradeoff(args) -> None:
     from ..experiments.tradeoff import parse_grid, run_sweep
+
     grid = parse_grid(args.grid)
     _check_tradeoff(args, grid)
-    rows = run_sweep(args.problem, args.methods, grid, seeds=args.seeds,
-                     out=args.out, n=args.n, process=args.process, value=args.value)
+    rows = run_sweep(
+        args.problem,
+        args.methods,
+        grid,
+        seeds=args.seeds,
+        out=args.out,
+        n=args.n,
+        process=args.process,
+        value=args.value,
+    )
     print(f"{len(rows)} rows in {args.out}/results.jsonl")
 
 
 def add_leaderboard(sub) -> None:
     """`toycode leaderboard`."""
-    lb = sub.add_parser("leaderboard", help="every method × budgets × seeds against the exact "
-                                            "targets, at equal compute (resumable table + figure)")
-    lb.add_argument("--out", default="leaderboard", help="folder of results.jsonl, "
-                                                         "leaderboard.md and the figure")
-    lb.add_argument("--benches", nargs="+", help="between box ring mnist-class mnist-gmm "
-                                                 "(default: all)")
+    lb = sub.add_parser(
+        "leaderboard",
+        help="every method × budgets × seeds against the exact "
+        "targets, at equal compute (resumable table + figure)",
+    )
+    lb.add_argument(
+        "--out",
+        default="leaderboard",
+        help="folder of results.jsonl, leaderboard.md and the figure",
+    )
+    lb.add_argument(
+        "--benches", nargs="+", help="between box ring mnist-class mnist-gmm (default: all)"
+    )
     lb.add_argument("--methods", nargs="+", help="method records or variants (default: all)")
     lb.add_argument("--fast", action="store_true", help="the tests' size (minutes → seconds)")
     lb.add_argument("--figure", help="PNG path (default OUT/leaderboard.png)")
@@ -89,15 +112,20 @@ def add_leaderboard(sub) -> None:
 def run_leaderboard(args) -> None:
     from ..experiments.plots import save
     from ..leaderboard.board import BENCHES, entries, plot_leaderboard, run_leaderboard, table
+
     for bench in args.benches or ():
         check_choice("bench", bench, BENCHES)
     entries(args.methods)
     out = check_out_dir("out", args.out)
     check_out_file("table", out / "leaderboard.md")
     check_out_file("figure", args.figure or out / "leaderboard.png")
-    rows = run_leaderboard(args.out, benches=args.benches or BENCHES, methods=args.methods,
-                           size="fast" if args.fast else "default",
-                           progress=not args.no_progress)
+    rows = run_leaderboard(
+        args.out,
+        benches=args.benches or BENCHES,
+        methods=args.methods,
+        size="fast" if args.fast else "default",
+        progress=not args.no_progress,
+    )
     text = table(rows)
     (Path(args.out) / "leaderboard.md").write_text(text + "\n")
     print(text)
@@ -108,11 +136,18 @@ def run_leaderboard(args) -> None:
 
 def add_values(sub) -> None:
     """`toycode values`."""
-    va = sub.add_parser("values", help="each value estimator's error against the exact V_t, "
-                                       "by noise level (table and figure)")
+    va = sub.add_parser(
+        "values",
+        help="each value estimator's error against the exact V_t, "
+        "by noise level (table and figure)",
+    )
     va.add_argument("--problem", required=True)
-    va.add_argument("--only", nargs="+", choices=[v for v in api.VALUES if v != "exact"],
-                    help="estimators to compare (default: all)")
+    va.add_argument(
+        "--only",
+        nargs="+",
+        choices=[v for v in api.VALUES if v != "exact"],
+        help="estimators to compare (default: all)",
+    )
     va.add_argument("--n", type=int, default=1000, help="states per noise level")
     va.add_argument("--steps", type=int, default=100)
     va.add_argument("--seed", type=int, default=0)
@@ -124,23 +159,29 @@ def add_values(sub) -> None:
 def run_values(args) -> None:
     from ..experiments.plots import plot_value_errors, save
     from ..experiments.value_study import DEFAULT_ESTIMATORS, format_value_errors, value_errors
+
     problem = check_problem(args.problem)
     check_process(args.process)
     check_count("n", args.n)
     check_count("steps", args.steps, 1, MAX_STEPS)
     check_seed("seed", args.seed)
     if problem.lam <= 0:
-        raise ValueError(f"values compares against the exact soft value, which needs lam > 0; "
-                         f"{problem.name} has lam={problem.lam:g}")
+        raise ValueError(
+            f"values compares against the exact soft value, which needs lam > 0; "
+            f"{problem.name} has lam={problem.lam:g}"
+        )
     estimators = [e for e in DEFAULT_ESTIMATORS if not args.only or e[0] in args.only]
     draws = max(opts.get("value_samples", 1) for _, opts in estimators)
     check_batch(f"n={args.n} states with M={draws} draws each", args.n * draws, problem.prior.dim)
     check_out_file("out", args.out or f"figures/values_{problem.name}.png")
-    rows = value_errors(args.problem, estimators, steps=args.steps, n=args.n, seed=args.seed,
-                        process=args.process)
+    rows = value_errors(
+        args.problem, estimators, steps=args.steps, n=args.n, seed=args.seed, process=args.process
+    )
     name = load_problem(args.problem).name
-    print(f"problem {name}: value estimators against the exact soft value V_t, n = {args.n} "
-          f"states per level, analytic denoiser, T = {args.steps}, {args.process}")
+    print(
+        f"problem {name}: value estimators against the exact soft value V_t, n = {args.n} "
+        f"states per level, analytic denoiser, T = {args.steps}, {args.process}"
+    )
     print(format_value_errors(rows))
     out = args.out or f"figures/values_{name}.png"
     fig = plot_value_errors(rows, f"{name}: value estimators against the exact V_t")
@@ -160,6 +201,7 @@ def add_train_value(sub) -> None:
 
 def run_train_value(args) -> None:
     from ..training.learned_value import train_value
+
     problem = check_problem(args.problem)
     check_process(args.process)
     check_count("steps", args.steps)
@@ -168,10 +210,14 @@ def run_train_value(args) -> None:
         check_out_file("out", args.out)
     if problem.lam <= 0:
         raise ValueError(f"a learned value needs lam > 0, got lam={problem.lam}")
-    ckpt = train_value(load_problem(args.problem), args.out, process=args.process,
-                       steps=args.steps, seed=args.seed)
-    print(json.dumps({"steps": ckpt["train"]["steps"], "loss": ckpt["loss"],
-                      "process": ckpt["process"]}))
+    ckpt = train_value(
+        load_problem(args.problem), args.out, process=args.process, steps=args.steps, seed=args.seed
+    )
+    print(
+        json.dumps(
+            {"steps": ckpt["train"]["steps"], "loss": ckpt["loss"], "process": ckpt["process"]}
+        )
+    )
 
 
 PLOT_KINDS = ["frontier", "distance-nfe", "reward-nfe", "genealogy", "reward-fidelity"]
@@ -181,9 +227,13 @@ def add_plot(sub) -> None:
     """`toycode plot`."""
     pl = sub.add_parser("plot", help="plots from a tradeoff or sd-sweep table")
     pl.add_argument("results", help="the folder holding results.jsonl")
-    pl.add_argument("--kind", default=None, choices=PLOT_KINDS,
-                    help="default: frontier (tradeoff), reward-nfe (sd-sweep); sd-sweep tables "
-                         "have reward-nfe and reward-fidelity")
+    pl.add_argument(
+        "--kind",
+        default=None,
+        choices=PLOT_KINDS,
+        help="default: frontier (tradeoff), reward-nfe (sd-sweep); sd-sweep tables "
+        "have reward-nfe and reward-fidelity",
+    )
     pl.add_argument("--out", help="PNG path (default: in the results folder)")
     pl.set_defaults(func=run_plot)
 
@@ -191,22 +241,27 @@ def add_plot(sub) -> None:
 def run_plot(args) -> None:
     from ..experiments.plots import plot_genealogy, plot_sweep, save
     from ..experiments.tradeoff import read_results
+
     folder = Path(args.results)
     if not folder.is_dir():
-        raise ValueError(f"results {args.results!r} is "
-                         f"{'a file' if folder.exists() else 'not found'}: give the folder "
-                         f"holding results.jsonl")
+        raise ValueError(
+            f"results {args.results!r} is "
+            f"{'a file' if folder.exists() else 'not found'}: give the folder "
+            f"holding results.jsonl"
+        )
     if args.out:
         check_out_file("out", args.out)
     rows = read_results(args.results)
     if not rows:
-        raise ValueError(f"no results in {args.results}/results.jsonl; run `toycode tradeoff` "
-                         f"first")
-    if "prompt" in rows[0]:   # an sd-sweep table
+        raise ValueError(
+            f"no results in {args.results}/results.jsonl; run `toycode tradeoff` first"
+        )
+    if "prompt" in rows[0]:  # an sd-sweep table
         kind = args.kind or "reward-nfe"
         if kind == "reward-fidelity" and all(r.get("fidelity") is None for r in rows):
-            raise ValueError(f"{args.results} has no prompt fidelity: run sd-sweep with "
-                             f"--fidelity-model")
+            raise ValueError(
+                f"{args.results} has no prompt fidelity: run sd-sweep with --fidelity-model"
+            )
         out = args.out or str(Path(args.results) / f"sd_{kind}.png")
         print(f"wrote {save(plot_sweep(rows, kind), out)}")
         return
@@ -215,8 +270,16 @@ def run_plot(args) -> None:
     out = args.out or str(Path(args.results) / f"{problem.name}_{args.kind}.png")
     if args.kind == "genealogy":
         blocks = []
-        api.sample(problem, method="code", num_candidates=16, block_size=10,
-                   selection="softmax", n=64, seed=0, callback=blocks.append)
+        api.sample(
+            problem,
+            method="code",
+            num_candidates=16,
+            block_size=10,
+            selection="softmax",
+            n=64,
+            seed=0,
+            callback=blocks.append,
+        )
         fig = plot_genealogy(blocks)
     else:
         fig = plot_sweep(rows, args.kind, problem)

@@ -50,8 +50,11 @@ def _check_run_args(args, problems) -> None:
     for backend in args.backends:
         check_toy_backend(backend)
     for problem in problems:
-        check_batch(f"n={args.n} with N={args.num_candidates} candidates on {problem.name}",
-                    args.n * args.num_candidates, problem.prior.dim)
+        check_batch(
+            f"n={args.n} with N={args.num_candidates} candidates on {problem.name}",
+            args.n * args.num_candidates,
+            problem.prior.dim,
+        )
 
 
 def add_demo(sub) -> None:
@@ -66,25 +69,43 @@ def add_demo(sub) -> None:
 
 def run_demo(args) -> None:
     from ..experiments.demo import format_table, run_demo
+
     _check_run_args(args, [check_problem(args.problem)])
     check_out_dir("out_dir", args.out_dir)
     start = time.time()
-    result = run_demo(args.problem, out_dir=args.out_dir, backends=tuple(args.backends), n=args.n,
-                      steps=args.steps, num_candidates=args.num_candidates,
-                      block_size=args.block_size, seed=args.seed, process=args.process)
-    print(f"problem {result['problem'].name}: lam={result['problem'].lam:g}, n={args.n}, "
-          f"T={args.steps}, seed={args.seed}, process={args.process}")
+    result = run_demo(
+        args.problem,
+        out_dir=args.out_dir,
+        backends=tuple(args.backends),
+        n=args.n,
+        steps=args.steps,
+        num_candidates=args.num_candidates,
+        block_size=args.block_size,
+        seed=args.seed,
+        process=args.process,
+    )
+    print(
+        f"problem {result['problem'].name}: lam={result['problem'].lam:g}, n={args.n}, "
+        f"T={args.steps}, seed={args.seed}, process={args.process}"
+    )
     print(format_table(result))
     report_figures("demo", result["figures"], start)
 
 
 def add_compare(sub) -> None:
     """`toycode compare`."""
-    c = sub.add_parser("compare", help="every method (CoDe, SMC, guidance) on the built-in "
-                                       "problems, against the exact targets")
+    c = sub.add_parser(
+        "compare",
+        help="every method (CoDe, SMC, guidance) on the built-in "
+        "problems, against the exact targets",
+    )
     c.add_argument("--problems", nargs="+", help="built-in names or files (default: all built-ins)")
-    c.add_argument("--value", default="tweedie", choices=api.VALUES,
-                   help="value estimator of every run that does not name its own")
+    c.add_argument(
+        "--value",
+        default="tweedie",
+        choices=api.VALUES,
+        help="value estimator of every run that does not name its own",
+    )
     _add_run_args(c, ["analytic"])
     add_process_arg(c)
     c.set_defaults(func=run_compare)
@@ -93,14 +114,26 @@ def add_compare(sub) -> None:
 def run_compare(args) -> None:
     from ..exact.problems import builtin_problems
     from ..experiments.demo import COMPARE_RUNS, compare, format_table
+
     _check_run_args(args, [check_problem(name) for name in args.problems or builtin_problems()])
     for name in args.problems or builtin_problems():
-        result = compare(name, COMPARE_RUNS, tuple(args.backends), n=args.n, steps=args.steps,
-                         num_candidates=args.num_candidates, block_size=args.block_size,
-                         seed=args.seed, process=args.process, value=args.value)
+        result = compare(
+            name,
+            COMPARE_RUNS,
+            tuple(args.backends),
+            n=args.n,
+            steps=args.steps,
+            num_candidates=args.num_candidates,
+            block_size=args.block_size,
+            seed=args.seed,
+            process=args.process,
+            value=args.value,
+        )
         p = result["problem"]
-        print(f"\n## {p.name}: reward {p.reward.to_dict()['type']}, lam={p.lam:g}, n={args.n}, "
-              f"T={args.steps}, seed={args.seed}, process={args.process}\n")
+        print(
+            f"\n## {p.name}: reward {p.reward.to_dict()['type']}, lam={p.lam:g}, n={args.n}, "
+            f"T={args.steps}, seed={args.seed}, process={args.process}\n"
+        )
         print(format_table(result, gradients=True))
 
 
@@ -129,18 +162,27 @@ def run_target(args) -> None:
 
 def add_sample(sub) -> None:
     """`toycode sample`."""
-    s = sub.add_parser("sample", help="sample a problem with any method (CoDe family, SMC, "
-                                      "gradient guidance)")
+    s = sub.add_parser(
+        "sample", help="sample a problem with any method (CoDe family, SMC, gradient guidance)"
+    )
     s.add_argument("--problem", required=True)
     s.add_argument("--backend", default="analytic", help="analytic | trained | PATH.pt")
     s.add_argument("--method", default="code", choices=list(METHODS))
     s.add_argument("--num-candidates", type=int, default=16)
     s.add_argument("--block-size", type=int, default=None, help="default 10 (CoDe), 1 (SMC)")
-    s.add_argument("--selection", default=None, choices=sorted(SELECTIONS),
-                   help="default argmax (CoDe family), systematic (SMC)")
+    s.add_argument(
+        "--selection",
+        default=None,
+        choices=sorted(SELECTIONS),
+        help="default argmax (CoDe family), systematic (SMC)",
+    )
     s.add_argument("--lam", type=float, default=None, help="softmax λ (default: the problem's)")
-    s.add_argument("--value", default="tweedie", choices=api.VALUES,
-                   help="value estimator at block ends (see toycode.core.values)")
+    s.add_argument(
+        "--value",
+        default="tweedie",
+        choices=api.VALUES,
+        help="value estimator at block ends (see toycode.core.values)",
+    )
     s.add_argument("--particles", type=int, default=32, help="SMC population size K")
     s.add_argument("--ess-threshold", type=float, default=0.5, help="SMC resamples at ESS < this·K")
     s.add_argument("--scale", type=float, default=None, help="guidance scale (default λ)")
@@ -150,13 +192,24 @@ def add_sample(sub) -> None:
     s.add_argument("--steps", type=int, default=100)
     s.add_argument("--n", type=int, default=1024)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--eta", type=float, default=1.0, help="DDIM η in [0, 1] (selection needs "
-                                                          "η > 0)")
+    s.add_argument(
+        "--eta", type=float, default=1.0, help="DDIM η in [0, 1] (selection needs η > 0)"
+    )
     s.add_argument("--out", help="write samples, rewards, nfe, reward_calls to this .npz")
-    s.add_argument("--value-samples", "--lookahead-samples", dest="value_samples", type=int,
-                   default=4, help="M: look-ahead rollouts or posterior draws per candidate")
-    s.add_argument("--lookahead-steps", type=int, default=4,
-                   help="k: coarse model steps of each look-ahead rollout")
+    s.add_argument(
+        "--value-samples",
+        "--lookahead-samples",
+        dest="value_samples",
+        type=int,
+        default=4,
+        help="M: look-ahead rollouts or posterior draws per candidate",
+    )
+    s.add_argument(
+        "--lookahead-steps",
+        type=int,
+        default=4,
+        help="k: coarse model steps of each look-ahead rollout",
+    )
     add_process_arg(s)
     s.set_defaults(func=run_sample)
 
@@ -180,39 +233,78 @@ def _check_sample(args) -> None:
     if args.scale is not None:
         check_range("scale", args.scale, 0.0, None)
     s = get_method(args.method).sampler_settings(
-        args.steps, num_candidates=args.num_candidates, block_size=args.block_size,
-        particles=args.particles, ess_threshold=args.ess_threshold, selection=args.selection)
+        args.steps,
+        num_candidates=args.num_candidates,
+        block_size=args.block_size,
+        particles=args.particles,
+        ess_threshold=args.ess_threshold,
+        selection=args.selection,
+    )
     if "ess_threshold" in s:
         check_range("ess_threshold", args.ess_threshold, 0.0, 1.0)
     samples = args.n * s["num_candidates"] * s.get("particles", 1)
     draws = args.value_samples if args.value in ("lookahead", "posterior") else 1
-    check_batch(f"n={args.n}, N={s['num_candidates']}, K={s.get('particles', 1)}"
-                + (f", M={draws}" if draws > 1 else ""), samples * draws, problem.prior.dim)
+    check_batch(
+        f"n={args.n}, N={s['num_candidates']}, K={s.get('particles', 1)}"
+        + (f", M={draws}" if draws > 1 else ""),
+        samples * draws,
+        problem.prior.dim,
+    )
     if args.out:
         check_out_file("out", args.out)
 
 
 def run_sample(args) -> None:
     _check_sample(args)
-    res = api.sample(args.problem, backend=args.backend, method=args.method,
-                     num_candidates=args.num_candidates, block_size=args.block_size,
-                     selection=args.selection, lam=args.lam, value=args.value, steps=args.steps,
-                     n=args.n, seed=args.seed, particles=args.particles,
-                     ess_threshold=args.ess_threshold, scale=args.scale,
-                     backward_steps=args.backward_steps, backward_lr=args.backward_lr,
-                     recurrence=args.recurrence, progress=True, process=args.process,
-                     eta=args.eta, value_samples=args.value_samples,
-                     lookahead_steps=args.lookahead_steps)
+    res = api.sample(
+        args.problem,
+        backend=args.backend,
+        method=args.method,
+        num_candidates=args.num_candidates,
+        block_size=args.block_size,
+        selection=args.selection,
+        lam=args.lam,
+        value=args.value,
+        steps=args.steps,
+        n=args.n,
+        seed=args.seed,
+        particles=args.particles,
+        ess_threshold=args.ess_threshold,
+        scale=args.scale,
+        backward_steps=args.backward_steps,
+        backward_lr=args.backward_lr,
+        recurrence=args.recurrence,
+        progress=True,
+        process=args.process,
+        eta=args.eta,
+        value_samples=args.value_samples,
+        lookahead_steps=args.lookahead_steps,
+    )
     if args.out:
-        save_npz(args.out, samples=torch.as_tensor(res.samples).double().numpy(),
-                 rewards=res.rewards.numpy(), nfe=res.nfe, reward_calls=res.reward_calls,
-                 reward_grads=res.reward_grads,
-                 settings=json.dumps(res.settings))
-    mean, se = float(res.rewards.mean()), float(res.rewards.std() / res.n ** 0.5)
-    print(json.dumps({"reward_mean": mean, "reward_se": se, "nfe": res.nfe,
-                      "nfe_per_sample": res.nfe_per_sample, "reward_calls": res.reward_calls,
-                      "reward_grads": res.reward_grads, "backprops": res.backprops,
-                      **res.settings}))
+        save_npz(
+            args.out,
+            samples=torch.as_tensor(res.samples).double().numpy(),
+            rewards=res.rewards.numpy(),
+            nfe=res.nfe,
+            reward_calls=res.reward_calls,
+            reward_grads=res.reward_grads,
+            settings=json.dumps(res.settings),
+        )
+    mean, se = float(res.rewards.mean()), float(res.rewards.std() / res.n**0.5)
+    print(
+        json.dumps(
+            {
+                "reward_mean": mean,
+                "reward_se": se,
+                "nfe": res.nfe,
+                "nfe_per_sample": res.nfe_per_sample,
+                "reward_calls": res.reward_calls,
+                "reward_grads": res.reward_grads,
+                "backprops": res.backprops,
+                **res.settings,
+            }
+        )
+    )
 
 
 def add_train(sub) -> None:
@@ -241,7 +333,22 @@ def run_train(args) -> None:
     check_seed("seed", args.seed)
     check_batch(f"batch_size={args.batch_size}", args.batch_size, MLP_NUMBERS_PER_ROW)
     check_out_file("out", args.out)
-    ckpt = api.train(args.problem, args.out, steps=args.steps, seed=args.seed,
-                     batch_size=args.batch_size, resume=not args.restart, process=args.process)
-    print(json.dumps({"out": args.out, "steps": ckpt["step"], "loss": ckpt["loss"],
-                      "process": ckpt["process"]}))
+    ckpt = api.train(
+        args.problem,
+        args.out,
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        resume=not args.restart,
+        process=args.process,
+    )
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "steps": ckpt["step"],
+                "loss": ckpt["loss"],
+                "process": ckpt["process"],
+            }
+        )
+    )

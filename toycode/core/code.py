@@ -23,14 +23,34 @@ from .values import Value, ValueSpec
 __all__ = ["code_sample"]
 
 
-def _checked_value(backend: Backend, reward: Callable, n: int, *, num_candidates: int,
-                   block_size: int, selection: str, lam: float, value: ValueSpec) -> Value:
+def _checked_value(
+    backend: Backend,
+    reward: Callable,
+    n: int,
+    *,
+    num_candidates: int,
+    block_size: int,
+    selection: str,
+    lam: float,
+    value: ValueSpec,
+) -> Value:
     """The engine's one-line errors for these settings, and the value object."""
-    check_range("num_candidates", num_candidates, 2, None)   # N = 1 would select nothing
+    check_range("num_candidates", num_candidates, 2, None)  # N = 1 would select nothing
     check_choice("selection", selection, ("argmax", "softmax"))
-    return _check_arguments(backend, n, num_candidates=num_candidates, block_size=block_size,
-                            particles=1, lam=lam, ess_threshold=1.0, selection=selection,
-                            value=value, reward=reward, reference=None, strength=1.0)
+    return _check_arguments(
+        backend,
+        n,
+        num_candidates=num_candidates,
+        block_size=block_size,
+        particles=1,
+        lam=lam,
+        ess_threshold=1.0,
+        selection=selection,
+        value=value,
+        reward=reward,
+        reference=None,
+        strength=1.0,
+    )
 
 
 # The reading edition's layout is its purpose (one screen, steps numbered as in Alg. 1), so

@@ -38,23 +38,33 @@ import torch
 
 from ..utils.checks import check_choice, check_range
 
-__all__ = ["linear_schedule", "cosine_schedule", "NoiseLevel", "Process", "PREDICTIONS",
-           "to_eps_x0", "from_eps_x0", "flow_sigmas"]
+__all__ = [
+    "linear_schedule",
+    "cosine_schedule",
+    "NoiseLevel",
+    "Process",
+    "PREDICTIONS",
+    "to_eps_x0",
+    "from_eps_x0",
+    "flow_sigmas",
+]
 
 PREDICTIONS = ("epsilon", "sample", "v_prediction", "flow")
 """What a denoiser may output (diffusers' ``prediction_type`` names, plus "flow" velocity)."""
 
 
-def linear_schedule(num_train_steps: int = 1000, beta_start: float = 1e-4,
-                    beta_end: float = 0.02) -> torch.Tensor:
+def linear_schedule(
+    num_train_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> torch.Tensor:
     """ᾱ_t for linearly spaced β (Ho et al. 2020), float64."""
     check_range("num_train_steps", num_train_steps, 1, None)
     betas = torch.linspace(beta_start, beta_end, num_train_steps, dtype=torch.float64)
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-def cosine_schedule(num_train_steps: int = 1000, s: float = 0.008,
-                    max_beta: float = 0.999) -> torch.Tensor:
+def cosine_schedule(
+    num_train_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999
+) -> torch.Tensor:
     """ᾱ_t for the cosine schedule (Nichol & Dhariwal 2021, eq. 17), float64."""
     check_range("num_train_steps", num_train_steps, 1, None)
     u = torch.arange(num_train_steps + 1, dtype=torch.float64) / num_train_steps
@@ -129,8 +139,9 @@ class NoiseLevel:
         return self.sigma == 0
 
 
-def to_eps_x0(output: torch.Tensor, kind: str, x: torch.Tensor, alpha: float,
-              sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+def to_eps_x0(
+    output: torch.Tensor, kind: str, x: torch.Tensor, alpha: float, sigma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(ε̂, x̂0) from a model ``output`` of ``kind`` at state x and level (α, σ).
 
     Coefficients are formed in float64 and cast to x's dtype. "epsilon" needs α > 0 (at α = 0 the
@@ -153,8 +164,9 @@ def to_eps_x0(output: torch.Tensor, kind: str, x: torch.Tensor, alpha: float,
     return _lincomb((1.0, x), (a, output)), _lincomb((1.0, x), (-s, output))
 
 
-def from_eps_x0(eps: torch.Tensor, x0: torch.Tensor, kind: str, alpha: float,
-                sigma: float) -> torch.Tensor:
+def from_eps_x0(
+    eps: torch.Tensor, x0: torch.Tensor, kind: str, alpha: float, sigma: float
+) -> torch.Tensor:
     """The model output of ``kind`` that :func:`to_eps_x0` maps to (ε̂, x̂0) (its inverse)."""
     check_choice("kind", kind, PREDICTIONS)
     a, s = float(alpha), float(sigma)
@@ -190,8 +202,9 @@ def _lincomb(*terms: tuple[float, torch.Tensor]) -> torch.Tensor:
 
 def _check_flow(a: float, s: float) -> None:
     if abs(a + s - 1) > 1e-9:
-        raise ValueError(f"a flow velocity needs alpha + sigma = 1 (rectified flow), "
-                         f"got alpha={a}, sigma={s}")
+        raise ValueError(
+            f"a flow velocity needs alpha + sigma = 1 (rectified flow), got alpha={a}, sigma={s}"
+        )
 
 
 @dataclass(frozen=True)
@@ -218,29 +231,41 @@ class Process:
         if ts.ndim != 1 or len(ts) < 1:
             raise ValueError(f"timesteps must be a non-empty 1-D grid, got shape {tuple(ts.shape)}")
         if a.shape != (len(ts) + 1,) or s.shape != a.shape:
-            raise ValueError(f"alphas and sigmas must hold T + 1 = {len(ts) + 1} levels, got "
-                             f"{tuple(a.shape)} and {tuple(s.shape)}")
-        if (a < 0).any() or (s < 0).any() or not (torch.isfinite(a).all()
-                                                  and torch.isfinite(s).all()):
+            raise ValueError(
+                f"alphas and sigmas must hold T + 1 = {len(ts) + 1} levels, got "
+                f"{tuple(a.shape)} and {tuple(s.shape)}"
+            )
+        if (
+            (a < 0).any()
+            or (s < 0).any()
+            or not (torch.isfinite(a).all() and torch.isfinite(s).all())
+        ):
             raise ValueError("alphas and sigmas must be finite and non-negative")
         if (s[:-1] <= 0).any() or (a[1:] <= 0).any():
-            raise ValueError("sigma must be > 0 before the clean end and alpha > 0 after the "
-                             "first grid point")
+            raise ValueError(
+                "sigma must be > 0 before the clean end and alpha > 0 after the first grid point"
+            )
         snr = a / s
         if (snr[1:] <= snr[:-1]).any():
-            raise ValueError("the grid must run from noisy to clean: alpha/sigma strictly "
-                             "increasing")
+            raise ValueError(
+                "the grid must run from noisy to clean: alpha/sigma strictly increasing"
+            )
         check_range("eta", self.eta, 0.0, 1.0)
         check_choice("kind", self.kind, ("vp", "flow"))
         object.__setattr__(self, "alphas", a)
         object.__setattr__(self, "sigmas", s)
         object.__setattr__(self, "timesteps", ts)
         # the variance-preserving ᾱ with the same signal-to-noise ratio (ᾱ itself for VP)
-        object.__setattr__(self, "abar", a ** 2 / (a ** 2 + s ** 2))
+        object.__setattr__(self, "abar", a**2 / (a**2 + s**2))
 
     @classmethod
-    def vp(cls, alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, eta: float = 1.0,
-           final_abar: float = 1.0) -> "Process":
+    def vp(
+        cls,
+        alphas_cumprod: torch.Tensor,
+        timesteps: torch.Tensor,
+        eta: float = 1.0,
+        final_abar: float = 1.0,
+    ) -> "Process":
         """A variance-preserving process: ᾱ at the grid's training ``timesteps``, then
         ``final_abar`` at the clean end (1.0; SD's DDIM with set_alpha_to_one=False uses ᾱ_0)."""
         ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
@@ -256,8 +281,9 @@ class Process:
         return cls(abar.sqrt(), (1 - abar).sqrt(), ts, eta, "vp")
 
     @classmethod
-    def flow(cls, steps: int = 100, shift: float = 1.0, num_train_steps: int = 1000,
-             eta: float = 1.0) -> "Process":
+    def flow(
+        cls, steps: int = 100, shift: float = 1.0, num_train_steps: int = 1000, eta: float = 1.0
+    ) -> "Process":
         """Rectified flow (α = 1 − t, σ = t) on the grid of diffusers'
         ``FlowMatchEulerDiscreteScheduler(shift=shift).set_timesteps(steps)``, then t = 0;
         the model's time input is 1000·t, as there."""
@@ -266,8 +292,15 @@ class Process:
         return cls(1 - t_all, t_all, t * num_train_steps, eta, "flow")
 
     @classmethod
-    def make(cls, steps: int = 100, schedule: str = "linear", num_train_steps: int = 1000,
-             eta: float = 1.0, *, shift: float = 1.0) -> "Process":
+    def make(
+        cls,
+        steps: int = 100,
+        schedule: str = "linear",
+        num_train_steps: int = 1000,
+        eta: float = 1.0,
+        *,
+        shift: float = 1.0,
+    ) -> "Process":
         """The ``schedule`` ("linear" | "cosine": VP; "flow": rectified flow with ``shift``)
         on ``steps`` grid points."""
         makers = {"linear": linear_schedule, "cosine": cosine_schedule, "flow": None}
@@ -275,8 +308,9 @@ class Process:
         check_range("steps", steps, 1, num_train_steps)
         if schedule == "flow":
             return cls.flow(steps, shift, num_train_steps, eta)
-        return cls.vp(makers[schedule](num_train_steps), strided_timesteps(num_train_steps, steps),
-                      eta)
+        return cls.vp(
+            makers[schedule](num_train_steps), strided_timesteps(num_train_steps, steps), eta
+        )
 
     @property
     def num_steps(self) -> int:
@@ -301,9 +335,16 @@ class Process:
         lv = self.level(self._index("i", i))
         return to_eps_x0(eps, "epsilon", x, lv.alpha, lv.sigma)[1]
 
-    def step(self, x: torch.Tensor, i: int, eps: torch.Tensor,
-             generator: torch.Generator | None = None, *, to: int | None = None,
-             x0: torch.Tensor | None = None) -> torch.Tensor:
+    def step(
+        self,
+        x: torch.Tensor,
+        i: int,
+        eps: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        to: int | None = None,
+        x0: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The DDIM(η) step from grid index i to ``to`` (default i + 1) given ε̂ (design §6):
 
             s  = η σ' √(1 − (α σ')² / (α' σ)²)
@@ -318,8 +359,15 @@ class Process:
             terms.append((noise, randn_like(x, generator)))
         return _lincomb(*terms).to(x.dtype)
 
-    def step_moments(self, x: torch.Tensor, i: int, eps: torch.Tensor, *, to: int | None = None,
-                     x0: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    def step_moments(
+        self,
+        x: torch.Tensor,
+        i: int,
+        eps: torch.Tensor,
+        *,
+        to: int | None = None,
+        x0: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, float]:
         """The mean (float64) and standard deviation s of :meth:`step`'s Gaussian transition
         (``step`` returns mean + s z); for importance ratios of two steps (twisted SMC)."""
         terms, noise = self._step_terms(x, i, eps, to=to, x0=x0)
@@ -343,14 +391,16 @@ class Process:
             raise ValueError(f"grid index {i} has alpha = 0: pass the model's x0 to step")
         return [(a2 / a, x), (keep - a2 * s / a, eps)], noise
 
-    def noise_to(self, x0: torch.Tensor, i: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def noise_to(
+        self, x0: torch.Tensor, i: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Sample the forward process q(x_{t_i} | x0): α_i x0 + σ_i z."""
         lv = self.level(self._index("i", i))
         return _lincomb((lv.alpha, x0), (lv.sigma, randn_like(x0, generator)))
 
-    def forward(self, x: torch.Tensor, frm: int, to: int,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, frm: int, to: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Sample the forward transition q(x_{t_to} | x_{t_frm}) to a noisier index to ≤ frm:
         (α/α') x + √(σ² − (α/α')² σ'²) z, with (α', σ') at ``frm`` and (α, σ) at ``to``."""
         frm = self._index("frm", frm)
@@ -362,8 +412,9 @@ class Process:
         a, s = float(self.alphas[to]), float(self.sigmas[to])
         a2, s2 = float(self.alphas[frm]), float(self.sigmas[frm])
         r = a / a2
-        return _lincomb((r, x), (math.sqrt(max(s * s - r * r * s2 * s2, 0.0)),
-                                 randn_like(x, generator)))
+        return _lincomb(
+            (r, x), (math.sqrt(max(s * s - r * r * s2 * s2, 0.0)), randn_like(x, generator))
+        )
 
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

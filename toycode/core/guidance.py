@@ -39,8 +39,10 @@ def require_differentiable(reward, method: str) -> None:
     """Refuse gradient guidance with a reward that has no gradient."""
     if not getattr(reward, "differentiable", False):
         name = reward.to_dict()["type"] if hasattr(reward, "to_dict") else repr(reward)
-        raise ValueError(f"method {method!r} needs a differentiable reward, but reward {name!r} "
-                         f"is not; use a gradient-free method (code, bon, svdd, smc)")
+        raise ValueError(
+            f"method {method!r} needs a differentiable reward, but reward {name!r} "
+            f"is not; use a gradient-free method (code, bon, svdd, smc)"
+        )
 
 
 class GuidedBackend:
@@ -77,7 +79,7 @@ def _shift(backend: Backend, i: int, eps, x0, *, g) -> tuple[torch.Tensor, torch
     lv = backend.process.level(i)
     if lv.alpha == 0:
         return eps, x0
-    return eps - _coef(lv.sigma, g) * g, x0 + _coef(lv.sigma ** 2 / lv.alpha, g) * g
+    return eps - _coef(lv.sigma, g) * g, x0 + _coef(lv.sigma**2 / lv.alpha, g) * g
 
 
 def _reward_grad(reward, backend: Backend, x_in, x0):
@@ -113,8 +115,7 @@ class DPS:
             g = _reward_grad(self.reward, backend, xg, x0)
         base = pred.eps.detach(), pred.x0.detach()
         eps, x0 = _shift(backend, i, *base, g=self.scale * g)
-        return Prediction(eps, x0, reward_grads=1, backprops=0 if self.detach else 1,
-                          unguided=base)
+        return Prediction(eps, x0, reward_grads=1, backprops=0 if self.detach else 1, unguided=base)
 
 
 class Universal:
@@ -125,8 +126,14 @@ class Universal:
     generator; the re-noised state is returned as the prediction's ``x``.
     """
 
-    def __init__(self, reward, scale: float, backward_steps: int = 0, backward_lr: float = 0.1,
-                 recurrence: int = 1):
+    def __init__(
+        self,
+        reward,
+        scale: float,
+        backward_steps: int = 0,
+        backward_lr: float = 0.1,
+        recurrence: int = 1,
+    ):
         require_differentiable(reward, "universal")
         check_range("scale", scale, 0.0, None)
         check_range("backward_steps", backward_steps, 0, None)
@@ -151,12 +158,18 @@ class Universal:
 
     def __call__(self, backend: Backend, x, i: int, generator=None) -> Prediction:
         process = backend.process
-        for _ in range(self.r - 1):   # self-recurrence: step, then re-noise to the same level
+        for _ in range(self.r - 1):  # self-recurrence: step, then re-noise to the same level
             eps, x0 = self._guided(backend, x, i, generator)
             x = process.forward(process.step(x, i, eps, generator, x0=x0), i + 1, i, generator)
         eps, x0 = self._guided(backend, x, i, generator)
-        return Prediction(eps, x0, x=x if self.r > 1 else None,
-                          nfe=self.r, reward_grads=self.r * (1 + self.m), backprops=self.r)
+        return Prediction(
+            eps,
+            x0,
+            x=x if self.r > 1 else None,
+            nfe=self.r,
+            reward_grads=self.r * (1 + self.m),
+            backprops=self.r,
+        )
 
 
 class ExactGuidance:

@@ -19,11 +19,12 @@ class Ledger:
 
     nfe: int = 0
     reward_calls: int = 0
-    reward_grads: int = 0    # reward gradients
-    backprops: int = 0       # backward passes through the denoiser
+    reward_grads: int = 0  # reward gradients
+    backprops: int = 0  # backward passes through the denoiser
 
-    def predict(self, backend: Backend, x: torch.Tensor, i: int,
-                generator: torch.Generator | None = None) -> Prediction:
+    def predict(
+        self, backend: Backend, x: torch.Tensor, i: int, generator: torch.Generator | None = None
+    ) -> Prediction:
         pred = backend.predict(x, i, generator)
         rows = x.shape[0]
         self.nfe += rows * pred.nfe
@@ -50,20 +51,36 @@ class SampleResult:
     reward_calls: int
     reward_grads: int = 0
     backprops: int = 0
-    ess: torch.Tensor = field(default_factory=lambda: torch.empty(0))   # (blocks, populations)
+    ess: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (blocks, populations)
     settings: dict = field(default_factory=dict)
 
     @classmethod
-    def from_ledger(cls, samples, rewards: torch.Tensor, ledger: Ledger, *,
-                    settings: dict, ess: torch.Tensor | None = None,
-                    populations: int | None = None) -> "SampleResult":
+    def from_ledger(
+        cls,
+        samples,
+        rewards: torch.Tensor,
+        ledger: Ledger,
+        *,
+        settings: dict,
+        ess: torch.Tensor | None = None,
+        populations: int | None = None,
+    ) -> "SampleResult":
         """The result of a run that counted its cost in ``ledger``; ``ess`` (blocks,
         populations), or an empty table of ``populations`` (default: one per sample)."""
         if ess is None:
-            ess = torch.ones(0, len(rewards) if populations is None else populations,
-                             dtype=torch.float64)
-        return cls(samples, rewards, ledger.nfe, ledger.reward_calls, ledger.reward_grads,
-                   ledger.backprops, ess, settings)
+            ess = torch.ones(
+                0, len(rewards) if populations is None else populations, dtype=torch.float64
+            )
+        return cls(
+            samples,
+            rewards,
+            ledger.nfe,
+            ledger.reward_calls,
+            ledger.reward_grads,
+            ledger.backprops,
+            ess,
+            settings,
+        )
 
     @property
     def n(self) -> int:

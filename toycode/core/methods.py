@@ -50,9 +50,17 @@ from .search import (
 
 __all__ = ["Method", "GuidanceInputs", "METHODS", "get_method", "KNOBS"]
 
-KNOBS = {"N": "num_candidates", "B": "block_size", "K": "particles", "lam": "lam",
-         "scale": "scale", "T": "steps", "M": "value_samples", "k": "lookahead_steps",
-         "W": "beam_width"}
+KNOBS = {
+    "N": "num_candidates",
+    "B": "block_size",
+    "K": "particles",
+    "lam": "lam",
+    "scale": "scale",
+    "T": "steps",
+    "M": "value_samples",
+    "k": "lookahead_steps",
+    "W": "beam_width",
+}
 """Sweep knobs and the ``api.sample`` argument each one sets."""
 
 
@@ -89,8 +97,8 @@ class Method:
 
     name: str
     summary: str
-    uses_candidates: bool = False   # the caller's N reaches the loop (else N = 1)
-    uses_particles: bool = False    # the caller's K and ESS threshold reach the loop
+    uses_candidates: bool = False  # the caller's N reaches the loop (else N = 1)
+    uses_particles: bool = False  # the caller's K and ESS threshold reach the loop
     block: str = "all"
     default_block_size: int = 10
     selection: str | None = None
@@ -109,31 +117,44 @@ class Method:
         if unknown:
             raise ValueError(f"method {self.name!r}: unknown knobs {sorted(unknown)}")
 
-    def sampler_settings(self, steps: int, *, num_candidates: int = 1,
-                         block_size: int | None = None, particles: int = 1,
-                         ess_threshold: float = 0.5, selection: str | None = None) -> dict:
+    def sampler_settings(
+        self,
+        steps: int,
+        *,
+        num_candidates: int = 1,
+        block_size: int | None = None,
+        particles: int = 1,
+        ess_threshold: float = 0.5,
+        selection: str | None = None,
+    ) -> dict:
         """The :func:`~toycode.core.sampler.sample_blockwise` keywords this method stands for."""
         check_range("num_candidates", num_candidates, 1, None)
         check_range("particles", particles, 1, None)
         if block_size is not None:
             check_range("block_size", block_size, 1, None)
         b = {"all": steps, "one": 1}.get(self.block, block_size or self.default_block_size)
-        settings = {"num_candidates": num_candidates if self.uses_candidates else 1,
-                    "block_size": b, "selection": selection or self.selection or "argmax"}
+        settings = {
+            "num_candidates": num_candidates if self.uses_candidates else 1,
+            "block_size": b,
+            "selection": selection or self.selection or "argmax",
+        }
         if self.uses_particles:
             settings.update(particles=particles, ess_threshold=ess_threshold)
         settings.update(self.fixed)
         return settings
 
-    def run(self, backend: Backend, reward: Callable, n: int, *,
-            options: dict | None = None, **settings) -> SampleResult:
+    def run(
+        self, backend: Backend, reward: Callable, n: int, *, options: dict | None = None, **settings
+    ) -> SampleResult:
         """Sample n outputs with this method's loop (the blockwise sampler unless it has its
         own); ``settings`` as from :meth:`sampler_settings` plus lam, value, generator, progress,
         callback; ``options`` the method-specific keywords it declares."""
         unknown = set(options or {}) - set(self.options)
         if unknown:
-            raise ValueError(f"method {self.name!r} takes no option(s) {sorted(unknown)}; "
-                             f"its options: {list(self.options) or 'none'}")
+            raise ValueError(
+                f"method {self.name!r} takes no option(s) {sorted(unknown)}; "
+                f"its options: {list(self.options) or 'none'}"
+            )
         return (self.loop or sample_blockwise)(backend, reward, n, **settings, **(options or {}))
 
     def wrap(self, backend: Backend, inputs: GuidanceInputs | None) -> Backend:
@@ -143,8 +164,9 @@ class Method:
         if inputs is None:
             raise ValueError(f"method {self.name!r} needs guidance inputs (a reward and a scale)")
         if self.needs_target and inputs.target is None:
-            raise ValueError(f"method {self.name!r} needs an exact target; it runs on the "
-                             f"toy problems only")
+            raise ValueError(
+                f"method {self.name!r} needs an exact target; it runs on the toy problems only"
+            )
         return GuidedBackend(backend, self.guidance(inputs))
 
 
@@ -160,16 +182,24 @@ def _fk(potential: str) -> Method:
     ``weight_mode`` ("incremental" | "reset", :data:`toycode.core.steering.WEIGHT_MODES`) picks
     the bookkeeping.
     docs/methods/fk-steering.md."""
-    return Method(f"fk-{potential}", f"FK steering, {potential} potential: at every B-th step "
-                  f"resampled if ESS < threshold·K, and at the end", uses_particles=True,
-                  block="given", default_block_size=20,
-                  selection="systematic", knobs=("K", "B", "lam", "T", "M", "k"),
-                  fixed=(("potential", potential),), options=("weight_mode",),
-                  budget=lambda m, steps: {"K": m})
+    return Method(
+        f"fk-{potential}",
+        f"FK steering, {potential} potential: at every B-th step "
+        f"resampled if ESS < threshold·K, and at the end",
+        uses_particles=True,
+        block="given",
+        default_block_size=20,
+        selection="systematic",
+        knobs=("K", "B", "lam", "T", "M", "k"),
+        fixed=(("potential", potential),),
+        options=("weight_mode",),
+        budget=lambda m, steps: {"K": m},
+    )
 
 
-def _das(backend: Backend, reward: Callable, n: int, *, tempering: float | None = None,
-         **settings) -> SampleResult:
+def _das(
+    backend: Backend, reward: Callable, n: int, *, tempering: float | None = None, **settings
+) -> SampleResult:
     """Tempered SMC as in DAS (Kim, Kim, Park et al. 2025, arXiv 2501.05803): the blockwise
     sampler with λ_t = λ·min(1, (1 + γ)^{steps done} − 1). γ (option ``tempering``) defaults
     to the paper's Stable Diffusion setting, 0.008 at T = 100, rescaled to the grid so that
@@ -201,70 +231,175 @@ def beam_budget(m: int, steps: int) -> dict:
     if m <= 1:
         return {"N": 1, "W": 1, "B": b}
     blocks = -(-steps // b)
-    w = min(range(1, 8 * m + 2), key=lambda w: abs(
-        beam_nfe(steps, b, 2, beam_widths(w, blocks)) - m * steps))
+    w = min(
+        range(1, 8 * m + 2),
+        key=lambda w: abs(beam_nfe(steps, b, 2, beam_widths(w, blocks)) - m * steps),
+    )
     return {"N": 2, "W": w, "B": b}
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("base", "the pretrained model"),
-    Method("bon", "best-of-N: one block, score the finished samples", uses_candidates=True,
-           selection="argmax", knobs=("N", "lam", "T"), budget=lambda m, steps: {"N": m}),
-    Method("svdd", "SVDD-PM: select after every step", uses_candidates=True, block="one",
-           selection="argmax", knobs=("N", "lam", "T", "M", "k"),
-           budget=lambda m, steps: {"N": m}),
-    Method("code", "CoDe: N candidates per state, select every B steps", uses_candidates=True,
-           block="given", selection="argmax", knobs=("N", "B", "lam", "T", "M", "k"),
-           budget=lambda m, steps: {"N": m}),
-    # K particles cost K·T per population; one output per population is the equal-compute draw
-    Method("smc", "SMC / FK steering: K particles, at every B-th step resampled if "
-           "ESS < threshold·K, and at the end",
-           uses_particles=True, block="given", default_block_size=1, selection="systematic",
-           knobs=("K", "B", "lam", "T", "M", "k"), budget=lambda m, steps: {"K": m}),
-    *(_fk(potential) for potential in ("diff", "max", "add")),
-    Method("das", "tempered SMC (DAS): λ_t rises from 0 to λ over the steps, K particles",
-           uses_particles=True, block="given", default_block_size=1, selection="systematic",
-           knobs=("K", "B", "lam", "T", "M", "k"), loop=_das, options=("tempering",),
-           budget=lambda m, steps: {"K": m}),
-    Method("dps", "diffusion posterior sampling", guidance=lambda g: DPS(g.reward, g.scale),
-           needs_gradient=True, knobs=("scale", "T")),
-    Method("dps-detached", "DPS with ε̂ held fixed (the official CoDe code's gradient baseline)",
-           guidance=lambda g: DPS(g.reward, g.scale, detach=True), needs_gradient=True,
-           knobs=("scale", "T")),
-    Method("universal", "universal guidance: forward + backward guidance, self-recurrence",
-           guidance=_universal, needs_gradient=True, knobs=("scale", "T")),
-    Method("exact-guidance", "the exact twisted score (the tilted reverse process)",
-           guidance=lambda g: ExactGuidance(g.target), needs_target=True),
-    Method("code-gradient", "CoDe on a DPS-guided backend", uses_candidates=True, block="given",
-           selection="argmax", guidance=lambda g: DPS(g.reward, g.scale), needs_gradient=True,
-           knobs=("N", "B", "lam", "scale", "T"), budget=lambda m, steps: {"N": m}),
-    # TDS: Wu, Trippe, Naesseth, Blei, Cunningham 2023 (arXiv 2306.17775); docs/methods/tds.md
-    Method("tds", "twisted SMC: DPS-guided proposals reweighted by p/q and the twist ratio",
-           uses_particles=True, block="given", default_block_size=1, selection="systematic",
-           guidance=lambda g: DPS(g.reward, g.scale), needs_gradient=True,
-           knobs=("K", "B", "lam", "scale", "T"), loop=_tds, options=("tempering",),
-           budget=lambda m, steps: {"K": m}),
-    # loops of another shape (toycode.core.search); N is their budget in full trajectories
-    Method("noise-random", "random search over initial noises: N trajectories, keep the best",
-           uses_candidates=True, knobs=("N", "T"), loop=noise_random_search,
-           budget=lambda m, steps: {"N": m}),
-    Method("noise-zero-order", "zero-order search over initial noises: a pivot and its "
-           "neighbours, N trajectories in all", uses_candidates=True, knobs=("N", "T"),
-           loop=noise_zero_order_search, options=("neighbours", "radius"),
-           budget=lambda m, steps: {"N": m}),
-    Method("dts", "Diffusion Tree Sampling: Boltzmann descent, soft Bellman backups, N·T NFE",
-           uses_candidates=True, selection="softmax", knobs=("N", "lam", "T"), loop=tree_sample,
-           fixed=(("selection", "softmax"),), options=("children", "descent"),
-           budget=lambda m, steps: {"N": m}),
-    Method("dts-star", "Diffusion Tree Search (DTS*): greedy descent, soft backups, N·T NFE",
-           uses_candidates=True, selection="argmax", knobs=("N", "lam", "T"), loop=tree_sample,
-           fixed=(("selection", "argmax"),), options=("children", "descent"),
-           budget=lambda m, steps: {"N": m}),
-    Method("dsearch", "DSearch: a beam of W shrinking to 1, N children per member every B steps",
-           uses_candidates=True, block="given", default_block_size=5,
-           knobs=("N", "B", "T", "M", "k"), loop=beam_search,
-           options=("beam_width", "schedule", "final_width"), budget=beam_budget),
-)}
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("base", "the pretrained model"),
+        Method(
+            "bon",
+            "best-of-N: one block, score the finished samples",
+            uses_candidates=True,
+            selection="argmax",
+            knobs=("N", "lam", "T"),
+            budget=lambda m, steps: {"N": m},
+        ),
+        Method(
+            "svdd",
+            "SVDD-PM: select after every step",
+            uses_candidates=True,
+            block="one",
+            selection="argmax",
+            knobs=("N", "lam", "T", "M", "k"),
+            budget=lambda m, steps: {"N": m},
+        ),
+        Method(
+            "code",
+            "CoDe: N candidates per state, select every B steps",
+            uses_candidates=True,
+            block="given",
+            selection="argmax",
+            knobs=("N", "B", "lam", "T", "M", "k"),
+            budget=lambda m, steps: {"N": m},
+        ),
+        # K particles cost K·T per population; one output per population is the equal-compute draw
+        Method(
+            "smc",
+            "SMC / FK steering: K particles, at every B-th step resampled if "
+            "ESS < threshold·K, and at the end",
+            uses_particles=True,
+            block="given",
+            default_block_size=1,
+            selection="systematic",
+            knobs=("K", "B", "lam", "T", "M", "k"),
+            budget=lambda m, steps: {"K": m},
+        ),
+        *(_fk(potential) for potential in ("diff", "max", "add")),
+        Method(
+            "das",
+            "tempered SMC (DAS): λ_t rises from 0 to λ over the steps, K particles",
+            uses_particles=True,
+            block="given",
+            default_block_size=1,
+            selection="systematic",
+            knobs=("K", "B", "lam", "T", "M", "k"),
+            loop=_das,
+            options=("tempering",),
+            budget=lambda m, steps: {"K": m},
+        ),
+        Method(
+            "dps",
+            "diffusion posterior sampling",
+            guidance=lambda g: DPS(g.reward, g.scale),
+            needs_gradient=True,
+            knobs=("scale", "T"),
+        ),
+        Method(
+            "dps-detached",
+            "DPS with ε̂ held fixed (the official CoDe code's gradient baseline)",
+            guidance=lambda g: DPS(g.reward, g.scale, detach=True),
+            needs_gradient=True,
+            knobs=("scale", "T"),
+        ),
+        Method(
+            "universal",
+            "universal guidance: forward + backward guidance, self-recurrence",
+            guidance=_universal,
+            needs_gradient=True,
+            knobs=("scale", "T"),
+        ),
+        Method(
+            "exact-guidance",
+            "the exact twisted score (the tilted reverse process)",
+            guidance=lambda g: ExactGuidance(g.target),
+            needs_target=True,
+        ),
+        Method(
+            "code-gradient",
+            "CoDe on a DPS-guided backend",
+            uses_candidates=True,
+            block="given",
+            selection="argmax",
+            guidance=lambda g: DPS(g.reward, g.scale),
+            needs_gradient=True,
+            knobs=("N", "B", "lam", "scale", "T"),
+            budget=lambda m, steps: {"N": m},
+        ),
+        # TDS: Wu, Trippe, Naesseth, Blei, Cunningham 2023 (arXiv 2306.17775); docs/methods/tds.md
+        Method(
+            "tds",
+            "twisted SMC: DPS-guided proposals reweighted by p/q and the twist ratio",
+            uses_particles=True,
+            block="given",
+            default_block_size=1,
+            selection="systematic",
+            guidance=lambda g: DPS(g.reward, g.scale),
+            needs_gradient=True,
+            knobs=("K", "B", "lam", "scale", "T"),
+            loop=_tds,
+            options=("tempering",),
+            budget=lambda m, steps: {"K": m},
+        ),
+        # loops of another shape (toycode.core.search); N is their budget in full trajectories
+        Method(
+            "noise-random",
+            "random search over initial noises: N trajectories, keep the best",
+            uses_candidates=True,
+            knobs=("N", "T"),
+            loop=noise_random_search,
+            budget=lambda m, steps: {"N": m},
+        ),
+        Method(
+            "noise-zero-order",
+            "zero-order search over initial noises: a pivot and its "
+            "neighbours, N trajectories in all",
+            uses_candidates=True,
+            knobs=("N", "T"),
+            loop=noise_zero_order_search,
+            options=("neighbours", "radius"),
+            budget=lambda m, steps: {"N": m},
+        ),
+        Method(
+            "dts",
+            "Diffusion Tree Sampling: Boltzmann descent, soft Bellman backups, N·T NFE",
+            uses_candidates=True,
+            selection="softmax",
+            knobs=("N", "lam", "T"),
+            loop=tree_sample,
+            fixed=(("selection", "softmax"),),
+            options=("children", "descent"),
+            budget=lambda m, steps: {"N": m},
+        ),
+        Method(
+            "dts-star",
+            "Diffusion Tree Search (DTS*): greedy descent, soft backups, N·T NFE",
+            uses_candidates=True,
+            selection="argmax",
+            knobs=("N", "lam", "T"),
+            loop=tree_sample,
+            fixed=(("selection", "argmax"),),
+            options=("children", "descent"),
+            budget=lambda m, steps: {"N": m},
+        ),
+        Method(
+            "dsearch",
+            "DSearch: a beam of W shrinking to 1, N children per member every B steps",
+            uses_candidates=True,
+            block="given",
+            default_block_size=5,
+            knobs=("N", "B", "T", "M", "k"),
+            loop=beam_search,
+            options=("beam_width", "schedule", "final_width"),
+            budget=beam_budget,
+        ),
+    )
+}
 """Every method by name, in the order tables list them."""
 
 

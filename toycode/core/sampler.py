@@ -65,8 +65,7 @@ from .steering import (
 )
 from .values import Value, ValueSpec, make_value_fn
 
-__all__ = ["Ledger", "SELECTIONS", "POTENTIALS", "WEIGHT_MODES", "SampleResult",
-           "sample_blockwise"]
+__all__ = ["Ledger", "SELECTIONS", "POTENTIALS", "WEIGHT_MODES", "SampleResult", "sample_blockwise"]
 
 
 def _blocks(start: int, stop: int, size: int) -> list[tuple[int, int]]:
@@ -74,13 +73,28 @@ def _blocks(start: int, stop: int, size: int) -> list[tuple[int, int]]:
     return [(i, min(i + size, stop)) for i in range(start, stop, size)]
 
 
-def _check_arguments(backend: Backend, n: int, *, num_candidates: int, block_size: int,
-                     particles: int, lam: float, ess_threshold: float, selection: str,
-                     value: ValueSpec, reward: Callable, reference: torch.Tensor | None,
-                     strength: float) -> Value:
+def _check_arguments(
+    backend: Backend,
+    n: int,
+    *,
+    num_candidates: int,
+    block_size: int,
+    particles: int,
+    lam: float,
+    ess_threshold: float,
+    selection: str,
+    value: ValueSpec,
+    reward: Callable,
+    reference: torch.Tensor | None,
+    strength: float,
+) -> Value:
     """Refuse bad settings with one-line errors; return the value object."""
-    for name, v, lo in (("n", n, 1), ("num_candidates", num_candidates, 1),
-                        ("block_size", block_size, 1), ("particles", particles, 1)):
+    for name, v, lo in (
+        ("n", n, 1),
+        ("num_candidates", num_candidates, 1),
+        ("block_size", block_size, 1),
+        ("particles", particles, 1),
+    ):
         check_range(name, v, lo, None)
     check_range("lam", lam, 0.0, None)
     check_range("ess_threshold", ess_threshold, 0.0, 1.0)
@@ -89,14 +103,19 @@ def _check_arguments(backend: Backend, n: int, *, num_candidates: int, block_siz
     if n % particles:
         raise ValueError(f"n={n} must be a multiple of particles={particles}")
     if particles > 1 and num_candidates > 1:
-        raise ValueError(f"use either num_candidates={num_candidates} > 1 (CoDe) or "
-                         f"particles={particles} > 1 (SMC), not both")
-    if particles > 1 and selection == "argmax":   # argmax is the λ → ∞ limit: nothing to resample
-        raise ValueError("SMC (particles > 1) resamples: use selection='softmax' or "
-                         "'systematic', not 'argmax'")
+        raise ValueError(
+            f"use either num_candidates={num_candidates} > 1 (CoDe) or "
+            f"particles={particles} > 1 (SMC), not both"
+        )
+    if particles > 1 and selection == "argmax":  # argmax is the λ → ∞ limit: nothing to resample
+        raise ValueError(
+            "SMC (particles > 1) resamples: use selection='softmax' or 'systematic', not 'argmax'"
+        )
     if num_candidates * particles > 1 and backend.process.deterministic:
-        raise ValueError("selection needs a stochastic step: with DDIM eta = 0 every candidate "
-                         "of a shared state is identical and resampled particles never diverge")
+        raise ValueError(
+            "selection needs a stochastic step: with DDIM eta = 0 every candidate "
+            "of a shared state is identical and resampled particles never diverge"
+        )
     if reference is not None:
         check_range("strength", strength, 0.0, 1.0, low_open=True)
         if len(reference) != n:
@@ -104,14 +123,30 @@ def _check_arguments(backend: Backend, n: int, *, num_candidates: int, block_siz
     return value_fn
 
 
-def run_settings(*, num_candidates: int, block_size: int, selection: str, lam: float,
-                 value: ValueSpec, steps: int, particles: int = 1, ess_threshold: float = 1.0,
-                 start_index: int = 0) -> dict:
+def run_settings(
+    *,
+    num_candidates: int,
+    block_size: int,
+    selection: str,
+    lam: float,
+    value: ValueSpec,
+    steps: int,
+    particles: int = 1,
+    ess_threshold: float = 1.0,
+    start_index: int = 0,
+) -> dict:
     """The settings a blockwise run records (``value`` by name: "tweedie" or its class)."""
-    return {"num_candidates": num_candidates, "block_size": block_size, "selection": selection,
-            "lam": lam, "value": value if isinstance(value, str) else type(value).__name__,
-            "particles": particles, "ess_threshold": ess_threshold, "steps": steps,
-            "start_index": start_index}
+    return {
+        "num_candidates": num_candidates,
+        "block_size": block_size,
+        "selection": selection,
+        "lam": lam,
+        "value": value if isinstance(value, str) else type(value).__name__,
+        "particles": particles,
+        "ess_threshold": ess_threshold,
+        "steps": steps,
+        "start_index": start_index,
+    }
 
 
 def _rows(pair, idx=None, repeat=1):
@@ -121,9 +156,18 @@ def _rows(pair, idx=None, repeat=1):
     return tuple(p[idx] if idx is not None else p.repeat_interleave(repeat, 0) for p in pair)
 
 
-def _child_values(ledger: Ledger, backend: Backend, reward: Callable, value_fn: Value,
-                  xs: torch.Tensor, x0: torch.Tensor | None, *, j: int, steps: int,
-                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _child_values(
+    ledger: Ledger,
+    backend: Backend,
+    reward: Callable,
+    value_fn: Value,
+    xs: torch.Tensor,
+    x0: torch.Tensor | None,
+    *,
+    j: int,
+    steps: int,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The children's values at a block end ``j``, and their decoded images at the clean end,
     where the value is r itself and the images are the run's output (decoded once)."""
     if j == steps:

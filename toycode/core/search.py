@@ -36,8 +36,16 @@ from .backend import Backend
 from .sampler import Ledger, SampleResult, _blocks
 from .values import ValueSpec, make_value_fn
 
-__all__ = ["noise_random_search", "noise_zero_order_search", "tree_sample", "Forest",
-           "beam_search", "beam_widths", "beam_nfe", "BEAM_SCHEDULES"]
+__all__ = [
+    "noise_random_search",
+    "noise_zero_order_search",
+    "tree_sample",
+    "Forest",
+    "beam_search",
+    "beam_widths",
+    "beam_nfe",
+    "BEAM_SCHEDULES",
+]
 
 
 def _check_common(backend, n, num_candidates, lam):
@@ -73,11 +81,21 @@ def _result(out, rewards, ledger: Ledger, *, settings: dict, pops: int) -> Sampl
 
 # -- noise search (Ma et al. 2025) ---------------------------------------------------------------
 
-def noise_random_search(backend: Backend, reward: Callable, n: int, *, num_candidates: int = 1,
-                        block_size: int | None = None, selection: str = "argmax",
-                        lam: float = 1.0, value: ValueSpec = "tweedie",
-                        generator: torch.Generator | None = None, progress: bool = False,
-                        callback: Callable[[dict], None] | None = None) -> SampleResult:
+
+def noise_random_search(
+    backend: Backend,
+    reward: Callable,
+    n: int,
+    *,
+    num_candidates: int = 1,
+    block_size: int | None = None,
+    selection: str = "argmax",
+    lam: float = 1.0,
+    value: ValueSpec = "tweedie",
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    callback: Callable[[dict], None] | None = None,
+) -> SampleResult:
     """Random search over initial noises (Ma et al. 2025, arXiv 2501.09732, §3.2).
 
     Draw N = ``num_candidates`` noises x_T per output, run the backend's own sampler from each,
@@ -91,7 +109,7 @@ def noise_random_search(backend: Backend, reward: Callable, n: int, *, num_candi
     check_choice("selection", selection, ("argmax", "softmax"))
     big_n, ledger = num_candidates, Ledger()
     with torch.no_grad():
-        noise = backend.prior_sample(n * big_n, generator)   # row b·N + c: output b, noise c
+        noise = backend.prior_sample(n * big_n, generator)  # row b·N + c: output b, noise c
         bar = tqdm(total=steps, disable=not progress, desc="noise search", leave=False)
         x = _run_base(ledger, backend, noise, generator, bar=bar)
         bar.close()
@@ -100,19 +118,34 @@ def noise_random_search(backend: Backend, reward: Callable, n: int, *, num_candi
         chosen = _pick(rewards, selection, lam, generator)
         keep = torch.arange(n) * big_n + chosen
         if callback is not None:
-            callback({"round": 0, "noise": noise.view(n, big_n, *noise.shape[1:]),
-                      "rewards": rewards, "selected": chosen})
+            callback(
+                {
+                    "round": 0,
+                    "noise": noise.view(n, big_n, *noise.shape[1:]),
+                    "rewards": rewards,
+                    "selected": chosen,
+                }
+            )
     settings = {"num_candidates": big_n, "selection": selection, "lam": lam, "steps": steps}
     return _result(decoded[keep], rewards.view(-1)[keep], ledger, settings=settings, pops=n)
 
 
-def noise_zero_order_search(backend: Backend, reward: Callable, n: int, *,
-                            num_candidates: int = 1, block_size: int | None = None,
-                            selection: str = "argmax", lam: float = 1.0,
-                            value: ValueSpec = "tweedie",
-                            generator: torch.Generator | None = None, progress: bool = False,
-                            callback: Callable[[dict], None] | None = None,
-                            neighbours: int = 4, radius: float = 0.5) -> SampleResult:
+def noise_zero_order_search(
+    backend: Backend,
+    reward: Callable,
+    n: int,
+    *,
+    num_candidates: int = 1,
+    block_size: int | None = None,
+    selection: str = "argmax",
+    lam: float = 1.0,
+    value: ValueSpec = "tweedie",
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    callback: Callable[[dict], None] | None = None,
+    neighbours: int = 4,
+    radius: float = 0.5,
+) -> SampleResult:
     """Zero-order search over initial noises (Ma et al. 2025, arXiv 2501.09732, §3.2).
 
     Start from a random pivot noise; each round draws ``neighbours`` noises uniformly on the
@@ -130,15 +163,17 @@ def noise_zero_order_search(backend: Backend, reward: Callable, n: int, *,
     check_range("neighbours", neighbours, 1, None)
     check_range("radius", radius, 0.0, None, low_open=True)
     if selection != "argmax":
-        raise ValueError(f"zero-order search keeps the best noise: selection must be 'argmax', "
-                         f"got {selection!r}")
+        raise ValueError(
+            f"zero-order search keeps the best noise: selection must be 'argmax', got {selection!r}"
+        )
     ledger = Ledger()
     rounds = [neighbours] * ((num_candidates - 1) // neighbours)
     if (num_candidates - 1) % neighbours:
         rounds.append((num_candidates - 1) % neighbours)
     with torch.no_grad():
-        bar = tqdm(total=steps * (1 + len(rounds)), disable=not progress, desc="zero-order",
-                   leave=False)
+        bar = tqdm(
+            total=steps * (1 + len(rounds)), disable=not progress, desc="zero-order", leave=False
+        )
         pivot = backend.prior_sample(n, generator)
         decoded = backend.decode(_run_base(ledger, backend, pivot, generator, bar=bar))
         best = ledger.reward(reward, decoded).double()
@@ -157,12 +192,25 @@ def noise_zero_order_search(backend: Backend, reward: Callable, n: int, *,
             pivot[moved] = noise[rows]
             decoded = _replace(decoded, moved, dec, rows)
             if callback is not None:
-                callback({"round": r, "centre": centre,
-                          "noise": noise.view(n, m, *noise.shape[1:]), "rewards": rewards,
-                          "selected": chosen, "pivot": pivot})
+                callback(
+                    {
+                        "round": r,
+                        "centre": centre,
+                        "noise": noise.view(n, m, *noise.shape[1:]),
+                        "rewards": rewards,
+                        "selected": chosen,
+                        "pivot": pivot,
+                    }
+                )
         bar.close()
-    settings = {"num_candidates": num_candidates, "selection": "argmax", "lam": lam,
-                "steps": steps, "neighbours": neighbours, "radius": radius}
+    settings = {
+        "num_candidates": num_candidates,
+        "selection": "argmax",
+        "lam": lam,
+        "steps": steps,
+        "neighbours": neighbours,
+        "radius": radius,
+    }
     return _result(decoded, best, ledger, settings=settings, pops=n)
 
 
@@ -170,8 +218,9 @@ def _sphere_neighbours(pivot: torch.Tensor, m: int, radius: float, generator) ->
     """m noises per pivot row, uniform on the sphere of radius ρ = radius·√d around it
     (d the noise's size), rows ordered pivot by pivot; drawn in float64."""
     n = len(pivot)
-    z = torch.randn((n * m, *pivot.shape[1:]), generator=generator,
-                    dtype=torch.float64).to(pivot.device)
+    z = torch.randn((n * m, *pivot.shape[1:]), generator=generator, dtype=torch.float64).to(
+        pivot.device
+    )
     flat = z.view(n * m, -1)
     rho = radius * math.sqrt(flat.shape[1])
     step = (rho * flat / flat.norm(dim=1, keepdim=True)).view(z.shape).to(pivot.dtype)
@@ -192,6 +241,7 @@ def _replace(decoded, mask, new, rows):
 
 # -- Diffusion Tree Sampling (Jain et al. 2025) -------------------------------------------------
 
+
 class Forest:
     """n independent search trees over one reverse process, as padded node tensors.
 
@@ -202,8 +252,7 @@ class Forest:
     b; the node capacity grows as rollouts add nodes.
     """
 
-    def __init__(self, n: int, steps: int, children: int, like: torch.Tensor,
-                 capacity: int = 64):
+    def __init__(self, n: int, steps: int, children: int, like: torch.Tensor, capacity: int = 64):
         self.n, self.steps, self.k = n, steps, children
         self.shape, self.dtype, self.device = tuple(like.shape[1:]), like.dtype, like.device
         self.count = torch.ones(n, dtype=torch.long)
@@ -238,8 +287,9 @@ class Forest:
         if need > self.capacity:
             self._grow(max(need, 2 * self.capacity))
 
-    def add(self, rows: torch.Tensor, parent: torch.Tensor, x: torch.Tensor,
-            depth: int) -> torch.Tensor:
+    def add(
+        self, rows: torch.Tensor, parent: torch.Tensor, x: torch.Tensor, depth: int
+    ) -> torch.Tensor:
         """Append one node per tree in ``rows`` (state x at ``depth``) under ``parent``."""
         ids = self.count[rows]
         self.x[rows, ids] = x
@@ -250,8 +300,15 @@ class Forest:
         self.count[rows] += 1
         return ids
 
-    def choose(self, rows: torch.Tensor, node: torch.Tensor, lam: float, greedy: bool,
-               generator, open_only: bool = False) -> torch.Tensor:
+    def choose(
+        self,
+        rows: torch.Tensor,
+        node: torch.Tensor,
+        lam: float,
+        greedy: bool,
+        generator,
+        open_only: bool = False,
+    ) -> torch.Tensor:
         """A child of each ``node``: ∝ e^{λ V̂(child)} (Boltzmann) or the argmax of V̂, among
         the existing children (``open_only``: among those whose subtree is not saturated)."""
         kids = self.kids[rows, node]
@@ -293,19 +350,31 @@ class Forest:
             if lam == 0:
                 new = torch.where(ok, v, 0.0).sum(1) / count
             else:
-                new = (torch.logsumexp(torch.where(ok, lam * v, -math.inf), 1)
-                       - count.double().log()) / lam
+                new = (
+                    torch.logsumexp(torch.where(ok, lam * v, -math.inf), 1) - count.double().log()
+                ) / lam
             self.value[r, v_node] = new
             self.sat[r, v_node] = (count >= self.k) & (self.sat[r[:, None], safe] | ~ok).all(1)
             node = node.clone()
             node[live] = self.parent[r, v_node]
 
 
-def tree_sample(backend: Backend, reward: Callable, n: int, *, num_candidates: int = 1,
-                block_size: int | None = None, selection: str = "softmax", lam: float = 1.0,
-                value: ValueSpec = "tweedie", generator: torch.Generator | None = None,
-                progress: bool = False, callback: Callable[[dict], None] | None = None,
-                children: int = 4, descent: str = "boltzmann") -> SampleResult:
+def tree_sample(
+    backend: Backend,
+    reward: Callable,
+    n: int,
+    *,
+    num_candidates: int = 1,
+    block_size: int | None = None,
+    selection: str = "softmax",
+    lam: float = 1.0,
+    value: ValueSpec = "tweedie",
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    callback: Callable[[dict], None] | None = None,
+    children: int = 4,
+    descent: str = "boltzmann",
+) -> SampleResult:
     """Diffusion Tree Sampling (DTS) and Search (DTS*) (Jain, Sareen, Pedramfar, Ravanbakhsh
     2025, arXiv 2506.20701).
 
@@ -332,8 +401,10 @@ def tree_sample(backend: Backend, reward: Callable, n: int, *, num_candidates: i
     check_range("children", children, 1, None)
     check_choice("descent", descent, ("boltzmann", "uniform"))
     if children > 1 and backend.process.deterministic:
-        raise ValueError("tree sampling needs a stochastic step: with DDIM eta = 0 every child "
-                         "of a node is identical")
+        raise ValueError(
+            "tree sampling needs a stochastic step: with DDIM eta = 0 every child "
+            "of a node is identical"
+        )
     greedy, ledger = selection == "argmax", Ledger()
     # the uniform descent (a diagnostic) is the Boltzmann rule at λ = 0
     boltzmann = descent == "boltzmann"
@@ -356,8 +427,17 @@ def tree_sample(backend: Backend, reward: Callable, n: int, *, num_candidates: i
             parent, pdepth = _descend_to_open(forest, rows, **descend, generator=generator)
             # (2) expansion and rollout, all trees in lockstep over the grid
             forest, x, leaf = _expand_and_roll_out(
-                forest, rows, parent, pdepth, backend=backend, ledger=ledger, n=n,
-                children=children, generator=generator, bar=bar)
+                forest,
+                rows,
+                parent,
+                pdepth,
+                backend=backend,
+                ledger=ledger,
+                n=n,
+                children=children,
+                generator=generator,
+                bar=bar,
+            )
             # (3) the leaves' rewards, (4) soft Bellman backup to the root
             r = ledger.reward(reward, backend.decode(x)).double()
             forest.value[rows, leaf] = r
@@ -368,20 +448,27 @@ def tree_sample(backend: Backend, reward: Callable, n: int, *, num_candidates: i
                 callback(_tree_report(forest, active, pdepth + 1, r, iteration=iteration))
             iteration += 1
         bar.close()
-        assert forest is not None   # the first iteration always runs (N ≥ 1)
+        assert forest is not None  # the first iteration always runs (N ≥ 1)
         # the output: one draw from the root to a leaf by the same rule
         node = forest.draw(lam, greedy, generator)
         out = backend.decode(forest.x[rows_all, node])
         rewards = forest.value[rows_all, node].clone()
-    settings = {"num_candidates": num_candidates, "selection": selection, "lam": lam,
-                "steps": steps, "children": children, "descent": descent,
-                "iterations": iteration,
-                "nodes_mean": float(forest.count.double().mean())}
+    settings = {
+        "num_candidates": num_candidates,
+        "selection": selection,
+        "lam": lam,
+        "steps": steps,
+        "children": children,
+        "descent": descent,
+        "iterations": iteration,
+        "nodes_mean": float(forest.count.double().mean()),
+    }
     return _result(out, rewards, ledger, settings=settings, pops=n)
 
 
-def _descend_to_open(forest: Forest | None, rows: torch.Tensor, *, lam: float, greedy: bool,
-                     generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _descend_to_open(
+    forest: Forest | None, rows: torch.Tensor, *, lam: float, greedy: bool, generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """From each root, choose children through full nodes (skipping saturated subtrees) to the
     first node with fewer than ``children`` children, for every tree in ``rows``; returns those
     nodes and their depths (the dummy root, depth −1, before the forest exists)."""
@@ -395,16 +482,26 @@ def _descend_to_open(forest: Forest | None, rows: torch.Tensor, *, lam: float, g
         if not going.any():
             break
         node = node.clone()
-        node[going] = forest.choose(rows[going], node[going], lam, greedy, generator,
-                                    open_only=True)
+        node[going] = forest.choose(
+            rows[going], node[going], lam, greedy, generator, open_only=True
+        )
         going = forest.nkids[rows, node] >= forest.k
     return node, forest.depth[rows, node]
 
 
-def _expand_and_roll_out(forest: Forest | None, rows: torch.Tensor, parent: torch.Tensor,
-                         pdepth: torch.Tensor, *, backend: Backend, ledger: Ledger, n: int,
-                         children: int, generator, bar) -> tuple[Forest, torch.Tensor,
-                                                                 torch.Tensor]:
+def _expand_and_roll_out(
+    forest: Forest | None,
+    rows: torch.Tensor,
+    parent: torch.Tensor,
+    pdepth: torch.Tensor,
+    *,
+    backend: Backend,
+    ledger: Ledger,
+    n: int,
+    children: int,
+    generator,
+    bar,
+) -> tuple[Forest, torch.Tensor, torch.Tensor]:
     """A new child under each ``parent`` (at depth ``pdepth``) of the trees in ``rows``, rolled
     out to the clean end with every state added to the forest; returns the forest (built from
     the first prior draws), the clean states and the leaves' node ids.
@@ -414,17 +511,17 @@ def _expand_and_roll_out(forest: Forest | None, rows: torch.Tensor, parent: torc
     paths already born are predicted and stepped, the ones expanding from depth d step."""
     process, steps = backend.process, backend.process.num_steps
     start = int(pdepth.min().clamp(min=0))
-    born = pdepth + 1                      # the new child's depth
+    born = pdepth + 1  # the new child's depth
     roots = born == 0
     # the prior draws come first, before any prediction (as at d = 0 of the grid)
     fresh = backend.prior_sample(int(roots.sum()), generator) if roots.any() else None
-    if forest is None:                     # the first iteration: every tree is at its root
+    if forest is None:  # the first iteration: every tree is at its root
         assert fresh is not None
         forest = Forest(n, steps, children, fresh, capacity=2 * (steps + 1))
     x = forest.x.new_zeros((len(rows), *forest.shape))
     if fresh is not None:
         x[roots] = fresh
-    here = parent.clone()                  # the last node added on each path
+    here = parent.clone()  # the last node added on each path
     for d in range(start, steps + 1):
         alive = born <= d
         if alive.any():
@@ -443,21 +540,33 @@ def _expand_and_roll_out(forest: Forest | None, rows: torch.Tensor, parent: torc
         moving = alive | (pdepth == d)
         src = torch.where(alive, here, parent)
         xs = forest.x[rows[moving], src[moving]]
-        x[moving] = process.step(xs, d, forest.eps[rows[moving], src[moving]],
-                                 generator, x0=forest.x0[rows[moving], src[moving]])
+        x[moving] = process.step(
+            xs,
+            d,
+            forest.eps[rows[moving], src[moving]],
+            generator,
+            x0=forest.x0[rows[moving], src[moving]],
+        )
     return forest, x, here
 
 
-def _tree_report(forest: Forest, active: torch.Tensor, born: torch.Tensor, r: torch.Tensor, *,
-                 iteration: int) -> dict:
+def _tree_report(
+    forest: Forest, active: torch.Tensor, born: torch.Tensor, r: torch.Tensor, *, iteration: int
+) -> dict:
     """The callback's dict for one iteration, over all n trees (NaN and −1 where inactive)."""
     n = len(active)
     rewards = torch.full((n,), math.nan, dtype=torch.float64)
     rewards[active] = r
     depth = torch.full((n,), -1, dtype=torch.long)
     depth[active] = born
-    return {"iteration": iteration, "active": active, "depth": depth, "rewards": rewards,
-            "root_value": forest.value[:, 0].clone(), "nodes": forest.count.clone()}
+    return {
+        "iteration": iteration,
+        "active": active,
+        "depth": depth,
+        "rewards": rewards,
+        "root_value": forest.value[:, 0].clone(),
+        "nodes": forest.count.clone(),
+    }
 
 
 # -- beam search with a shrinking beam (DSearch, Li et al. 2025) --------------------------------
@@ -465,8 +574,9 @@ def _tree_report(forest: Forest, active: torch.Tensor, born: torch.Tensor, r: to
 BEAM_SCHEDULES = ("geometric", "linear", "constant")
 
 
-def beam_widths(width: int, blocks: int, schedule: str = "geometric",
-                final_width: int = 1) -> list[int]:
+def beam_widths(
+    width: int, blocks: int, schedule: str = "geometric", final_width: int = 1
+) -> list[int]:
     """The beam width W_b entering each of the ``blocks`` blocks, then 1 (the output).
 
     "geometric": W_b = round(W_0 (W_f/W_0)^{b/(n_b−1)}), from W_0 = ``width`` in the first block
@@ -488,8 +598,9 @@ def beam_widths(width: int, blocks: int, schedule: str = "geometric",
     return out + [1]
 
 
-def beam_nfe(steps: int, block_size: int, num_candidates: int, widths: list[int],
-             needs_x0: bool = True) -> int:
+def beam_nfe(
+    steps: int, block_size: int, num_candidates: int, widths: list[int], needs_x0: bool = True
+) -> int:
     """Denoiser calls per output of :func:`beam_search` (widths as from :func:`beam_widths`).
 
     Tweedie values (every child predicted at its block end, the kept ones reuse it):
@@ -509,12 +620,23 @@ def beam_nfe(steps: int, block_size: int, num_candidates: int, widths: list[int]
     return total
 
 
-def beam_search(backend: Backend, reward: Callable, n: int, *, num_candidates: int = 1,
-                block_size: int = 1, selection: str = "argmax", lam: float = 1.0,
-                value: ValueSpec = "tweedie", generator: torch.Generator | None = None,
-                progress: bool = False, callback: Callable[[dict], None] | None = None,
-                beam_width: int = 4, schedule: str = "geometric",
-                final_width: int = 1) -> SampleResult:
+def beam_search(
+    backend: Backend,
+    reward: Callable,
+    n: int,
+    *,
+    num_candidates: int = 1,
+    block_size: int = 1,
+    selection: str = "argmax",
+    lam: float = 1.0,
+    value: ValueSpec = "tweedie",
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    callback: Callable[[dict], None] | None = None,
+    beam_width: int = 4,
+    schedule: str = "geometric",
+    final_width: int = 1,
+) -> SampleResult:
     """Beam search with a shrinking beam, after DSearch (Li, Uehara, Su, Scalia, Biancalani,
     Regev, Levine, Ji 2025, "Dynamic Search for Inference-Time Alignment in Diffusion Models",
     arXiv 2503.02039).
@@ -532,18 +654,22 @@ def beam_search(backend: Backend, reward: Callable, n: int, *, num_candidates: i
     check_range("block_size", block_size, 1, None)
     check_range("beam_width", beam_width, 1, None)
     if selection != "argmax":
-        raise ValueError(f"beam search keeps the best W children: selection must be 'argmax', "
-                         f"got {selection!r}")
+        raise ValueError(
+            f"beam search keeps the best W children: selection must be 'argmax', got {selection!r}"
+        )
     if num_candidates > 1 and backend.process.deterministic:
-        raise ValueError("beam search needs a stochastic step: with DDIM eta = 0 every child of "
-                         "a beam member is identical")
+        raise ValueError(
+            "beam search needs a stochastic step: with DDIM eta = 0 every child of "
+            "a beam member is identical"
+        )
     value_fn = make_value_fn(value, reward)
     big_n, ledger = num_candidates, Ledger()
     blocks = _blocks(0, steps, block_size)
     widths = beam_widths(beam_width, len(blocks), schedule, min(final_width, beam_width))
     with torch.no_grad():
-        x, eps, x0 = _predict(ledger, backend, backend.prior_sample(n * widths[0], generator), 0,
-                              generator=generator)
+        x, eps, x0 = _predict(
+            ledger, backend, backend.prior_sample(n * widths[0], generator), 0, generator=generator
+        )
         bar = tqdm(total=steps, disable=not progress, desc="beam search", leave=False)
         decoded = values = keep = None
         for b, (i, j) in enumerate(blocks):
@@ -551,22 +677,36 @@ def beam_search(backend: Backend, reward: Callable, n: int, *, num_candidates: i
             select = w * big_n > w_next
             score = select and value_fn.needs_x0
             # (1) N children per member, sharing the member's ε̂ for their first step
-            kids, kid_eps, kid_x0 = _children(ledger, backend, (x, eps, x0), (i, j),
-                                              copies=big_n, predict_end=score,
-                                              generator=generator, bar=bar)
+            kids, kid_eps, kid_x0 = _children(
+                ledger,
+                backend,
+                (x, eps, x0),
+                (i, j),
+                copies=big_n,
+                predict_end=score,
+                generator=generator,
+                bar=bar,
+            )
             # (2) score the children (r at the clean end), (3) keep the best W_{b+1} per beam
             values = None
             if j == steps:
                 decoded = backend.decode(kids)
                 values = ledger.reward(reward, decoded).double()
             elif select:
-                values = value_fn(ledger, backend, kids, kid_x0 if score else None, j,
-                                  generator)
+                values = value_fn(ledger, backend, kids, kid_x0 if score else None, j, generator)
             top, keep = _best(values if select else None, n, w * big_n, w_next)
             if callback is not None:
-                callback({"block": b, "i": i, "j": j, "width": w, "kept_width": w_next,
-                          "values": None if values is None else values.view(n, -1),
-                          "selected": top})
+                callback(
+                    {
+                        "block": b,
+                        "i": i,
+                        "j": j,
+                        "width": w,
+                        "kept_width": w_next,
+                        "values": None if values is None else values.view(n, -1),
+                        "selected": top,
+                    }
+                )
             x = kids[keep]
             # (4) the kept states' ε̂ for the next block: reused if scored, else one call
             if j < steps:
@@ -578,10 +718,17 @@ def beam_search(backend: Backend, reward: Callable, n: int, *, num_candidates: i
         # the last block ends at T: its children were decoded and scored by r itself
         assert decoded is not None and values is not None and keep is not None
         out, rewards = decoded[keep], values[keep]
-    settings = {"num_candidates": big_n, "block_size": block_size, "selection": "argmax",
-                "beam_width": beam_width, "schedule": schedule, "final_width": widths[-2],
-                "lam": lam, "steps": steps,
-                "value": value if isinstance(value, str) else type(value).__name__}
+    settings = {
+        "num_candidates": big_n,
+        "block_size": block_size,
+        "selection": "argmax",
+        "beam_width": beam_width,
+        "schedule": schedule,
+        "final_width": widths[-2],
+        "lam": lam,
+        "steps": steps,
+        "value": value if isinstance(value, str) else type(value).__name__,
+    }
     return _result(out, rewards, ledger, settings=settings, pops=n)
 
 
@@ -591,8 +738,17 @@ def _predict(ledger: Ledger, backend: Backend, x: torch.Tensor, i: int, *, gener
     return (x if pred.x is None else pred.x), pred.eps, pred.x0
 
 
-def _children(ledger: Ledger, backend: Backend, parents: tuple, block: tuple[int, int], *,
-              copies: int, predict_end: bool, generator, bar):
+def _children(
+    ledger: Ledger,
+    backend: Backend,
+    parents: tuple,
+    block: tuple[int, int],
+    *,
+    copies: int,
+    predict_end: bool,
+    generator,
+    bar,
+):
     """``copies`` children of each parent (x, ε̂, x̂0) at index i, stepped to j = ``block``'s
     end; the first step shares the parent's ε̂, the later ones predict, and the block end is
     predicted only when ``predict_end`` (its x̂0 is scored, its ε̂ reused) and j < T."""
@@ -607,8 +763,9 @@ def _children(ledger: Ledger, backend: Backend, parents: tuple, block: tuple[int
     return x, eps, x0
 
 
-def _best(values: torch.Tensor | None, n: int, width: int,
-          kept: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _best(
+    values: torch.Tensor | None, n: int, width: int, kept: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``kept`` best of each beam's ``width`` children by value (the first ``kept`` when
     ``values`` is None: no selection), as (n, kept) indices and flat row ids."""
     if values is None:

@@ -31,8 +31,16 @@ from ..utils.checks import check_choice, check_range
 from .backend import Prediction
 from .diffusion import Process, randn_like
 
-__all__ = ["Selection", "Potential", "WeightMode", "SELECTIONS", "POTENTIALS", "WEIGHT_MODES",
-           "BlockEnd", "Steering"]
+__all__ = [
+    "Selection",
+    "Potential",
+    "WeightMode",
+    "SELECTIONS",
+    "POTENTIALS",
+    "WEIGHT_MODES",
+    "BlockEnd",
+    "Steering",
+]
 
 Selection = Literal["argmax", "softmax", "systematic"]
 Potential = Literal["diff", "max", "add"]
@@ -50,14 +58,19 @@ def _multinomial(values, logits, k, generator):
 def _systematic(values, logits, k, generator):
     """Systematic resampling: one uniform per population, K evenly spaced points on the CDF."""
     cdf = torch.softmax(logits, 1).cumsum(1)
-    u = (torch.rand(len(cdf), 1, generator=generator, dtype=cdf.dtype)
-         + torch.arange(k, dtype=cdf.dtype)) / k
+    u = (
+        torch.rand(len(cdf), 1, generator=generator, dtype=cdf.dtype)
+        + torch.arange(k, dtype=cdf.dtype)
+    ) / k
     idx = torch.searchsorted(cdf, u.clamp(max=cdf[:, -1:] * (1 - 1e-12)))
     return idx.clamp(max=cdf.shape[1] - 1)
 
 
-SELECTIONS: dict[str, Callable] = {"argmax": _argmax, "softmax": _multinomial,
-                                   "systematic": _systematic}
+SELECTIONS: dict[str, Callable] = {
+    "argmax": _argmax,
+    "softmax": _multinomial,
+    "systematic": _systematic,
+}
 """Selection rules: (values, logits, K, generator) → K kept indices per population, each row
 of values/logits holding a population's K·N children; logits = log w + λ(V_child − V_parent).
 argmax keeps the best K by value (λ-free); softmax draws K with replacement ∝ e^{logits};
@@ -79,19 +92,20 @@ correction is lost likewise, so twisted SMC wants "incremental")."""
 
 
 def _ess(weights: torch.Tensor) -> torch.Tensor:
-    return 1.0 / (weights ** 2).sum(1)
+    return 1.0 / (weights**2).sum(1)
 
 
 class _Selected(NamedTuple):
-    keep: torch.Tensor       # kept child indices into the flat children
-    logw: torch.Tensor       # the kept children's log-weights (0 where resampled)
-    weights: torch.Tensor    # (populations, K·N) selection weights
-    chosen: torch.Tensor     # (populations, K) kept children within each population
+    keep: torch.Tensor  # kept child indices into the flat children
+    logw: torch.Tensor  # the kept children's log-weights (0 where resampled)
+    weights: torch.Tensor  # (populations, K·N) selection weights
+    chosen: torch.Tensor  # (populations, K) kept children within each population
     resampled: torch.Tensor  # (populations,) which populations resampled
 
 
-def _select(values, log_g, logw, *, big_n, k, selection, ess_threshold, clean, generator,
-            reset=False) -> _Selected:
+def _select(
+    values, log_g, logw, *, big_n, k, selection, ess_threshold, clean, generator, reset=False
+) -> _Selected:
     """Weight the children of each population and keep K of its K·N (CoDe: K = 1).
 
     ``log_g`` is each child's incremental log-weight (its potential, see :func:`_potential`),
@@ -107,7 +121,7 @@ def _select(values, log_g, logw, *, big_n, k, selection, ess_threshold, clean, g
     keep = (torch.arange(pops)[:, None] * (k * big_n) + chosen).view(-1)
     normalised = logits - logits.logsumexp(1, keepdim=True)
     logw = torch.where(resample[:, None], 0.0, normalised).gather(1, chosen).view(-1)
-    if selection == "argmax":   # the weights it used are those of its choice
+    if selection == "argmax":  # the weights it used are those of its choice
         weights = torch.zeros_like(weights).scatter_(1, chosen, 1.0)
     return _Selected(keep, logw, weights, chosen, resample)
 
@@ -117,8 +131,9 @@ def _potential(kind, values, stat, logprod, *, lam, lam_prev, clean):
     are the parents', one per child. ``lam_prev`` is the λ of the parent's block end (it
     differs from λ only under tempering, where diff is λ_t V − λ_{t'} V_parent)."""
     if kind == "diff":
-        return values, (lam * (values - stat) if lam_prev == lam
-                        else lam * values - lam_prev * stat)
+        return values, (
+            lam * (values - stat) if lam_prev == lam else lam * values - lam_prev * stat
+        )
     stat = torch.maximum(stat, values) if kind == "max" else stat + values
     return stat, (lam * values - logprod if clean else lam * stat)
 
@@ -126,10 +141,10 @@ def _potential(kind, values, stat, logprod, *, lam, lam_prev, clean):
 class _Carry(NamedTuple):
     """What each kept particle carries from block end to block end (gathered on resampling)."""
 
-    v: torch.Tensor        # its value at the last block end (the reward at the clean end)
-    stat: torch.Tensor     # the potential's path statistic: last V, running max or sum of V
+    v: torch.Tensor  # its value at the last block end (the reward at the clean end)
+    stat: torch.Tensor  # the potential's path statistic: last V, running max or sum of V
     logprod: torch.Tensor  # log Π G over the potentials its weights took up
-    logw: torch.Tensor     # SMC log-weight (0 after a resampling)
+    logw: torch.Tensor  # SMC log-weight (0 after a resampling)
 
     @classmethod
     def start(cls, n: int, potential: str) -> "_Carry":
@@ -168,21 +183,38 @@ def _twisted_step(process, x, t, eps, *, x0, base, generator):
 class BlockEnd(NamedTuple):
     """What one block end decided (flat children: the block's n·N candidates)."""
 
-    keep: torch.Tensor      # (n,) indices of the kept children into the flat children
-    weights: torch.Tensor   # (populations, K·N) selection weights (one-hot for argmax)
-    ess: torch.Tensor       # (populations,) effective sample size of those weights
-    chosen: torch.Tensor    # (populations, K) kept children within each population; the
-                            # identity where a population carried its weights
-    log_g: torch.Tensor     # (n·N,) the children's log-potentials log G
+    keep: torch.Tensor  # (n,) indices of the kept children into the flat children
+    weights: torch.Tensor  # (populations, K·N) selection weights (one-hot for argmax)
+    ess: torch.Tensor  # (populations,) effective sample size of those weights
+    chosen: torch.Tensor  # (populations, K) kept children within each population; the
+    # identity where a population carried its weights
+    log_g: torch.Tensor  # (n·N,) the children's log-potentials log G
 
-    def record(self, *, block: int, i: int, j: int, candidates: torch.Tensor,
-               values: torch.Tensor, x0: torch.Tensor | None) -> dict:
+    def record(
+        self,
+        *,
+        block: int,
+        i: int,
+        j: int,
+        candidates: torch.Tensor,
+        values: torch.Tensor,
+        x0: torch.Tensor | None,
+    ) -> dict:
         """What a sampler's callback receives for this block end (populations as rows)."""
         pops = len(self.weights)
-        return {"block": block, "i": i, "j": j, "candidates": candidates, "x0": x0,
-                "values": values.view(pops, -1), "potential": self.log_g.view(pops, -1),
-                "weights": self.weights, "selected": self.chosen, "ess": self.ess,
-                "x": candidates[self.keep]}
+        return {
+            "block": block,
+            "i": i,
+            "j": j,
+            "candidates": candidates,
+            "x0": x0,
+            "values": values.view(pops, -1),
+            "potential": self.log_g.view(pops, -1),
+            "weights": self.weights,
+            "selected": self.chosen,
+            "ess": self.ess,
+            "x": candidates[self.keep],
+        }
 
 
 class Steering:
@@ -198,10 +230,21 @@ class Steering:
     starts at (DAS tempers λ by the steps done since). The other settings are
     :func:`~toycode.core.sampler.sample_blockwise`'s."""
 
-    def __init__(self, *, n: int, num_candidates: int, particles: int, selection: Selection,
-                 lam: float, ess_threshold: float, potential: Potential = "diff",
-                 weight_mode: WeightMode = "incremental", twisted: bool = False,
-                 tempering: float | None = None, start: int = 0):
+    def __init__(
+        self,
+        *,
+        n: int,
+        num_candidates: int,
+        particles: int,
+        selection: Selection,
+        lam: float,
+        ess_threshold: float,
+        potential: Potential = "diff",
+        weight_mode: WeightMode = "incremental",
+        twisted: bool = False,
+        tempering: float | None = None,
+        start: int = 0,
+    ):
         check_choice("potential", potential, POTENTIALS)
         check_choice("weight_mode", weight_mode, WEIGHT_MODES)
         if tempering is not None:
@@ -212,21 +255,25 @@ class Steering:
         # would have nothing to act on, and twisted=True would only swap in its proposal
         for name, on in (("tempering", tempering is not None), ("twisted=True", twisted)):
             if on and num_candidates * particles == 1:
-                raise ValueError(f"{name} weighs particles: it needs particles > 1 or "
-                                 f"num_candidates > 1, got num_candidates = particles = 1")
+                raise ValueError(
+                    f"{name} weighs particles: it needs particles > 1 or "
+                    f"num_candidates > 1, got num_candidates = particles = 1"
+                )
         self.big_n, self.k, self.selection, self.lam = num_candidates, particles, selection, lam
         self.ess_threshold, self.potential, self.weight_mode = ess_threshold, potential, weight_mode
         self.twisted, self.tempering, self.start = twisted, tempering, start
         self.populations = n // particles
-        self.weighted = num_candidates * particles > 1   # else nothing is selected or weighed
+        self.weighted = num_candidates * particles > 1  # else nothing is selected or weighed
         self.carry = _Carry.start(n, potential)
         self.history: list[torch.Tensor] = []
 
     def checked(self, pred: Prediction) -> Prediction:
         """``pred``, refused where twisted SMC needs the model's own (ε̂, x̂0) beside it."""
         if self.twisted and pred.unguided is None:
-            raise ValueError("twisted=True needs a guided backend whose predictions carry the "
-                             "unguided ε̂ and x̂0 (DPS or exact guidance)")
+            raise ValueError(
+                "twisted=True needs a guided backend whose predictions carry the "
+                "unguided ε̂ and x̂0 (DPS or exact guidance)"
+            )
         return pred
 
     def value_x0(self, x0: torch.Tensor, base) -> torch.Tensor:
@@ -241,24 +288,49 @@ class Steering:
             return _twisted_step(process, x, t, eps, x0=x0, base=base, generator=generator)
         return process.step(x, t, eps, generator, x0=x0), 0.0
 
-    def block_end(self, values: torch.Tensor, *, i: int, j: int, clean: bool, log_pq,
-                  generator: torch.Generator | None) -> BlockEnd:
+    def block_end(
+        self,
+        values: torch.Tensor,
+        *,
+        i: int,
+        j: int,
+        clean: bool,
+        log_pq,
+        generator: torch.Generator | None,
+    ) -> BlockEnd:
         """The block [i, j)'s children valued ``values`` (r itself at the ``clean`` end):
         their potentials (plus twisted SMC's proposal correction ``log_pq``), the selection,
         and what the kept particles carry on."""
         big_n, carry = self.big_n, self.carry
         lam = _tempered(self.lam, self.tempering, j - self.start, clean)
         lam_prev = _tempered(self.lam, self.tempering, i - self.start, False)
-        stat, log_g = _potential(self.potential, values, carry.stat.repeat_interleave(big_n),
-                                 carry.logprod.repeat_interleave(big_n), lam=lam,
-                                 lam_prev=lam_prev, clean=clean)
+        stat, log_g = _potential(
+            self.potential,
+            values,
+            carry.stat.repeat_interleave(big_n),
+            carry.logprod.repeat_interleave(big_n),
+            lam=lam,
+            lam_prev=lam_prev,
+            clean=clean,
+        )
         reset = self.weight_mode == "reset"
-        sel = _select(values, log_g + log_pq if self.twisted else log_g, carry.logw,
-                      big_n=big_n, k=self.k, selection=self.selection,
-                      ess_threshold=self.ess_threshold, clean=clean, generator=generator,
-                      reset=reset)
-        took = (torch.where(sel.resampled.repeat_interleave(self.k * big_n), log_g, 0.0)
-                if reset else log_g)
+        sel = _select(
+            values,
+            log_g + log_pq if self.twisted else log_g,
+            carry.logw,
+            big_n=big_n,
+            k=self.k,
+            selection=self.selection,
+            ess_threshold=self.ess_threshold,
+            clean=clean,
+            generator=generator,
+            reset=reset,
+        )
+        took = (
+            torch.where(sel.resampled.repeat_interleave(self.k * big_n), log_g, 0.0)
+            if reset
+            else log_g
+        )
         logprod = carry.logprod.repeat_interleave(big_n) + took
         keep = sel.keep
         self.carry = _Carry(values[keep], stat[keep], logprod[keep], sel.logw)
@@ -279,8 +351,13 @@ class Steering:
 
     def settings(self) -> dict:
         """The FK / TDS / DAS keywords, recorded only where they differ from plain SMC."""
-        return {name: v for name, v, default in (
-            ("potential", self.potential, "diff"), ("weight_mode", self.weight_mode,
-                                                    "incremental"),
-            ("twisted", self.twisted, False), ("tempering", self.tempering, None))
-            if v != default}
+        return {
+            name: v
+            for name, v, default in (
+                ("potential", self.potential, "diff"),
+                ("weight_mode", self.weight_mode, "incremental"),
+                ("twisted", self.twisted, False),
+                ("tempering", self.tempering, None),
+            )
+            if v != default
+        }

@@ -34,11 +34,10 @@ import torch
 from ..utils.checks import check_range
 from .backend import Backend
 
-if TYPE_CHECKING:   # the Ledger's module imports nothing of ours at run time either way
+if TYPE_CHECKING:  # the Ledger's module imports nothing of ours at run time either way
     from .ledger import Ledger
 
-__all__ = ["Value", "ValueSpec", "TweedieValue", "LookaheadValue", "log_mean_exp",
-           "make_value_fn"]
+__all__ = ["Value", "ValueSpec", "TweedieValue", "LookaheadValue", "log_mean_exp", "make_value_fn"]
 
 
 @runtime_checkable
@@ -52,9 +51,15 @@ class Value(Protocol):
 
     needs_x0: bool
 
-    def __call__(self, ledger: "Ledger", backend: Backend, x: torch.Tensor,
-                 x0: torch.Tensor | None, i: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor: ...
+    def __call__(
+        self,
+        ledger: "Ledger",
+        backend: Backend,
+        x: torch.Tensor,
+        x0: torch.Tensor | None,
+        i: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
 
 
 ValueSpec = Union[Literal["tweedie"], Value]
@@ -78,9 +83,15 @@ class TweedieValue:
     def __init__(self, reward: Callable):
         self.reward = reward
 
-    def __call__(self, ledger: "Ledger", backend: Backend, x: torch.Tensor,
-                 x0: torch.Tensor | None, i: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        ledger: "Ledger",
+        backend: Backend,
+        x: torch.Tensor,
+        x0: torch.Tensor | None,
+        i: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         assert x0 is not None, "a Tweedie value reads x̂0 (needs_x0)"
         return ledger.reward(self.reward, backend.decode(x0)).double()
 
@@ -91,8 +102,9 @@ def make_value_fn(value: ValueSpec, reward: Callable) -> Value:
     if isinstance(value, str) and value == "tweedie":
         return TweedieValue(reward)
     if not isinstance(value, Value):
-        raise ValueError(f"value must be 'tweedie' or a value object (see toycode.core.values), "
-                         f"got {value!r}")
+        raise ValueError(
+            f"value must be 'tweedie' or a value object (see toycode.core.values), got {value!r}"
+        )
     return value
 
 
@@ -117,17 +129,24 @@ class LookaheadValue:
         check_range("lookahead steps", steps, 1, None)
         self.reward, self.lam, self.samples, self.steps = reward, lam, samples, steps
 
-    def __call__(self, ledger: "Ledger", backend: Backend, x: torch.Tensor,
-                 x0: torch.Tensor | None, i: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        ledger: "Ledger",
+        backend: Backend,
+        x: torch.Tensor,
+        x0: torch.Tensor | None,
+        i: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         assert x0 is not None, "look-ahead rollouts start from x̂0 (needs_x0)"
         process, m = backend.process, self.samples
         grid = coarse_grid(i, process.num_steps, self.steps)
         lv = process.level(i)
-        eps = (x - lv.alpha * x0) / lv.sigma          # the candidate's own ε̂ (x̂0 is Tweedie's)
+        eps = (x - lv.alpha * x0) / lv.sigma  # the candidate's own ε̂ (x̂0 is Tweedie's)
         xs = x.repeat_interleave(m, 0)
-        xs = process.step(xs, i, eps.repeat_interleave(m, 0), generator, to=grid[1],
-                          x0=x0.repeat_interleave(m, 0))
+        xs = process.step(
+            xs, i, eps.repeat_interleave(m, 0), generator, to=grid[1], x0=x0.repeat_interleave(m, 0)
+        )
         for here, there in zip(grid[1:-1], grid[2:]):
             pred = ledger.predict(backend, xs, here, generator)
             xs = xs if pred.x is None else pred.x

@@ -9,5 +9,16 @@ from .problems import Problem, builtin_problems, load_problem
 from .rewards import Box, Linear, Quadratic, Reward, Ring
 from .targets import Target, exact_target
 
-__all__ = ["GaussianMixture", "Problem", "builtin_problems", "load_problem", "Box", "Linear",
-           "Quadratic", "Reward", "Ring", "Target", "exact_target"]
+__all__ = [
+    "GaussianMixture",
+    "Problem",
+    "builtin_problems",
+    "load_problem",
+    "Box",
+    "Linear",
+    "Quadratic",
+    "Reward",
+    "Ring",
+    "Target",
+    "exact_target",
+]

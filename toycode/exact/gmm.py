@@ -43,12 +43,16 @@ class GaussianMixture:
         mu = torch.as_tensor(self.means, dtype=_F64)
         cov = torch.as_tensor(self.covs, dtype=_F64)
         if w.ndim != 1 or mu.ndim != 2 or cov.ndim != 3:
-            raise ValueError(f"weights, means, covs must be (K,), (K, d), (K, d, d); got "
-                             f"{tuple(w.shape)}, {tuple(mu.shape)}, {tuple(cov.shape)}")
+            raise ValueError(
+                f"weights, means, covs must be (K,), (K, d), (K, d, d); got "
+                f"{tuple(w.shape)}, {tuple(mu.shape)}, {tuple(cov.shape)}"
+            )
         k, d = mu.shape
         if len(w) != k or cov.shape != (k, d, d):
-            raise ValueError(f"dimension mismatch: {len(w)} weights, means {tuple(mu.shape)}, "
-                             f"covs {tuple(cov.shape)}")
+            raise ValueError(
+                f"dimension mismatch: {len(w)} weights, means {tuple(mu.shape)}, "
+                f"covs {tuple(cov.shape)}"
+            )
         if (w < 0).any() or not torch.isfinite(w).all():
             raise ValueError(f"weights must be non-negative, got {w.tolist()}")
         if abs(float(w.sum()) - 1.0) > 1e-4:
@@ -78,10 +82,10 @@ class GaussianMixture:
 
     def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log w_k + log N(x; μ_k, Σ_k), shape (n, K)."""
-        z = torch.linalg.solve_triangular(self._chol, self._diff(x), upper=False)   # (K, d, n)
-        half_logdet = self._chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)          # (K,)
+        z = torch.linalg.solve_triangular(self._chol, self._diff(x), upper=False)  # (K, d, n)
+        half_logdet = self._chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (K,)
         log_2pi = 0.5 * self.dim * math.log(2 * math.pi)
-        log_n = -0.5 * (z ** 2).sum(1) - half_logdet[:, None] - log_2pi
+        log_n = -0.5 * (z**2).sum(1) - half_logdet[:, None] - log_2pi
         return (log_n + self.weights.log()[:, None]).T
 
     def _diff(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,8 +103,8 @@ class GaussianMixture:
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """∇_x log p(x) in closed form: Σ_k resp_k(x) · (−Σ_k⁻¹ (x − μ_k)), shape (n, d)."""
-        resp = self.responsibilities(x)                                             # (n, K)
-        prec_diff = torch.cholesky_solve(self._diff(x), self._chol)                # (K, d, n)
+        resp = self.responsibilities(x)  # (n, K)
+        prec_diff = torch.cholesky_solve(self._diff(x), self._chol)  # (K, d, n)
         return -torch.einsum("nk,kdn->nd", resp, prec_diff)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -108,7 +112,7 @@ class GaussianMixture:
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=_F64)
         x = torch.empty_like(z)
-        for j in range(self.num_components):   # K matrix products, never an (n, d, d) gather
+        for j in range(self.num_components):  # K matrix products, never an (n, d, d) gather
             rows = k == j
             x[rows] = self.means[j] + z[rows] @ self._chol[j].T
         return x
@@ -118,11 +122,13 @@ class GaussianMixture:
         (a float is a variance-preserving ᾱ: α = √ᾱ, σ = √(1 − ᾱ))."""
         lv = NoiseLevel.of(level)
         eye = torch.eye(self.dim, dtype=_F64)
-        return GaussianMixture(self.weights, lv.alpha * self.means,
-                               lv.alpha ** 2 * self.covs + lv.sigma ** 2 * eye)
+        return GaussianMixture(
+            self.weights, lv.alpha * self.means, lv.alpha**2 * self.covs + lv.sigma**2 * eye
+        )
 
-    def posterior_mean(self, x: torch.Tensor, level: NoiseLevel | float,
-                       noised: "GaussianMixture | None" = None) -> torch.Tensor:
+    def posterior_mean(
+        self, x: torch.Tensor, level: NoiseLevel | float, noised: "GaussianMixture | None" = None
+    ) -> torch.Tensor:
         """E[x0 | α x0 + σ ε = x] for x0 ~ self, exact and finite at α = 0 (the prior mean).
 
         Per component, Gaussian conditioning gives μ_k + α Σ_k S_k⁻¹ (x − α μ_k); the components
@@ -131,9 +137,9 @@ class GaussianMixture:
         """
         lv = NoiseLevel.of(level)
         noised = self.noised(lv) if noised is None else noised
-        resp = noised.responsibilities(x)                                      # (n, K)
-        solved = torch.cholesky_solve(noised._diff(x), noised._chol)           # (K, d, n)
-        per_k = self.means[:, :, None] + lv.alpha * self.covs @ solved         # (K, d, n)
+        resp = noised.responsibilities(x)  # (n, K)
+        solved = torch.cholesky_solve(noised._diff(x), noised._chol)  # (K, d, n)
+        per_k = self.means[:, :, None] + lv.alpha * self.covs @ solved  # (K, d, n)
         return torch.einsum("nk,kdn->nd", resp, per_k)
 
 
@@ -142,35 +148,39 @@ def _normalise(log_w_hat: torch.Tensor) -> tuple[torch.Tensor, float]:
     return (log_w_hat - log_z).exp(), float(log_z)
 
 
-def tilt_quadratic(prior: GaussianMixture, center: torch.Tensor, precision: torch.Tensor,
-                   lam: float) -> tuple[GaussianMixture, float]:
+def tilt_quadratic(
+    prior: GaussianMixture, center: torch.Tensor, precision: torch.Tensor, lam: float
+) -> tuple[GaussianMixture, float]:
     """p*(x) ∝ p(x) exp(−λ/2 (x − c)ᵀ P (x − c)) as a mixture, and log Z_λ = log E_p[e^{λr}]."""
     c = torch.as_tensor(center, dtype=_F64)
     q = lam * torch.as_tensor(precision, dtype=_F64)
     # Cholesky factorisations only (the batched LU of MKL has failed at d = 784 on 2 threads):
     # C_k = (Σ_k⁻¹ + Q)⁻¹;  log|I + Σ_k Q| = log|Σ_k| + log|Σ_k⁻¹ + Q|;
     # Q (I + Σ_k Q)⁻¹ = Q − Q C_k Q (Woodbury), so the quadratic form needs no other solve.
-    prec = torch.cholesky_inverse(prior._chol)                       # Σ_k⁻¹, (K, d, d)
+    prec = torch.cholesky_inverse(prior._chol)  # Σ_k⁻¹, (K, d, d)
     a = prec + q
     chol_a = torch.linalg.cholesky(0.5 * (a + a.transpose(-1, -2)))
     cov = torch.cholesky_inverse(chol_a)
     cov = 0.5 * (cov + cov.transpose(-1, -2))
     mean = (cov @ ((prec @ prior.means.unsqueeze(-1)) + (q @ c).unsqueeze(-1))).squeeze(-1)
-    dm = prior.means - c                                             # (K, d)
-    qdm = dm @ q                                                     # (K, d), Q symmetric
+    dm = prior.means - c  # (K, d)
+    qdm = dm @ q  # (K, d), Q symmetric
     quad = (qdm * dm).sum(-1) - (qdm.unsqueeze(1) @ cov @ qdm.unsqueeze(-1)).squeeze((-1, -2))
-    logdet = 2 * (prior._chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-                  + chol_a.diagonal(dim1=-2, dim2=-1).log().sum(-1))
+    logdet = 2 * (
+        prior._chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        + chol_a.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    )
     log_w_hat = prior.weights.log() - 0.5 * logdet - 0.5 * quad
     w, log_z = _normalise(log_w_hat)
     return GaussianMixture(w, mean, cov), log_z
 
 
-def tilt_linear(prior: GaussianMixture, direction: torch.Tensor,
-                lam: float) -> tuple[GaussianMixture, float]:
+def tilt_linear(
+    prior: GaussianMixture, direction: torch.Tensor, lam: float
+) -> tuple[GaussianMixture, float]:
     """p*(x) ∝ p(x) exp(λ aᵀx) as a mixture, and log Z_λ."""
     a = torch.as_tensor(direction, dtype=_F64)
-    cov_a = prior.covs @ a                                           # Σ_k a, (K, d)
-    log_w_hat = prior.weights.log() + lam * prior.means @ a + 0.5 * lam ** 2 * (cov_a @ a)
+    cov_a = prior.covs @ a  # Σ_k a, (K, d)
+    log_w_hat = prior.weights.log() + lam * prior.means @ a + 0.5 * lam**2 * (cov_a @ a)
     w, log_z = _normalise(log_w_hat)
     return GaussianMixture(w, prior.means + lam * cov_a, prior.covs), log_z

@@ -22,8 +22,7 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
 
-__all__ = ["mean_se", "mmd2", "knn_entropy", "evaluate", "noise_floor",
-           "median_bandwidth"]
+__all__ = ["mean_se", "mmd2", "knn_entropy", "evaluate", "noise_floor", "median_bandwidth"]
 
 
 def mean_se(values) -> tuple[float, float]:
@@ -45,8 +44,10 @@ def median_bandwidth(y: torch.Tensor, max_points: int = 2000) -> float:
 
 def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float) -> float:
     """Biased (V-statistic) MMD² with kernel exp(−‖a − b‖² / (2 bandwidth²))."""
+
     def k(a, b):
-        return torch.exp(-_pairwise(a, b) ** 2 / (2 * bandwidth ** 2)).mean()
+        return torch.exp(-(_pairwise(a, b) ** 2) / (2 * bandwidth**2)).mean()
+
     return float(k(x, x) + k(y, y) - 2 * k(x, y))
 
 
@@ -54,7 +55,7 @@ def knn_entropy(x: torch.Tensor, k: int = 3) -> float:
     """Kozachenko–Leonenko entropy estimate ψ(n) − ψ(k) + log V_d + (d/n) Σ log ε_k."""
     pts = x.detach().double().reshape(len(x), -1).numpy()
     n, d = pts.shape
-    if len(np.unique(pts, axis=0)) < n:   # atoms: the differential entropy is −∞
+    if len(np.unique(pts, axis=0)) < n:  # atoms: the differential entropy is −∞
         return float("-inf")
     dist, _ = cKDTree(pts).query(pts, k=k + 1)
     eps = np.maximum(dist[:, -1], 1e-300)
@@ -62,8 +63,13 @@ def knn_entropy(x: torch.Tensor, k: int = 3) -> float:
     return float(digamma(n) - digamma(k) + log_vd + d * np.log(eps).mean())
 
 
-def evaluate(x: torch.Tensor, rewards: torch.Tensor, target, reference: torch.Tensor,
-             bandwidth: float | None = None) -> dict:
+def evaluate(
+    x: torch.Tensor,
+    rewards: torch.Tensor,
+    target,
+    reference: torch.Tensor,
+    bandwidth: float | None = None,
+) -> dict:
     """All metrics of samples x (with their rewards) against the target and an exact sample."""
     x = x.detach().double().reshape(len(x), -1)
     bandwidth = bandwidth or median_bandwidth(reference)
@@ -72,7 +78,8 @@ def evaluate(x: torch.Tensor, rewards: torch.Tensor, target, reference: torch.Te
     masses = target.prior.responsibilities(x).mean(0)
     return {
         "distinct": len(torch.unique(x, dim=0)) / len(x),
-        "reward_mean": r_mean, "reward_se": r_se,
+        "reward_mean": r_mean,
+        "reward_se": r_se,
         "mmd2": mmd2(x, reference, bandwidth),
         "kl_to_target": -entropy - float(target.log_prob(x).mean()),
         "kl_to_base": -entropy - float(target.prior.log_prob(x).mean()),
@@ -81,8 +88,13 @@ def evaluate(x: torch.Tensor, rewards: torch.Tensor, target, reference: torch.Te
     }
 
 
-def noise_floor(target, n: int, generator: torch.Generator | None = None,
-                reference: torch.Tensor | None = None, replicates: int = 5) -> dict:
+def noise_floor(
+    target,
+    n: int,
+    generator: torch.Generator | None = None,
+    reference: torch.Tensor | None = None,
+    replicates: int = 5,
+) -> dict:
     """The metrics of exact samples of size n against an independent exact reference.
 
     Numeric metrics are averaged over ``replicates`` independent exact samples, so the floor
@@ -94,5 +106,11 @@ def noise_floor(target, n: int, generator: torch.Generator | None = None,
     for _ in range(replicates):
         exact = target.sample(n, generator)
         runs.append(evaluate(exact, target.reward(exact), target, reference, bandwidth))
-    return {key: (sum(r[key] for r in runs) / replicates if isinstance(runs[0][key], float)
-                  else runs[0][key]) for key in runs[0]}
+    return {
+        key: (
+            sum(r[key] for r in runs) / replicates
+            if isinstance(runs[0][key], float)
+            else runs[0][key]
+        )
+        for key in runs[0]
+    }

@@ -22,8 +22,13 @@ __all__ = ["posterior_sample"]
 _F64 = torch.float64
 
 
-def posterior_sample(prior: GaussianMixture, x: torch.Tensor, level: NoiseLevel | float,
-                     samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def posterior_sample(
+    prior: GaussianMixture,
+    x: torch.Tensor,
+    level: NoiseLevel | float,
+    samples: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """``samples`` exact draws of x0 | x_t = x for each row of x: shape (n, samples, d)."""
     check_range("samples", samples, 1, None)
     lv = NoiseLevel.of(level)
@@ -32,16 +37,16 @@ def posterior_sample(prior: GaussianMixture, x: torch.Tensor, level: NoiseLevel 
     a, s = lv.alpha, lv.sigma
     covs, means = prior.covs.to(_F64), prior.means.to(_F64)
     eye = torch.eye(d, dtype=_F64)
-    noised_cov = a * a * covs + s * s * eye                                # S_k (K, d, d)
-    gain = a * torch.linalg.solve(noised_cov, covs).transpose(1, 2)        # α Σ_k S_k⁻¹
-    cond_cov = covs - a * gain @ covs                                      # C_k
+    noised_cov = a * a * covs + s * s * eye  # S_k (K, d, d)
+    gain = a * torch.linalg.solve(noised_cov, covs).transpose(1, 2)  # α Σ_k S_k⁻¹
+    cond_cov = covs - a * gain @ covs  # C_k
     evals, evecs = torch.linalg.eigh(0.5 * (cond_cov + cond_cov.transpose(1, 2)))
-    root = evecs * evals.clamp(min=0).sqrt()[:, None, :]                   # C_k = root rootᵀ
-    resp = prior.noised(lv).responsibilities(x)                            # (n, K)
-    comp = torch.multinomial(resp, samples, replacement=True, generator=generator)   # (n, M)
+    root = evecs * evals.clamp(min=0).sqrt()[:, None, :]  # C_k = root rootᵀ
+    resp = prior.noised(lv).responsibilities(x)  # (n, K)
+    comp = torch.multinomial(resp, samples, replacement=True, generator=generator)  # (n, M)
     z = torch.randn(n, samples, d, generator=generator, dtype=_F64)
     out = torch.empty(n, samples, d, dtype=_F64)
-    for k in range(prior.num_components):   # K is small; rows are vectorised within a component
+    for k in range(prior.num_components):  # K is small; rows are vectorised within a component
         rows, draws = (comp == k).nonzero(as_tuple=True)
         if len(rows):
             mean = means[k] + (x[rows] - a * means[k]) @ gain[k].T

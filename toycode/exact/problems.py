@@ -41,8 +41,10 @@ class Problem:
     def __post_init__(self):
         check_range("lam", self.lam, 0.0, None)
         if self.reward.dim is not None and self.reward.dim != self.prior.dim:
-            raise ValueError(f"reward dimension {self.reward.dim} does not match prior "
-                             f"dimension {self.prior.dim}")
+            raise ValueError(
+                f"reward dimension {self.reward.dim} does not match prior "
+                f"dimension {self.prior.dim}"
+            )
 
     @cached_property
     def target(self) -> Target:
@@ -53,10 +55,15 @@ class Problem:
         return Problem(self.prior, self.reward, lam, self.name)
 
     def to_dict(self) -> dict:
-        return {"prior": {"weights": self.prior.weights.tolist(),
-                          "means": self.prior.means.tolist(),
-                          "covs": self.prior.covs.tolist()},
-                "reward": self.reward.to_dict(), "lam": self.lam}
+        return {
+            "prior": {
+                "weights": self.prior.weights.tolist(),
+                "means": self.prior.means.tolist(),
+                "covs": self.prior.covs.tolist(),
+            },
+            "reward": self.reward.to_dict(),
+            "lam": self.lam,
+        }
 
     @classmethod
     def from_dict(cls, spec: dict, name: str = "custom") -> "Problem":
@@ -76,7 +83,7 @@ class Problem:
                 raise ValueError(f"problem field 'prior.{key}' is missing")
         try:
             mixture = GaussianMixture(prior["weights"], prior["means"], prior["covs"])
-        except (TypeError, RuntimeError) as err:   # ragged lists, non-numbers
+        except (TypeError, RuntimeError) as err:  # ragged lists, non-numbers
             raise ValueError(f"problem field 'prior' is malformed: {err}") from None
         except ValueError as err:
             raise ValueError(f"problem field 'prior': {err}") from None
@@ -101,8 +108,10 @@ def load_problem(name_or_path: str | Path) -> Problem:
     if path.suffix != ".json" and str(name_or_path) in builtin_problems():
         path = PROBLEM_DIR / f"{name_or_path}.json"
     if not path.is_file():
-        raise ValueError(f"problem {str(name_or_path)!r} is neither a built-in "
-                         f"({', '.join(builtin_problems())}) nor an existing file")
+        raise ValueError(
+            f"problem {str(name_or_path)!r} is neither a built-in "
+            f"({', '.join(builtin_problems())}) nor an existing file"
+        )
     try:
         spec = json.loads(path.read_text())
     except json.JSONDecodeError as err:

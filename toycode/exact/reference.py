@@ -30,8 +30,9 @@ class ExactReference:
     floor_metrics: dict = field(default_factory=dict)
 
     @classmethod
-    def of_target(cls, target, n: int, generator: torch.Generator,
-                  replicates: int = 5) -> ExactReference:
+    def of_target(
+        cls, target, n: int, generator: torch.Generator, replicates: int = 5
+    ) -> ExactReference:
         """n exact samples of ``target`` as the reference, then the floor of every metric over
         ``replicates`` fresh samples of n (:func:`~toycode.exact.metrics.noise_floor`), all drawn
         from ``generator`` in that order."""
@@ -40,15 +41,25 @@ class ExactReference:
         return cls(reference, median_bandwidth(reference), floor["mmd2"], floor)
 
     @classmethod
-    def of_sampler(cls, sampler: Callable[[int, torch.Generator], torch.Tensor], n_ref: int,
-                   generator: torch.Generator, n: int | None = None,
-                   replicates: int = 10) -> ExactReference:
+    def of_sampler(
+        cls,
+        sampler: Callable[[int, torch.Generator], torch.Tensor],
+        n_ref: int,
+        generator: torch.Generator,
+        n: int | None = None,
+        replicates: int = 10,
+    ) -> ExactReference:
         """``sampler(n_ref, generator)`` as the reference (any exact sampler: a target's or a
         prior's), and the MMD² floor of ``replicates`` fresh samples of ``n`` (default n_ref)."""
         reference = sampler(n_ref, generator)
         bandwidth = median_bandwidth(reference)
-        floor = sum(mmd2(sampler(n or n_ref, generator), reference, bandwidth)
-                    for _ in range(replicates)) / replicates
+        floor = (
+            sum(
+                mmd2(sampler(n or n_ref, generator), reference, bandwidth)
+                for _ in range(replicates)
+            )
+            / replicates
+        )
         return cls(reference, bandwidth, floor)
 
     def mmd2(self, x: torch.Tensor) -> float:

@@ -21,7 +21,7 @@ class Reward:
     """Base class: ``reward(x)`` maps (n, d) samples to (n,) rewards."""
 
     differentiable: bool = False
-    dim: int | None = None           # None: any dimension
+    dim: int | None = None  # None: any dimension
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -50,8 +50,10 @@ class Quadratic(Reward):
         c = _vector("reward.center", self.center)
         p = torch.as_tensor(self.precision, dtype=_F64)
         if p.shape != (len(c), len(c)):
-            raise ValueError(f"reward.precision must be {len(c)}x{len(c)} to match reward.center, "
-                             f"got shape {tuple(p.shape)}")
+            raise ValueError(
+                f"reward.precision must be {len(c)}x{len(c)} to match reward.center, "
+                f"got shape {tuple(p.shape)}"
+            )
         if not torch.allclose(p, p.T, atol=1e-10) or torch.linalg.eigvalsh(p).min() < -1e-10:
             raise ValueError("reward.precision must be symmetric positive semi-definite")
         object.__setattr__(self, "center", c)
@@ -66,8 +68,11 @@ class Quadratic(Reward):
         return -0.5 * ((d @ self.precision.to(x)) * d).sum(-1)
 
     def to_dict(self):
-        return {"type": "quadratic", "center": self.center.tolist(),
-                "precision": self.precision.tolist()}
+        return {
+            "type": "quadratic",
+            "center": self.center.tolist(),
+            "precision": self.precision.tolist(),
+        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,8 +107,9 @@ class Box(Reward):
     def __post_init__(self):
         low, high = _vector("reward.low", self.low, 2), _vector("reward.high", self.high, 2)
         if (low >= high).any():
-            raise ValueError(f"reward.low must be below reward.high, got {low.tolist()} and "
-                             f"{high.tolist()}")
+            raise ValueError(
+                f"reward.low must be below reward.high, got {low.tolist()} and {high.tolist()}"
+            )
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 

@@ -80,8 +80,12 @@ class Target:
 
     def summary(self) -> dict:
         """The numbers `toycode target` prints."""
-        return {"log_z": self.log_z, "reward_mean": self.reward_mean,
-                "kl_to_base": self.kl_to_base, "mode_weights": self.mode_weights.tolist()}
+        return {
+            "log_z": self.log_z,
+            "reward_mean": self.reward_mean,
+            "kl_to_base": self.kl_to_base,
+            "mode_weights": self.mode_weights.tolist(),
+        }
 
 
 class MixtureTarget(Target):
@@ -109,7 +113,7 @@ class MixtureTarget(Target):
 
     def _pair(self, level: NoiseLevel | float):
         key = NoiseLevel.of(level)
-        if key not in self._noised:   # memo of immutable values: one Cholesky per noise level
+        if key not in self._noised:  # memo of immutable values: one Cholesky per noise level
             self._noised[key] = (self.mixture.noised(key), self.prior.noised(key))
         return self._noised[key]
 
@@ -120,7 +124,7 @@ class MixtureTarget(Target):
 
 def _log_ndtr_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """log(Φ(a) − Φ(b)) for a > b, accurate in both tails."""
-    flip = b > 0                           # Φ(a) − Φ(b) = Φ(−b) − Φ(−a): keep both arguments ≤ ~0
+    flip = b > 0  # Φ(a) − Φ(b) = Φ(−b) − Φ(−a): keep both arguments ≤ ~0
     hi = torch.where(flip, -b, a)
     lo = torch.where(flip, -a, b)
     la, lb = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
@@ -140,16 +144,24 @@ class GridTarget(Target):
     discontinuity of r, late in the process, the interpolation smooths the step.
     """
 
-    def __init__(self, prior: GaussianMixture, reward: Reward, lam: float, *,
-                 resolution: int = 601, query_resolution: int = 301, supersample: int = 4,
-                 extent: float | None = None):
+    def __init__(
+        self,
+        prior: GaussianMixture,
+        reward: Reward,
+        lam: float,
+        *,
+        resolution: int = 601,
+        query_resolution: int = 301,
+        supersample: int = 4,
+        extent: float | None = None,
+    ):
         if prior.dim != 2:
             raise ValueError(f"a grid target needs a 2-D prior, got dimension {prior.dim}")
         check_range("resolution", resolution, 16, 4096)
         check_range("query_resolution", query_resolution, 16, 4096)
         check_range("supersample", supersample, 1, 16)
         self.prior, self.reward, self.lam = prior, reward, float(lam)
-        if extent is None:   # half-width covering every component to 7 standard deviations
+        if extent is None:  # half-width covering every component to 7 standard deviations
             sd = prior.covs.diagonal(dim1=-2, dim2=-1).sqrt()
             extent = float((prior.means.abs() + 7 * sd).max())
         self.extent = extent
@@ -160,10 +172,10 @@ class GridTarget(Target):
         log_p = prior.log_prob(pts)
         sub = (torch.arange(supersample, dtype=_F64) + 0.5) / supersample - 0.5
         offsets = torch.stack(torch.meshgrid(sub, sub, indexing="ij"), -1).reshape(-1, 2) * self.h
-        r_sub = torch.stack([reward(pts + o).to(_F64) for o in offsets], 1)      # (G², s²)
+        r_sub = torch.stack([reward(pts + o).to(_F64) for o in offsets], 1)  # (G², s²)
         log_tilt_cell = torch.logsumexp(lam * r_sub, 1) - math.log(len(offsets))
         tilt_weights = torch.softmax(lam * r_sub, 1)
-        self.base_mass = torch.softmax(log_p, 0)                                 # Σ = 1
+        self.base_mass = torch.softmax(log_p, 0)  # Σ = 1
         log_t = log_p + log_tilt_cell
         self.log_z = float(torch.logsumexp(log_t, 0) - torch.logsumexp(log_p, 0))
         self.mass = torch.softmax(log_t, 0)
@@ -178,8 +190,10 @@ class GridTarget(Target):
         """Exact samples by rejection from the prior (acceptance e^{λ(r − r_max)})."""
         accept_rate = math.exp(self.log_z - self.lam * self.r_max)
         if accept_rate < 1e-4:
-            raise ValueError(f"rejection sampling would accept {accept_rate:.1e} of proposals; "
-                             f"lam={self.lam} is too large for this reward")
+            raise ValueError(
+                f"rejection sampling would accept {accept_rate:.1e} of proposals; "
+                f"lam={self.lam} is too large for this reward"
+            )
         out, have = [], 0
         while have < n:
             m = int(1.2 * (n - have) / accept_rate) + 16
@@ -192,11 +206,11 @@ class GridTarget(Target):
 
     def _tilt_grid(self, level: NoiseLevel) -> torch.Tensor:
         key = level
-        if key not in self._tilt_grids:   # memo: one convolution per noise level
+        if key not in self._tilt_grids:  # memo: one convolution per noise level
             s, sigma = key.alpha, max(key.sigma, 1e-300)
             lo, hi = self.centers - self.h / 2, self.centers + self.h / 2
             y = self.query[:, None]
-            log_k = _log_ndtr_diff((y - s * lo) / sigma, (y - s * hi) / sigma)   # (Q, G)
+            log_k = _log_ndtr_diff((y - s * lo) / sigma, (y - s * hi) / sigma)  # (Q, G)
             # the row scale cancels in the ratio below
             k = (log_k - log_k.max(1, keepdim=True).values).exp().nan_to_num(0.0)
             g = len(self.centers)
@@ -220,19 +234,26 @@ def _bilinear(grid: torch.Tensor, axis: torch.Tensor, x: torch.Tensor) -> torch.
     f = u - i0
     a, b = i0[:, 0], i0[:, 1]
     fa, fb = f[:, 0], f[:, 1]
-    return ((1 - fa) * (1 - fb) * grid[a, b] + fa * (1 - fb) * grid[a + 1, b]
-            + (1 - fa) * fb * grid[a, b + 1] + fa * fb * grid[a + 1, b + 1])
+    return (
+        (1 - fa) * (1 - fb) * grid[a, b]
+        + fa * (1 - fb) * grid[a + 1, b]
+        + (1 - fa) * fb * grid[a, b + 1]
+        + fa * fb * grid[a + 1, b + 1]
+    )
 
 
 def exact_target(prior: GaussianMixture, reward: Reward, lam: float, **grid_options) -> Target:
     """The exact target: closed form for quadratic/linear rewards, quadrature otherwise (2-D)."""
     check_range("lam", lam, 0.0, None)
     if reward.dim is not None and reward.dim != prior.dim:
-        raise ValueError(f"reward dimension {reward.dim} does not match prior dimension "
-                         f"{prior.dim}")
+        raise ValueError(
+            f"reward dimension {reward.dim} does not match prior dimension {prior.dim}"
+        )
     if isinstance(reward, (Quadratic, Linear)):
         return MixtureTarget(prior, reward, lam)
     if prior.dim != 2:
-        raise ValueError(f"reward type {reward.to_dict()['type']!r} has no closed-form tilt; "
-                         f"its grid target needs d = 2, got d = {prior.dim}")
+        raise ValueError(
+            f"reward type {reward.to_dict()['type']!r} has no closed-form tilt; "
+            f"its grid target needs d = 2, got d = {prior.dim}"
+        )
     return GridTarget(prior, reward, lam, **grid_options)

@@ -21,8 +21,7 @@ import torch
 from ..utils.checks import check_range
 from .metrics import knn_entropy, mean_se
 
-__all__ = ["bon_kl", "bon_win_probability", "blockwise_kl_bound", "exact_best_of_n",
-           "knn_kl_bias"]
+__all__ = ["bon_kl", "bon_win_probability", "blockwise_kl_bound", "exact_best_of_n", "knn_kl_bias"]
 
 
 def bon_kl(num_candidates: int) -> float:
@@ -43,8 +42,9 @@ def blockwise_kl_bound(num_candidates: int, selections: int) -> float:
     return selections * bon_kl(num_candidates)
 
 
-def exact_best_of_n(prior, reward, n: int, num_candidates: int,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def exact_best_of_n(
+    prior, reward, n: int, num_candidates: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """n exact argmax best-of-N samples: N exact prior draws per output, the best kept."""
     check_range("n", n, 1, None)
     check_range("num_candidates", num_candidates, 1, None)
@@ -53,8 +53,14 @@ def exact_best_of_n(prior, reward, n: int, num_candidates: int,
     return x[torch.arange(n), best]
 
 
-def knn_kl_bias(prior, reward, n: int, num_candidates=(1, 2, 4, 16), replicates: int = 5,
-                generator: torch.Generator | None = None) -> list[dict]:
+def knn_kl_bias(
+    prior,
+    reward,
+    n: int,
+    num_candidates=(1, 2, 4, 16),
+    replicates: int = 5,
+    generator: torch.Generator | None = None,
+) -> list[dict]:
     """The k-NN estimate of KL(q_N‖p) on exact best-of-N samples of size n, against the exact
     log N − (N − 1)/N: mean and standard error over ``replicates`` samples, and the bias."""
     check_range("replicates", replicates, 2, None)
@@ -66,6 +72,7 @@ def knn_kl_bias(prior, reward, n: int, num_candidates=(1, 2, 4, 16), replicates:
             estimates.append(-knn_entropy(x) - float(prior.log_prob(x).mean()))
         mean, se = mean_se(estimates)
         exact = bon_kl(big_n)
-        rows.append({"N": big_n, "n": n, "exact": exact, "estimate": mean, "se": se,
-                     "bias": mean - exact})
+        rows.append(
+            {"N": big_n, "n": n, "exact": exact, "estimate": mean, "se": se, "bias": mean - exact}
+        )
     return rows

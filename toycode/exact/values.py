@@ -1,7 +1,7 @@
 """Values known exactly or by exact posterior draws, for the toy problems (no denoiser call).
 
-    ExactValue(target)        the exact soft value V_t of the tilted mixture
-    PosteriorValue(target, M) (1/λ) log mean e^{λ r(x0_m)} over M exact draws x0_m ~ p(x0 | x_t)
+ExactValue(target)        the exact soft value V_t of the tilted mixture
+PosteriorValue(target, M) (1/λ) log mean e^{λ r(x0_m)} over M exact draws x0_m ~ p(x0 | x_t)
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class PosteriorValue:
         self.target, self.samples = target, samples
 
     def __call__(self, ledger, backend, x, x0, i: int, generator=None) -> torch.Tensor:
-        draws = posterior_sample(self.target.prior, x, backend.process.level(i), self.samples,
-                                 generator)
+        draws = posterior_sample(
+            self.target.prior, x, backend.process.level(i), self.samples, generator
+        )
         rewards = ledger.reward(self.target.reward, draws.view(-1, draws.shape[-1]))
         return log_mean_exp(rewards.view(len(x), self.samples), self.target.lam)

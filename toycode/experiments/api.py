@@ -43,29 +43,45 @@ def _problem(problem: Problem | str | Path) -> Problem:
     return problem if isinstance(problem, Problem) else load_problem(problem)
 
 
-def make_toy_backend(problem: Problem | str | Path, backend: str | Path = "analytic", *,
-                 steps: int = 100, eta: float = 1.0, process: str = "vp") -> Backend:
-    """"analytic" (exact denoiser), "trained" (the committed MLP for this prior and process) or
+def make_toy_backend(
+    problem: Problem | str | Path,
+    backend: str | Path = "analytic",
+    *,
+    steps: int = 100,
+    eta: float = 1.0,
+    process: str = "vp",
+) -> Backend:
+    """ "analytic" (exact denoiser), "trained" (the committed MLP for this prior and process) or
     a .pt path, on ``steps`` DDIM(``eta``) steps of ``process`` ("vp": the linear
     variance-preserving schedule; "flow": rectified flow on diffusers' FlowMatchEuler grid)."""
     problem = _problem(problem)
     check_choice("process", process, PROCESSES)
     check_range("eta", eta, 0.0, 1.0)
     if str(backend) == "analytic":
-        return analytic_backend(problem.prior, Process.make(
-            steps, "flow" if process == "flow" else "linear", eta=eta))
+        return analytic_backend(
+            problem.prior, Process.make(steps, "flow" if process == "flow" else "linear", eta=eta)
+        )
     if str(backend) == "trained":
         path = find_mlp_checkpoint(problem.prior, process=process)
     else:
         path = Path(backend)
     if not path.is_file():
-        raise ValueError(f"backend must be 'analytic', 'trained' or a checkpoint path; "
-                         f"{str(backend)!r} is none of these")
+        raise ValueError(
+            f"backend must be 'analytic', 'trained' or a checkpoint path; "
+            f"{str(backend)!r} is none of these"
+        )
     return load_trained_backend(path, steps, eta, process=process)
 
 
-def make_value(problem: Problem | str | Path, value: str = "tweedie", *, lam: float | None = None,
-               process: str = "vp", value_samples: int = 4, lookahead_steps: int = 4):
+def make_value(
+    problem: Problem | str | Path,
+    value: str = "tweedie",
+    *,
+    lam: float | None = None,
+    process: str = "vp",
+    value_samples: int = 4,
+    lookahead_steps: int = 4,
+):
     """The value object (or "tweedie") a value name stands for on a toy problem: M =
     ``value_samples`` rollouts (lookahead) or posterior draws (posterior), k =
     ``lookahead_steps``. Every value is the soft value at ``lam`` (default the problem's λ), the
@@ -76,8 +92,10 @@ def make_value(problem: Problem | str | Path, value: str = "tweedie", *, lam: fl
     check_choice("value", value, VALUES)
     if lam is not None and lam != problem.lam:
         if value == "learned":
-            raise ValueError(f"the learned value of {problem.name!r} was trained at "
-                             f"lam={problem.lam:g}, not lam={lam:g}")
+            raise ValueError(
+                f"the learned value of {problem.name!r} was trained at "
+                f"lam={problem.lam:g}, not lam={lam:g}"
+            )
         problem = problem.with_lam(lam)
     if value != "tweedie" and not problem.lam > 0:
         raise ValueError(f"value={value!r} needs lam > 0, got {problem.lam}")
@@ -89,18 +107,38 @@ def make_value(problem: Problem | str | Path, value: str = "tweedie", *, lam: fl
         return PosteriorValue(problem.target, value_samples)
     if value == "learned":
         from ..training.learned_value import load_learned_value
+
         return load_learned_value(problem, process)
     return "tweedie"
 
 
-def sample(problem: Problem | str | Path, *, backend: str | Path | Backend = "analytic",
-           method: str = "code", num_candidates: int = 16, block_size: int | None = None,
-           selection: str | None = None, lam: float | None = None, value: str = "tweedie",
-           steps: int = 100, n: int = 1000, seed: int = 0, particles: int = 32,
-           ess_threshold: float = 0.5, scale: float | None = None, backward_steps: int = 0,
-           backward_lr: float = 0.1, recurrence: int = 1, progress: bool = False,
-           callback=None, process: str = "vp", eta: float = 1.0, value_samples: int = 4,
-           lookahead_steps: int = 4, options: dict | None = None) -> SampleResult:
+def sample(
+    problem: Problem | str | Path,
+    *,
+    backend: str | Path | Backend = "analytic",
+    method: str = "code",
+    num_candidates: int = 16,
+    block_size: int | None = None,
+    selection: str | None = None,
+    lam: float | None = None,
+    value: str = "tweedie",
+    steps: int = 100,
+    n: int = 1000,
+    seed: int = 0,
+    particles: int = 32,
+    ess_threshold: float = 0.5,
+    scale: float | None = None,
+    backward_steps: int = 0,
+    backward_lr: float = 0.1,
+    recurrence: int = 1,
+    progress: bool = False,
+    callback=None,
+    process: str = "vp",
+    eta: float = 1.0,
+    value_samples: int = 4,
+    lookahead_steps: int = 4,
+    options: dict | None = None,
+) -> SampleResult:
     """Sample a problem with a named method; ``lam`` and ``scale`` default to the problem's λ.
 
     A named ``backend`` is built by :func:`make_toy_backend` with ``steps``, ``eta`` and
@@ -119,21 +157,44 @@ def sample(problem: Problem | str | Path, *, backend: str | Path | Backend = "an
         check_range("steps", steps, 1, 1000)
         backend = make_toy_backend(problem, backend, steps=steps, eta=eta, process=process)
     # a backend passed in brings its own process: the learned value must match it
-    value_fn = make_value(problem, value, lam=lam, process=backend.process.kind,
-                          value_samples=value_samples, lookahead_steps=lookahead_steps)
-    settings = m.sampler_settings(backend.process.num_steps, num_candidates=num_candidates,
-                                  block_size=block_size, particles=particles,
-                                  ess_threshold=ess_threshold, selection=selection)
+    value_fn = make_value(
+        problem,
+        value,
+        lam=lam,
+        process=backend.process.kind,
+        value_samples=value_samples,
+        lookahead_steps=lookahead_steps,
+    )
+    settings = m.sampler_settings(
+        backend.process.num_steps,
+        num_candidates=num_candidates,
+        block_size=block_size,
+        particles=particles,
+        ess_threshold=ess_threshold,
+        selection=selection,
+    )
     scale = problem.lam if scale is None else scale
-    backend = m.wrap(backend, GuidanceInputs(problem.reward, scale, problem.target,
-                                             backward_steps, backward_lr, recurrence))
+    backend = m.wrap(
+        backend,
+        GuidanceInputs(
+            problem.reward, scale, problem.target, backward_steps, backward_lr, recurrence
+        ),
+    )
     result = m.run(
-        backend, problem.reward, n, lam=problem.lam if lam is None else lam,
-        value=value_fn, options=options,
-        generator=torch.Generator().manual_seed(seed), progress=progress, callback=callback,
-        **settings)
-    result.settings.update(method=method, seed=seed, value=value,
-                           backend=str(getattr(backend, "name", backend)))
+        backend,
+        problem.reward,
+        n,
+        lam=problem.lam if lam is None else lam,
+        value=value_fn,
+        options=options,
+        generator=torch.Generator().manual_seed(seed),
+        progress=progress,
+        callback=callback,
+        **settings,
+    )
+    result.settings.update(
+        method=method, seed=seed, value=value, backend=str(getattr(backend, "name", backend))
+    )
     if value in ("lookahead", "posterior"):
         result.settings.update(value_samples=value_samples)
     if value == "lookahead":
@@ -151,9 +212,24 @@ def target(problem: Problem | str | Path, n: int = 1000, seed: int = 0):
     return tg.sample(n, torch.Generator().manual_seed(seed)), tg.summary()
 
 
-def train(problem: Problem | str | Path, out: str | Path, *, steps: int = 8000, seed: int = 0,
-          progress: bool = True, process: str = "vp", **options) -> dict:
+def train(
+    problem: Problem | str | Path,
+    out: str | Path,
+    *,
+    steps: int = 8000,
+    seed: int = 0,
+    progress: bool = True,
+    process: str = "vp",
+    **options,
+) -> dict:
     """Train the MLP denoiser on the problem's prior under ``process`` ("vp": ε-prediction,
     "flow": rectified-flow velocity; see :func:`toycode.training.train.train_mlp`)."""
-    return train_mlp(_problem(problem).prior, out, steps=steps, seed=seed, progress=progress,
-                     process=process, **options)
+    return train_mlp(
+        _problem(problem).prior,
+        out,
+        steps=steps,
+        seed=seed,
+        progress=progress,
+        process=process,
+        **options,
+    )

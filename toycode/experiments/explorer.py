@@ -54,34 +54,46 @@ class Explorer:
     shown instead of a figure).
     """
 
-    def __init__(self, problem: Problem | str | Path, *, n: int = 256, steps: int = 50,
-                 method: str = "code", num_candidates: int = 16, block_size: int = 10,
-                 selection: str = "softmax", seed: int = 0, extent: float = 4.0):
+    def __init__(
+        self,
+        problem: Problem | str | Path,
+        *,
+        n: int = 256,
+        steps: int = 50,
+        method: str = "code",
+        num_candidates: int = 16,
+        block_size: int = 10,
+        selection: str = "softmax",
+        seed: int = 0,
+        extent: float = 4.0,
+    ):
         self.problem = problem if isinstance(problem, Problem) else load_problem(problem)
         self.n, self.extent = n, extent
         self._references: dict[float, tuple] = {}
         lam = float(self.problem.lam) if self.problem.lam > 0 else 1.0
         self.controls = {
-            "method": widgets.Dropdown(options=method_names(), value=method,
-                                       description="method"),
-            "N": widgets.SelectionSlider(options=CANDIDATES, value=num_candidates,
-                                         description="N"),
+            "method": widgets.Dropdown(options=method_names(), value=method, description="method"),
+            "N": widgets.SelectionSlider(options=CANDIDATES, value=num_candidates, description="N"),
             "B": widgets.IntSlider(value=block_size, min=1, max=max(STEPS), description="B"),
-            "lam": widgets.FloatSlider(value=lam, min=0.0, max=8.0, step=0.25,
-                                       description="λ"),
-            "selection": widgets.Dropdown(options=[METHOD_DEFAULT, *SELECTIONS],
-                                          value=selection, description="selection"),
-            "value": widgets.ToggleButtons(options=["tweedie", "exact"], value="tweedie",
-                                           description="value"),
+            "lam": widgets.FloatSlider(value=lam, min=0.0, max=8.0, step=0.25, description="λ"),
+            "selection": widgets.Dropdown(
+                options=[METHOD_DEFAULT, *SELECTIONS], value=selection, description="selection"
+            ),
+            "value": widgets.ToggleButtons(
+                options=["tweedie", "exact"], value="tweedie", description="value"
+            ),
             "steps": widgets.SelectionSlider(options=STEPS, value=steps, description="T"),
-            "seed": widgets.BoundedIntText(value=seed, min=0, max=2**31 - 1,
-                                           description="seed"),
+            "seed": widgets.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed"),
         }
         self.image = widgets.Image(format="png")
         self.stats = widgets.HTML()
         self.message = widgets.HTML()
-        self.widget = widgets.HBox([widgets.VBox(list(self.controls.values())),
-                                    widgets.VBox([self.image, self.stats, self.message])])
+        self.widget = widgets.HBox(
+            [
+                widgets.VBox(list(self.controls.values())),
+                widgets.VBox([self.image, self.stats, self.message]),
+            ]
+        )
         self.last: dict = {}
         self._held = False
         for control in self.controls.values():
@@ -91,10 +103,16 @@ class Explorer:
     def settings(self) -> dict:
         """The current widget values, as ``api.sample`` keywords plus ``lam``."""
         c = {k: w.value for k, w in self.controls.items()}
-        return {"method": c["method"], "num_candidates": c["N"], "block_size": c["B"],
-                "lam": float(c["lam"]),
-                "selection": None if c["selection"] == METHOD_DEFAULT else c["selection"],
-                "value": c["value"], "steps": c["steps"], "seed": int(c["seed"])}
+        return {
+            "method": c["method"],
+            "num_candidates": c["N"],
+            "block_size": c["B"],
+            "lam": float(c["lam"]),
+            "selection": None if c["selection"] == METHOD_DEFAULT else c["selection"],
+            "value": c["value"],
+            "steps": c["steps"],
+            "seed": int(c["seed"]),
+        }
 
     def set(self, **values) -> dict:
         """Set several controls by name (as in ``controls``) and redraw once; returns ``last``."""
@@ -131,25 +149,48 @@ class Explorer:
         s = self.settings()
         try:
             problem, target, exact, grid = self._reference(s["lam"])
-            res = api.sample(problem, method=s["method"], num_candidates=s["num_candidates"],
-                             block_size=s["block_size"], selection=s["selection"],
-                             value=s["value"], steps=s["steps"], n=self.n, seed=s["seed"])
+            res = api.sample(
+                problem,
+                method=s["method"],
+                num_candidates=s["num_candidates"],
+                block_size=s["block_size"],
+                selection=s["selection"],
+                value=s["value"],
+                steps=s["steps"],
+                n=self.n,
+                seed=s["seed"],
+            )
             m = exact.evaluate(res.samples, res.rewards, target)
         except (ValueError, RuntimeError) as err:
             # the sampler's errors are one line naming the setting; show it, keep the widget
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             self.message.value = f"<span style='color:#b00020'>error: {html.escape(first)}</span>"
             self.stats.value = ""
-            self.last = {"error": first, "settings": s, "nfe": None, "reward": None,
-                         "mmd_floor": None, "figure": None, "png": None}
+            self.last = {
+                "error": first,
+                "settings": s,
+                "nfe": None,
+                "reward": None,
+                "mmd_floor": None,
+                "figure": None,
+                "png": None,
+            }
             return self.last
         fig = self._draw(problem, res.samples, grid, {**s, **res.settings})
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=80)
-        self.last = {"error": None, "settings": s, "nfe": res.nfe_per_sample,
-                     "reward": m["reward_mean"], "reward_se": m["reward_se"],
-                     "exact_reward": target.reward_mean, "mmd2": m["mmd2"],
-                     "mmd_floor": m["mmd2"] / exact.floor, "figure": fig, "png": buffer.getvalue()}
+        self.last = {
+            "error": None,
+            "settings": s,
+            "nfe": res.nfe_per_sample,
+            "reward": m["reward_mean"],
+            "reward_se": m["reward_se"],
+            "exact_reward": target.reward_mean,
+            "mmd2": m["mmd2"],
+            "mmd_floor": m["mmd2"] / exact.floor,
+            "figure": fig,
+            "png": buffer.getvalue(),
+        }
         self.image.value = self.last["png"]
         self.message.value = ""
         self.stats.value = self._table()
@@ -170,21 +211,27 @@ class Explorer:
         # the sampler's own settings: best-of-N has B = T and SMC K particles whatever the
         # sliders say
         knobs = f"K={s['particles']}" if s.get("particles", 1) > 1 else f"N={s['num_candidates']}"
-        ax.set_title(f"{problem.name}, λ = {s['lam']:g}: {s['method']} ({knobs}, "
-                     f"B={s['block_size']}, T={s['steps']})\nsamples over contours of exact p*",
-                     fontsize=8)
+        ax.set_title(
+            f"{problem.name}, λ = {s['lam']:g}: {s['method']} ({knobs}, "
+            f"B={s['block_size']}, T={s['steps']})\nsamples over contours of exact p*",
+            fontsize=8,
+        )
         fig.tight_layout()
         return fig
 
     def _table(self) -> str:
         x = self.last
-        rows = [("reward ± s.e.", f"{x['reward']:.3f} ± {x['reward_se']:.3f}",
-                 f"{x['exact_reward']:.3f}"),
-                ("MMD² / floor", f"{x['mmd_floor']:.1f}", "1"),
-                ("NFE / sample", f"{x['nfe']:.0f}", "")]
+        rows = [
+            (
+                "reward ± s.e.",
+                f"{x['reward']:.3f} ± {x['reward_se']:.3f}",
+                f"{x['exact_reward']:.3f}",
+            ),
+            ("MMD² / floor", f"{x['mmd_floor']:.1f}", "1"),
+            ("NFE / sample", f"{x['nfe']:.0f}", ""),
+        ]
         body = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
-        return ("<table><tr><th></th><th>samples</th><th>exact p*</th></tr>"
-                f"{body}</table>")
+        return f"<table><tr><th></th><th>samples</th><th>exact p*</th></tr>{body}</table>"
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

@@ -11,9 +11,19 @@ import torch
 from ..exact.problems import Problem
 from ..utils.io import atomic_write
 
-__all__ = ["plot_value_errors", "density_grid", "exact_frontier", "plot_samples_sheet",
-           "plot_tradeoff", "plot_dimension_sweep", "plot_sweep", "plot_genealogy",
-           "SWEEP_KINDS", "SD_SWEEP_KINDS", "save"]
+__all__ = [
+    "plot_value_errors",
+    "density_grid",
+    "exact_frontier",
+    "plot_samples_sheet",
+    "plot_tradeoff",
+    "plot_dimension_sweep",
+    "plot_sweep",
+    "plot_genealogy",
+    "SWEEP_KINDS",
+    "SD_SWEEP_KINDS",
+    "save",
+]
 
 
 def save(fig, path: str | Path) -> Path:
@@ -42,11 +52,12 @@ def exact_frontier(problem: Problem, lams=None) -> tuple[np.ndarray, np.ndarray,
     return np.asarray(lams), np.asarray(kl), np.asarray(reward)
 
 
-def _panel(ax, title, xs=None, ys=None, image=None, points=None, contour=None, extent=4.5,
-           cmap="viridis"):
+def _panel(
+    ax, title, xs=None, ys=None, image=None, points=None, contour=None, extent=4.5, cmap="viridis"
+):
     if image is not None:
         ax.pcolormesh(xs, ys, image, cmap=cmap, shading="auto")
-    if contour is not None:   # the exact target, for judging samples by eye
+    if contour is not None:  # the exact target, for judging samples by eye
         ax.contour(xs, ys, contour, levels=6, colors="0.55", linewidths=0.6)
     if points is not None:
         p = np.asarray(points)
@@ -59,8 +70,14 @@ def _panel(ax, title, xs=None, ys=None, image=None, points=None, contour=None, e
     ax.set_title(title, fontsize=8)
 
 
-def plot_samples_sheet(problem: Problem, exact: torch.Tensor, runs: list[tuple[str, torch.Tensor]],
-                       columns: int = 6, extent: float = 4.0, note: str = ""):
+def plot_samples_sheet(
+    problem: Problem,
+    exact: torch.Tensor,
+    runs: list[tuple[str, torch.Tensor]],
+    columns: int = 6,
+    extent: float = 4.0,
+    note: str = "",
+):
     """Prior, reward, exact target and every run's samples on one sheet (``note`` is appended
     to the title, e.g. the process)."""
     target = problem.target
@@ -70,8 +87,15 @@ def plot_samples_sheet(problem: Problem, exact: torch.Tensor, runs: list[tuple[s
     xs, ys, prior = density_grid(lambda x: problem.prior.log_prob(x).exp(), extent)
     _panel(axes[0, 0], "prior p", xs, ys, prior, extent=extent)
     _, _, rew = density_grid(lambda x: problem.reward(x), extent)
-    _panel(axes[0, 1], f"reward r ({problem.reward.to_dict()['type']})", xs, ys, rew,
-           extent=extent, cmap="magma")
+    _panel(
+        axes[0, 1],
+        f"reward r ({problem.reward.to_dict()['type']})",
+        xs,
+        ys,
+        rew,
+        extent=extent,
+        cmap="magma",
+    )
     _, _, tgt = density_grid(lambda x: target.log_prob(x).exp(), extent)
     _panel(axes[0, 2], f"exact p* (λ={problem.lam:g})", xs, ys, tgt, extent=extent)
     _panel(axes[0, 3], "exact samples of p*", xs, ys, points=exact, contour=tgt, extent=extent)
@@ -80,10 +104,11 @@ def plot_samples_sheet(problem: Problem, exact: torch.Tensor, runs: list[tuple[s
     for k, (label, pts) in enumerate(runs):
         ax = axes[1 + k // columns, k % columns]
         _panel(ax, label, xs, ys, points=pts, contour=tgt, extent=extent)
-    for ax in axes.flat[columns + len(runs):]:
+    for ax in axes.flat[columns + len(runs) :]:
         ax.axis("off")
-    fig.suptitle(f"{problem.name}: samples (blue) over contours of the exact target p*{note}",
-                 fontsize=10)
+    fig.suptitle(
+        f"{problem.name}: samples (blue) over contours of the exact target p*{note}", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
@@ -97,9 +122,16 @@ def plot_tradeoff(problem: Problem, points: list[dict], title: str | None = None
     ax.plot([t.kl_to_base], [t.reward_mean], "k*", ms=12, label=f"exact p* at λ={problem.lam:g}")
     markers = {"analytic": "o", "trained": "s"}
     for p in points:
-        ax.errorbar(p["kl_to_base"], p["reward_mean"], yerr=2 * p["reward_se"],
-                    fmt=markers.get(p.get("backend"), "o"), ms=5, capsize=2,
-                    color=p.get("color"), label=p["label"])
+        ax.errorbar(
+            p["kl_to_base"],
+            p["reward_mean"],
+            yerr=2 * p["reward_se"],
+            fmt=markers.get(p.get("backend"), "o"),
+            ms=5,
+            capsize=2,
+            color=p.get("color"),
+            label=p["label"],
+        )
     ax.set_xlabel("KL(q‖p): divergence from the base model (k-NN estimate for samplers)")
     ax.set_ylabel("mean reward (±2 s.e.)")
     ax.set_xlim(left=min(-0.1, min(p["kl_to_base"] for p in points) - 0.1))
@@ -117,9 +149,15 @@ def plot_dimension_sweep(rows: list[dict]):
         sel = [r for r in rows if r["method"] == method]
         d = [r["d"] for r in sel]
         gap = [r["exact_reward"] - r["base_reward"] for r in sel]
-        axes[0].errorbar(d, [100 * r["tilt_achieved"] for r in sel],
-                         yerr=[200 * r["reward_se"] / g for r, g in zip(sel, gap)], marker="o",
-                         capsize=3, color=f"C{i}", label=f"{method} (NFE {sel[0]['nfe']:.0f})")
+        axes[0].errorbar(
+            d,
+            [100 * r["tilt_achieved"] for r in sel],
+            yerr=[200 * r["reward_se"] / g for r, g in zip(sel, gap)],
+            marker="o",
+            capsize=3,
+            color=f"C{i}",
+            label=f"{method} (NFE {sel[0]['nfe']:.0f})",
+        )
         axes[1].plot(d, [r["mode_tv"] for r in sel], marker="o", color=f"C{i}", label=method)
     axes[0].axhline(100, color="k", lw=1, label="exact target")
     axes[0].set_ylabel("reward tilt reached, % of exact (±2 s.e.)")
@@ -129,8 +167,9 @@ def plot_dimension_sweep(rows: list[dict]):
         ax.set_xlabel("dimension d (top-d principal axes of MNIST)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("MNIST mixture, exact tilted targets: equal NFE as the dimension grows",
-                 fontsize=10)
+    fig.suptitle(
+        "MNIST mixture, exact tilted targets: equal NFE as the dimension grows", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
@@ -163,8 +202,12 @@ SWEEP_KINDS = {
 
 SD_SWEEP_KINDS = {
     "reward-nfe": ("nfe", "reward", "UNet calls per image (NFE)", "mean reward"),
-    "reward-fidelity": ("fidelity", "reward", "prompt fidelity (mean CLIP text–image cosine)",
-                        "mean reward"),
+    "reward-fidelity": (
+        "fidelity",
+        "reward",
+        "prompt fidelity (mean CLIP text–image cosine)",
+        "mean reward",
+    ),
 }
 """The kinds of an sd-sweep table (one image per row), averaged over prompts × seeds."""
 
@@ -186,12 +229,19 @@ def plot_sweep(rows: list[dict], kind: str, problem: Problem | None = None):
         ax.plot(kl, reward, "k-", lw=1.5, label="exact frontier")
     for i, (method, pts) in enumerate(sorted(_aggregate(finite, y, x).items())):
         xs, ys, se, st = zip(*pts)
-        ax.errorbar(xs, ys, yerr=2 * np.array(se), marker="o", ms=4, capsize=2,
-                    color=f"C{i}", label=method)
+        ax.errorbar(
+            xs, ys, yerr=2 * np.array(se), marker="o", ms=4, capsize=2, color=f"C{i}", label=method
+        )
         if len(pts) <= 6:
             for px, py, s in zip(xs, ys, st):
-                ax.annotate(_label(s), (px, py), fontsize=5.5, alpha=0.7,
-                            xytext=(3, 3), textcoords="offset points")
+                ax.annotate(
+                    _label(s),
+                    (px, py),
+                    fontsize=5.5,
+                    alpha=0.7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
     if kind == "distance-nfe":
         ax.axhline(1.0, color="k", lw=1, ls="--", label="noise floor (exact sampler)")
         ax.set_yscale("log")
@@ -213,12 +263,18 @@ def plot_sweep(rows: list[dict], kind: str, problem: Problem | None = None):
 def plot_genealogy(blocks: list[dict], sample: int = 0):
     """ESS of every CoDe selection, and one sample's candidates and survivors block by block."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    ess = np.array([b["ess"].numpy() for b in blocks])            # (blocks, n)
+    ess = np.array([b["ess"].numpy() for b in blocks])  # (blocks, n)
     n_cand = blocks[0]["weights"].shape[1]
     ends = [b["j"] for b in blocks]
     axes[0].plot(ends, ess.mean(1), "o-", color="C0", label="mean over samples")
-    axes[0].fill_between(ends, np.percentile(ess, 10, 1), np.percentile(ess, 90, 1),
-                         color="C0", alpha=0.2, label="10–90 %")
+    axes[0].fill_between(
+        ends,
+        np.percentile(ess, 10, 1),
+        np.percentile(ess, 90, 1),
+        color="C0",
+        alpha=0.2,
+        label="10–90 %",
+    )
     axes[0].set_ylim(0, n_cand * 1.05)
     axes[0].set_xlabel("block end (grid index)")
     axes[0].set_ylabel(f"ESS of the selection weights (of N = {n_cand})")
@@ -231,8 +287,9 @@ def plot_genealogy(blocks: list[dict], sample: int = 0):
         axes[1].scatter([b["j"]], [v[kept]], s=40, facecolors="none", edgecolors="C3", lw=1.5)
     axes[1].set_xlabel("block end (grid index)")
     axes[1].set_ylabel("candidate value (size ∝ selection weight)")
-    axes[1].set_title(f"sample {sample}: the {n_cand} candidates of each block, survivor "
-                      f"circled", fontsize=9)
+    axes[1].set_title(
+        f"sample {sample}: the {n_cand} candidates of each block, survivor circled", fontsize=9
+    )
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -247,8 +304,11 @@ def plot_value_errors(rows: list[dict], title: str = ""):
     names = list(dict.fromkeys(r["estimator"] for r in done))
     for ax, under in zip(axes, ("p_t", "p*_t")):
         for k, name in enumerate(names):
-            pts = sorted((r["t"], r["rmse"], abs(r["bias"])) for r in done
-                         if r["estimator"] == name and r["under"] == under)
+            pts = sorted(
+                (r["t"], r["rmse"], abs(r["bias"]))
+                for r in done
+                if r["estimator"] == name and r["under"] == under
+            )
             s, rmse, bias = (np.array(v) for v in zip(*pts))
             ax.plot(s, rmse, "-o", ms=3, color=f"C{k}", label=name)
             ax.plot(s, bias, ":", color=f"C{k}")

@@ -22,7 +22,7 @@ __all__ = ["ResultsTable"]
 
 try:
     import fcntl
-except ImportError:   # pragma: no cover - Windows
+except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 
@@ -54,6 +54,7 @@ class ResultsTable:
 
     def rows(self) -> list[dict]:
         from .tradeoff import read_results
+
         return read_results(self.folder)
 
     def done(self) -> set:
@@ -65,10 +66,11 @@ class ResultsTable:
         "sweep"). Everything is checked before anything is written, and checked again under the
         lock, since another process may be claiming the folder at the same moment."""
         from ..utils.io import atomic_write
+
         path = self.folder / name
-        config = json.loads(json.dumps(config))   # as it reads back: tuples are lists
+        config = json.loads(json.dumps(config))  # as it reads back: tuples are lists
         self._refuse_other(self._held(path, what), config, what)
-        self.rows()   # refuses a table that is not ours, naming the line
+        self.rows()  # refuses a table that is not ours, naming the line
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / "results.lock", "ab") as f, locked(f):
             held = self._held(path, what)
@@ -85,8 +87,10 @@ class ResultsTable:
         except (json.JSONDecodeError, UnicodeDecodeError):
             held = None
         if not isinstance(held, dict):
-            raise ValueError(f"{path} is not a {what} configuration (not a JSON object); the "
-                             f"folder is not a {what}'s: use another --out")
+            raise ValueError(
+                f"{path} is not a {what} configuration (not a JSON object); the "
+                f"folder is not a {what}'s: use another --out"
+            )
         return held
 
     def _refuse_other(self, held: dict | None, config: dict, what: str) -> None:
@@ -94,14 +98,17 @@ class ResultsTable:
             return
         differ = sorted(k for k in set(held) | set(config) if held.get(k) != config.get(k))
         if differ:
-            raise ValueError(f"{self.folder} holds a {what} run with other "
-                             + ", ".join(f"{k}={held.get(k)!r}" for k in differ)
-                             + "; resume it with the same options or use another --out")
+            raise ValueError(
+                f"{self.folder} holds a {what} run with other "
+                + ", ".join(f"{k}={held.get(k)!r}" for k in differ)
+                + "; resume it with the same options or use another --out"
+            )
 
     def append(self, row: dict) -> None:
         """Append one strict-JSON row under the table's lock, first cutting a line torn by a
         killed writer, and make it durable."""
         from .tradeoff import append_row, drop_torn_tail
+
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.path, "ab") as f, locked(f):
             drop_torn_tail(self.path)

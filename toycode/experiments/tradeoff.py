@@ -37,8 +37,17 @@ from ..utils.checks import check_choice
 from . import api
 from .results import ResultsTable
 
-__all__ = ["parse_grid", "expand", "run_sweep", "read_results", "load", "dumps_row",
-           "append_row", "drop_torn_tail", "KNOBS"]
+__all__ = [
+    "parse_grid",
+    "expand",
+    "run_sweep",
+    "read_results",
+    "load",
+    "dumps_row",
+    "append_row",
+    "drop_torn_tail",
+    "KNOBS",
+]
 
 _INTS = {"N", "B", "K", "T", "M", "k", "W"}
 
@@ -70,8 +79,7 @@ def expand(methods, grid: dict[str, list]) -> list[tuple[str, dict]]:
 
 
 def _key(row: dict) -> str:
-    return json.dumps([row["problem"], row["method"], row["settings"], row["seed"]],
-                      sort_keys=True)
+    return json.dumps([row["problem"], row["method"], row["settings"], row["seed"]], sort_keys=True)
 
 
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
@@ -79,11 +87,11 @@ _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 def dumps_row(row: dict) -> str:
     """One strict-JSON line: non-finite numbers become null, recorded in ``nonfinite``."""
-    nonfinite = {k: repr(v) for k, v in row.items()
-                 if isinstance(v, float) and not math.isfinite(v)}
+    nonfinite = {
+        k: repr(v) for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)
+    }
     if nonfinite:
-        row = {**{k: None if k in nonfinite else v for k, v in row.items()},
-               "nonfinite": nonfinite}
+        row = {**{k: None if k in nonfinite else v for k, v in row.items()}, "nonfinite": nonfinite}
     return json.dumps(row, allow_nan=False)
 
 
@@ -107,7 +115,7 @@ def read_results(folder: str | Path) -> list[dict]:
         return []
     text = path.read_text(errors="replace")
     lines = text.split("\n")
-    torn = lines.pop() if lines else ""   # "" after a final newline, else the torn tail
+    torn = lines.pop() if lines else ""  # "" after a final newline, else the torn tail
     rows = []
     for number, line in enumerate(lines + ([torn] if torn else []), 1):
         try:
@@ -115,12 +123,14 @@ def read_results(folder: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             if torn and number == len(lines) + 1:
                 continue
-            raise ValueError(f"{path}, line {number}: not a toycode results row (not JSON); "
-                             f"use another folder") from None
+            raise ValueError(
+                f"{path}, line {number}: not a toycode results row (not JSON); use another folder"
+            ) from None
         if not isinstance(row, dict) or not all(k in row for k in ROW_KEYS):
             what = "not an object" if not isinstance(row, dict) else "no method or seed"
-            raise ValueError(f"{path}, line {number}: not a toycode results row ({what}); "
-                             f"use another folder")
+            raise ValueError(
+                f"{path}, line {number}: not a toycode results row ({what}); use another folder"
+            )
         rows.append(_restore(_renamed(row)))
     return rows
 
@@ -139,18 +149,19 @@ def load(folder: str | Path):
     try:
         import pandas as pd
     except ImportError:
-        raise ImportError("toycode.experiments.tradeoff.load needs pandas: "
-                          "pip install -e '.[tables]'") from None
+        raise ImportError(
+            "toycode.experiments.tradeoff.load needs pandas: pip install -e '.[tables]'"
+        ) from None
     rows = read_results(folder)
     if not rows:
         raise ValueError(f"no results in {Path(folder) / 'results.jsonl'}")
     table = pd.DataFrame(rows)
     knobs = pd.DataFrame([r["settings"] for r in rows], index=table.index)
     order = [k for k in KNOBS if k in knobs.columns]
-    for k in _INTS & set(order):   # integer knobs stay integers where a method lacks them
+    for k in _INTS & set(order):  # integer knobs stay integers where a method lacks them
         knobs[k] = knobs[k].astype("Int64")
     at = table.columns.get_loc("settings")
-    return pd.concat([table.iloc[:, :at], knobs[order], table.iloc[:, at + 1:]], axis=1)
+    return pd.concat([table.iloc[:, :at], knobs[order], table.iloc[:, at + 1 :]], axis=1)
 
 
 def append_row(f, row: dict) -> None:
@@ -167,12 +178,22 @@ def drop_torn_tail(path: Path) -> None:
     if path.exists():
         data = path.read_bytes()
         if data and not data.endswith(b"\n"):
-            path.write_bytes(data[:data.rfind(b"\n") + 1])
+            path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
-def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
-              out: str | Path = "results", n: int = 512, selection: str = "softmax",
-              progress: bool = True, process: str = "vp", value: str = "tweedie") -> list[dict]:
+def run_sweep(
+    problem: str,
+    methods,
+    grid: dict[str, list],
+    *,
+    seeds: int = 5,
+    out: str | Path = "results",
+    n: int = 512,
+    selection: str = "softmax",
+    progress: bool = True,
+    process: str = "vp",
+    value: str = "tweedie",
+) -> list[dict]:
     """Run every (method, settings, seed) not yet in ``out/results.jsonl``; return all rows.
 
     ``process`` ("vp" | "flow") is the analytic backend's; a flow row records it as
@@ -184,39 +205,62 @@ def run_sweep(problem: str, methods, grid: dict[str, list], *, seeds: int = 5,
     prob = load_problem(problem)
     # a row is done for this run when its problem, method, settings, seed, process and value
     # match; the table is read (and refused if not ours) before anything is written
-    table = ResultsTable(out, key=lambda r: (_key(r), r.get("process", "vp"),
-                                             r.get("value", "tweedie")))
+    table = ResultsTable(
+        out, key=lambda r: (_key(r), r.get("process", "vp"), r.get("value", "tweedie"))
+    )
     done = table.done()
     jobs = [(m, s, seed) for m, s in expand(methods, grid) for seed in range(seeds)]
 
     def job_key(job):
-        return (_key({"problem": prob.name, "method": job[0], "settings": job[1],
-                      "seed": job[2]}), process, value)
+        return (
+            _key({"problem": prob.name, "method": job[0], "settings": job[1], "seed": job[2]}),
+            process,
+            value,
+        )
 
     todo = [j for j in jobs if job_key(j) not in done]
     target = prob.target
     if todo:
         exact = ExactReference.of_target(target, n, torch.Generator().manual_seed(12345))
-        for method, settings, seed in tqdm(table.claimed(todo, job_key), total=len(todo),
-                                           desc=f"sweep {prob.name}", disable=not progress):
+        for method, settings, seed in tqdm(
+            table.claimed(todo, job_key),
+            total=len(todo),
+            desc=f"sweep {prob.name}",
+            disable=not progress,
+        ):
             kwargs = {KNOBS[k]: v for k, v in settings.items()}
             record = get_method(method)
             if record.selection is not None and not record.uses_particles:
-                kwargs.setdefault("selection", selection)   # SMC keeps its own (systematic)
+                kwargs.setdefault("selection", selection)  # SMC keeps its own (systematic)
             start = time.perf_counter()
-            res = api.sample(prob, method=method, n=n, seed=seed, process=process, value=value,
-                             **kwargs)
+            res = api.sample(
+                prob, method=method, n=n, seed=seed, process=process, value=value, **kwargs
+            )
             wall = time.perf_counter() - start
             m = exact.evaluate(res.samples, res.rewards, target)
-            row = {"problem": prob.name, "method": method, "settings": settings, "seed": seed,
-                   "n": n, "nfe": res.nfe_per_sample, "reward_calls": res.reward_calls / n,
-                   "reward_grads": res.reward_grads / n, "reward_mean": m["reward_mean"],
-                   "reward_se": m["reward_se"], "mmd2": m["mmd2"],
-                   "mmd2_floor": exact.floor, "distance": m["mmd2"] / exact.floor,
-                   "kl_to_target": m["kl_to_target"], "kl_to_base": m["kl_to_base"],
-                   "mode_tv": m["mode_tv"], "distinct": m["distinct"], "wall_s": wall,
-                   "exact_reward": target.reward_mean, "exact_kl": target.kl_to_base}
-            if process != "vp":   # VP rows keep the format they always had
+            row = {
+                "problem": prob.name,
+                "method": method,
+                "settings": settings,
+                "seed": seed,
+                "n": n,
+                "nfe": res.nfe_per_sample,
+                "reward_calls": res.reward_calls / n,
+                "reward_grads": res.reward_grads / n,
+                "reward_mean": m["reward_mean"],
+                "reward_se": m["reward_se"],
+                "mmd2": m["mmd2"],
+                "mmd2_floor": exact.floor,
+                "distance": m["mmd2"] / exact.floor,
+                "kl_to_target": m["kl_to_target"],
+                "kl_to_base": m["kl_to_base"],
+                "mode_tv": m["mode_tv"],
+                "distinct": m["distinct"],
+                "wall_s": wall,
+                "exact_reward": target.reward_mean,
+                "exact_kl": target.kl_to_base,
+            }
+            if process != "vp":  # VP rows keep the format they always had
                 row["process"] = process
             if value != "tweedie":
                 row["value"] = value

@@ -49,9 +49,21 @@ from ..exact.reference import ExactReference
 from ..experiments.results import ResultsTable
 from ..experiments.tradeoff import read_results
 
-__all__ = ["Bench", "Size", "SIZES", "BENCHES", "VARIANTS", "make_bench", "entries",
-           "one_per_population", "run_row", "run_leaderboard", "summary", "table",
-           "plot_leaderboard"]
+__all__ = [
+    "Bench",
+    "Size",
+    "SIZES",
+    "BENCHES",
+    "VARIANTS",
+    "make_bench",
+    "entries",
+    "one_per_population",
+    "run_row",
+    "run_leaderboard",
+    "summary",
+    "table",
+    "plot_leaderboard",
+]
 
 _SAMPLER_KEYS = ("num_candidates", "block_size", "particles", "ess_threshold", "selection")
 
@@ -67,7 +79,7 @@ class Bench:
     lam: float
     score: Callable[[torch.Tensor, torch.Tensor], dict]
     distance: str
-    target: object = None      # exact target (exact guidance); None where there is none
+    target: object = None  # exact target (exact guidance); None where there is none
     info: dict = field(default_factory=dict)
 
     @property
@@ -86,12 +98,16 @@ class Size:
 
 
 SIZES = {
-    "default": {"toy": Size(50, 512, (1, 4, 16, 32), 3),
-                "mnist-class": Size(10, 32, (1, 4, 16), 2),
-                "mnist-gmm": Size(10, 32, (1, 4, 16), 1)},
-    "fast": {"toy": Size(6, 64, (1, 4), 1),
-             "mnist-class": Size(4, 16, (1, 2), 1),
-             "mnist-gmm": Size(4, 16, (1, 2), 1)},
+    "default": {
+        "toy": Size(50, 512, (1, 4, 16, 32), 3),
+        "mnist-class": Size(10, 32, (1, 4, 16), 2),
+        "mnist-gmm": Size(10, 32, (1, 4, 16), 1),
+    },
+    "fast": {
+        "toy": Size(6, 64, (1, 4), 1),
+        "mnist-class": Size(4, 16, (1, 2), 1),
+        "mnist-gmm": Size(4, 16, (1, 2), 1),
+    },
 }
 """Run sizes: ``default`` (``make leaderboard``; about 20 minutes on 2 cores) and ``fast``
 (the tests; the MNIST mixture is projected to d = 16 there)."""
@@ -107,10 +123,16 @@ def _toy_bench(name: str, size: Size) -> Bench:
 
     def score(x, rewards):
         m = exact.evaluate(x, rewards, target)
-        return {"distance": m["mmd2"] / floor, "mmd2": m["mmd2"], "mmd2_floor": floor,
-                "reward_mean": m["reward_mean"], "reward_se": m["reward_se"],
-                "kl_to_base": m["kl_to_base"], "mode_tv": m["mode_tv"],
-                "exact_reward": target.reward_mean}
+        return {
+            "distance": m["mmd2"] / floor,
+            "mmd2": m["mmd2"],
+            "mmd2_floor": floor,
+            "reward_mean": m["reward_mean"],
+            "reward_se": m["reward_se"],
+            "kl_to_base": m["kl_to_base"],
+            "mode_tv": m["mode_tv"],
+            "exact_reward": target.reward_mean,
+        }
 
     backend = analytic_backend(problem.prior, Process.make(size.steps))
     return Bench(name, backend, problem.reward, problem.lam, score, "MMD² / floor", target)
@@ -124,7 +146,7 @@ def _mnist_class_bench(size: Size, digit: int = 3, lam: float = 2.0) -> Bench:
     classifier = load_classifier()
     backend = load_trained_backend(UNET_PATH, steps=size.steps)
     reward = ClassIndicator(digit, classifier)
-    n_base = 8 * size.n   # π's s.e. enters P*'s, so it is measured on more images than a row's
+    n_base = 8 * size.n  # π's s.e. enters P*'s, so it is measured on more images than a row's
     base = sample_blockwise(backend, reward, n_base, generator=torch.Generator().manual_seed(999))
     rates, se = class_rates(classifier, base.samples)
     pi, pi_se = float(rates[digit]), float(se[digit])
@@ -134,11 +156,22 @@ def _mnist_class_bench(size: Size, digit: int = 3, lam: float = 2.0) -> Bench:
     def score(x, rewards):
         frac = float(rewards.mean())
         se = math.sqrt(max(frac * (1 - frac), 1.0 / len(rewards)) / len(rewards))
-        return {"distance": abs(frac - exact) / math.hypot(se, exact_se),
-                "reward_mean": frac, "reward_se": se, "exact_reward": exact}
+        return {
+            "distance": abs(frac - exact) / math.hypot(se, exact_se),
+            "reward_mean": frac,
+            "reward_se": se,
+            "exact_reward": exact,
+        }
 
-    return Bench("mnist-class", backend, reward, lam, score, "|fraction − P*| / s.e.",
-                 info={"digit": digit, "pi": pi, "pi_se": pi_se, "n_base": n_base})
+    return Bench(
+        "mnist-class",
+        backend,
+        reward,
+        lam,
+        score,
+        "|fraction − P*| / s.e.",
+        info={"digit": digit, "pi": pi, "pi_se": pi_se, "n_base": n_base},
+    )
 
 
 def _mnist_gmm_bench(size: Size, dim: int = 784, digit: int = 3) -> Bench:
@@ -148,21 +181,44 @@ def _mnist_gmm_bench(size: Size, dim: int = 784, digit: int = 3) -> Bench:
     problem = digit_problem(project(mixture, axes, dim), digit)
     target = problem.target
     gen = torch.Generator().manual_seed(12345)
-    floors = [0.5 * float((problem.prior.responsibilities(target.sample(size.n, gen)).mean(0)
-                           - target.mode_weights).abs().sum()) for _ in range(5)]
+    floors = [
+        0.5
+        * float(
+            (
+                problem.prior.responsibilities(target.sample(size.n, gen)).mean(0)
+                - target.mode_weights
+            )
+            .abs()
+            .sum()
+        )
+        for _ in range(5)
+    ]
     floor = sum(floors) / len(floors)
 
     def score(x, rewards):
         masses = problem.prior.responsibilities(x.double().reshape(len(x), -1)).mean(0)
         tv = 0.5 * float((masses - target.mode_weights).abs().sum())
         r_mean = float(rewards.mean())
-        return {"distance": tv / floor, "mode_tv": tv, "mode_tv_floor": floor,
-                "reward_mean": r_mean, "reward_se": float(rewards.std()) / math.sqrt(len(x)),
-                "exact_reward": target.reward_mean}
+        return {
+            "distance": tv / floor,
+            "mode_tv": tv,
+            "mode_tv_floor": floor,
+            "reward_mean": r_mean,
+            "reward_se": float(rewards.std()) / math.sqrt(len(x)),
+            "exact_reward": target.reward_mean,
+        }
 
     backend = analytic_backend(problem.prior, Process.make(size.steps))
-    return Bench("mnist-gmm", backend, problem.reward, problem.lam, score, "mode TV / floor",
-                 target, info={"dim": dim, "digit": digit})
+    return Bench(
+        "mnist-gmm",
+        backend,
+        problem.reward,
+        problem.lam,
+        score,
+        "mode TV / floor",
+        target,
+        info={"dim": dim, "digit": digit},
+    )
 
 
 def make_bench(name: str, size: Size, *, dim: int = 784) -> Bench:
@@ -176,9 +232,11 @@ def make_bench(name: str, size: Size, *, dim: int = 784) -> Bench:
     return _toy_bench(name, size)
 
 
-VARIANTS = {"bon-softmax": ("bon", {"selection": "softmax"}),
-            "svdd-softmax": ("svdd", {"selection": "softmax"}),
-            "code-softmax": ("code", {"selection": "softmax"})}
+VARIANTS = {
+    "bon-softmax": ("bon", {"selection": "softmax"}),
+    "svdd-softmax": ("svdd", {"selection": "softmax"}),
+    "code-softmax": ("code", {"selection": "softmax"}),
+}
 """Entries that are a record with another selection rule: softmax at λ makes each block
 self-normalised importance sampling of the optimal policy (see :mod:`toycode.core.sampler`), the
 consistent counterpart of the papers' argmax."""
@@ -242,33 +300,57 @@ def run_row(bench: Bench, method: str, budget: int, seed: int, n: int) -> dict:
     steps = bench.backend.process.num_steps
     knobs = record.budget(budget, steps) if record.budget is not None else {}
     if record.block == "given" and record.default_block_size > 1 and "B" not in knobs:
-        knobs = {**knobs, "B": max(1, steps // 5)}   # five selections per trajectory
+        knobs = {**knobs, "B": max(1, steps // 5)}  # five selections per trajectory
     settings, options = _split_knobs(record, steps, knobs)
     settings.update(overrides)
     k = settings.get("particles", 1)
     backend = record.wrap(bench.backend, GuidanceInputs(bench.reward, bench.lam, bench.target))
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    res = record.run(backend, bench.reward, n * k, generator=gen,
-                     lam=settings.pop("lam", bench.lam), value="tweedie", options=options,
-                     **settings)
+    res = record.run(
+        backend,
+        bench.reward,
+        n * k,
+        generator=gen,
+        lam=settings.pop("lam", bench.lam),
+        value="tweedie",
+        options=options,
+        **settings,
+    )
     wall = time.perf_counter() - start
     samples, rewards = one_per_population(res.samples, res.rewards, k, gen)
     metrics = bench.score(samples, rewards)
-    return {"bench": bench.name, "method": method, "budget": budget, "settings": knobs,
-            "seed": seed, "n": n, "nfe": res.nfe / n, "reward_calls": res.reward_calls / n,
-            "reward_grads": res.reward_grads / n, "backprops": res.backprops / n,
-            "needs_gradient": record.needs_gradient, "distance_kind": bench.distance,
-            **metrics, "wall_s": wall}
+    return {
+        "bench": bench.name,
+        "method": method,
+        "budget": budget,
+        "settings": knobs,
+        "seed": seed,
+        "n": n,
+        "nfe": res.nfe / n,
+        "reward_calls": res.reward_calls / n,
+        "reward_grads": res.reward_grads / n,
+        "backprops": res.backprops / n,
+        "needs_gradient": record.needs_gradient,
+        "distance_kind": bench.distance,
+        **metrics,
+        "wall_s": wall,
+    }
 
 
 def _key(row: dict) -> tuple:
     return row["bench"], row["method"], row["budget"], row["seed"]
 
 
-def run_leaderboard(out: str | Path = "leaderboard", *, benches=BENCHES, methods=None,
-                    size: str = "default", progress: bool = True, dim: int | None = None
-                    ) -> list[dict]:
+def run_leaderboard(
+    out: str | Path = "leaderboard",
+    *,
+    benches=BENCHES,
+    methods=None,
+    size: str = "default",
+    progress: bool = True,
+    dim: int | None = None,
+) -> list[dict]:
     """Run every (bench, method, budget, seed) not yet in ``out/results.jsonl``; return all
     rows. ``size`` is a key of :data:`SIZES`; ``dim`` the MNIST mixture's dimension (784,
     16 at the fast size)."""
@@ -281,31 +363,41 @@ def run_leaderboard(out: str | Path = "leaderboard", *, benches=BENCHES, methods
     dim = dim or (16 if size == "fast" else 784)
     out = Path(out)
     table = ResultsTable(out, key=_key)
-    table.claim({"size": size, "dim": dim,
-                 "sizes": {k: list(astuple(v)) for k, v in SIZES[size].items()}},
-                name="leaderboard.json", what="leaderboard")
+    table.claim(
+        {"size": size, "dim": dim, "sizes": {k: list(astuple(v)) for k, v in SIZES[size].items()}},
+        name="leaderboard.json",
+        what="leaderboard",
+    )
     done = table.done()
     for bench_name in benches:
         sz = SIZES[size]["toy" if bench_name in ("between", "box", "ring") else bench_name]
-        jobs = [(m, b, s) for m in names
-                for b in (sz.budgets if _record(m)[0].budget is not None else (1,))
-                for s in range(sz.seeds)
-                if (bench_name, m, b, s) not in done]
+        jobs = [
+            (m, b, s)
+            for m in names
+            for b in (sz.budgets if _record(m)[0].budget is not None else (1,))
+            for s in range(sz.seeds)
+            if (bench_name, m, b, s) not in done
+        ]
         if not jobs:
             continue
         bench = make_bench(bench_name, sz, dim=dim)
         claimed = table.claimed(jobs, lambda j, b=bench_name: (b, *j))
-        for method, budget, seed in tqdm(claimed, total=len(jobs),
-                                         desc=f"leaderboard {bench_name}",
-                                         disable=not progress):
+        for method, budget, seed in tqdm(
+            claimed, total=len(jobs), desc=f"leaderboard {bench_name}", disable=not progress
+        ):
             record = _record(method)[0]
             reason = _skip_reason(record, bench)
             if reason is None:
                 row = run_row(bench, method, budget, seed, sz.n)
             else:
-                row = {"bench": bench_name, "method": method, "budget": budget,
-                       "seed": seed, "skipped": reason,
-                       "needs_gradient": record.needs_gradient}
+                row = {
+                    "bench": bench_name,
+                    "method": method,
+                    "budget": budget,
+                    "seed": seed,
+                    "skipped": reason,
+                    "needs_gradient": record.needs_gradient,
+                }
             table.append(row)
     return read_results(out)
 
@@ -325,9 +417,11 @@ def summary(rows: list[dict]) -> dict:
                 continue
             d = np.array([r["distance"] for r in rs], dtype=float)
             cells[budget] = {
-                "nfe": float(np.mean([r["nfe"] for r in rs])), "distance": float(d.mean()),
+                "nfe": float(np.mean([r["nfe"] for r in rs])),
+                "distance": float(d.mean()),
                 "se": d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan"),
-                "reward": float(np.mean([r["reward_mean"] for r in rs]))}
+                "reward": float(np.mean([r["reward_mean"] for r in rs])),
+            }
         out[key] = cells
     return out
 
@@ -339,8 +433,7 @@ def table(rows: list[dict]) -> str:
     benches = [b for b in BENCHES if any(k[0] == b for k in cells_of)]
     methods = [m for m in entries() if any(k[1] == m for k in cells_of)]
     methods += sorted({k[1] for k in cells_of} - set(methods))
-    lines = ["| method | " + " | ".join(benches) + " |",
-             "|---|" + "---|" * len(benches)]
+    lines = ["| method | " + " | ".join(benches) + " |", "|---|" + "---|" * len(benches)]
     for m in methods:
         cells = []
         for b in benches:
@@ -349,8 +442,9 @@ def table(rows: list[dict]) -> str:
                 cells.append("")
                 continue
             cell = got[max(got)]
-            cells.append("—" if isinstance(cell, str)
-                         else f"{cell['distance']:.2g} @ {cell['nfe']:.0f}")
+            cells.append(
+                "—" if isinstance(cell, str) else f"{cell['distance']:.2g} @ {cell['nfe']:.0f}"
+            )
         grad = " (∇r)" if any(r.get("needs_gradient") for r in rows if r["method"] == m) else ""
         lines.append(f"| {m}{grad} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -366,8 +460,12 @@ def _family(entry: str) -> str:
 
 
 # (marker, line style) per family: blockwise selection, particles, searches, gradients
-_STYLE = {"blockwise": ("o", "-"), "smc": ("s", "-"), "search": ("^", "-."),
-          "gradient": ("D", "--")}
+_STYLE = {
+    "blockwise": ("o", "-"),
+    "smc": ("s", "-"),
+    "search": ("^", "-."),
+    "gradient": ("D", "--"),
+}
 
 
 def plot_leaderboard(rows: list[dict]):
@@ -382,7 +480,7 @@ def plot_leaderboard(rows: list[dict]):
     methods += sorted({k[1] for k in cells_of} - set(methods))
     kinds = {r["bench"]: r["distance_kind"] for r in rows if "distance_kind" in r}
     cols = min(3, len(benches))
-    nrows = -(-(len(benches) + 1) // cols)   # one more panel holds the legend
+    nrows = -(-(len(benches) + 1) // cols)  # one more panel holds the legend
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.3 * nrows), squeeze=False)
     axes = axes.reshape(-1)
     cmap = plt.get_cmap("tab20")
@@ -392,12 +490,24 @@ def plot_leaderboard(rows: list[dict]):
             pts = [c for c in cells_of.get((b, m), {}).values() if not isinstance(c, str)]
             if not pts:
                 continue
-            xs, ys, se = (np.array([c[k] for c in pts], dtype=float)
-                          for k in ("nfe", "distance", "se"))
+            xs, ys, se = (
+                np.array([c[k] for c in pts], dtype=float) for k in ("nfe", "distance", "se")
+            )
             marker, ls = _STYLE[_family(m)] if m in entries() else ("o", "-")
-            line = ax.errorbar(xs, ys, yerr=2 * np.nan_to_num(se), marker=marker, ms=4,
-                               capsize=1.5, lw=1.2, elinewidth=0.7, alpha=0.85, ls=ls,
-                               color=cmap(i % 20), label=m)
+            line = ax.errorbar(
+                xs,
+                ys,
+                yerr=2 * np.nan_to_num(se),
+                marker=marker,
+                ms=4,
+                capsize=1.5,
+                lw=1.2,
+                elinewidth=0.7,
+                alpha=0.85,
+                ls=ls,
+                color=cmap(i % 20),
+                label=m,
+            )
             handles.setdefault(m, line)
         ax.axhline(1.0, color="k", lw=1, ls=":")
         ax.set_xscale("log")
@@ -406,11 +516,15 @@ def plot_leaderboard(rows: list[dict]):
         ax.set_xlabel("NFE per output sample")
         ax.set_ylabel(kinds.get(b, "distance to p*"))
         ax.grid(alpha=0.3)
-    for ax in axes[len(benches):]:
+    for ax in axes[len(benches) :]:
         ax.axis("off")
-    axes[len(benches)].legend(list(handles.values()), list(handles), loc="center",
-                              ncol=2, fontsize=8, frameon=False)
-    fig.suptitle("distance to the exact target p* at equal compute (dotted: 1, an exact "
-                 "sampler; ±2 s.e. over seeds)", fontsize=11)
+    axes[len(benches)].legend(
+        list(handles.values()), list(handles), loc="center", ncol=2, fontsize=8, frameon=False
+    )
+    fig.suptitle(
+        "distance to the exact target p* at equal compute (dotted: 1, an exact "
+        "sampler; ±2 s.e. over seeds)",
+        fontsize=11,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig

@@ -29,17 +29,21 @@ MIRRORS = (
 
 # the published MD5 checksums of the four official files
 FILES = {
-    "train": (("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-              ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432")),
-    "test": (("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-             ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")),
+    "train": (
+        ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+        ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+    ),
+    "test": (
+        ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+        ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+    ),
 }
 
 # disjoint ranges of the test split used by toycode's models and checks
 SPLITS = {
-    "ddpm": ("test", 0, 6000),          # the UNet DDPM's training images
+    "ddpm": ("test", 0, 6000),  # the UNet DDPM's training images
     "classifier": ("test", 6000, 9000),  # the CNN classifier's training images
-    "heldout_a": ("test", 9000, 9500),   # classifier accuracy, Fréchet reference
+    "heldout_a": ("test", 9000, 9500),  # classifier accuracy, Fréchet reference
     "heldout_b": ("test", 9500, 10000),  # classifier accuracy, Fréchet floor
 }
 
@@ -49,8 +53,9 @@ def data_dir(path: str | Path | None = None) -> Path:
     return idx.data_dir(path, "mnist")
 
 
-def load_mnist(split: str = "test", data_dir_: str | Path | None = None,
-               mirrors=MIRRORS) -> tuple[torch.Tensor, torch.Tensor]:
+def load_mnist(
+    split: str = "test", data_dir_: str | Path | None = None, mirrors=MIRRORS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Images as float32 (n, 1, 28, 28) in [−1, 1] and labels as int64 (n,)."""
     return idx.load_idx(FILES, split, data_dir(data_dir_), mirrors)
 

@@ -31,17 +31,17 @@ __all__ = ["MnistDemoConfig", "run_mnist_demo", "image_grid"]
 
 @dataclass
 class MnistDemoConfig:
-    digit: int = 3              # the class the reward asks for
-    lam: float = 2.0            # tilt strength λ
-    n: int = 64                 # images per method
-    n_base: int = 512           # base images to measure π
-    steps: int = 50             # T (strided DDPM)
-    num_candidates: int = 8     # N for best-of-N and CoDe
-    block_size: int = 5         # B for CoDe
-    particles: int = 16         # K for SMC
-    value: str = "tweedie"      # block-end value of the selecting methods: tweedie | lookahead
-    value_samples: int = 4      # look-ahead M (rollouts per candidate)
-    lookahead_steps: int = 4    # look-ahead k (coarse UNet steps per rollout)
+    digit: int = 3  # the class the reward asks for
+    lam: float = 2.0  # tilt strength λ
+    n: int = 64  # images per method
+    n_base: int = 512  # base images to measure π
+    steps: int = 50  # T (strided DDPM)
+    num_candidates: int = 8  # N for best-of-N and CoDe
+    block_size: int = 5  # B for CoDe
+    particles: int = 16  # K for SMC
+    value: str = "tweedie"  # block-end value of the selecting methods: tweedie | lookahead
+    value_samples: int = 4  # look-ahead M (rollouts per candidate)
+    lookahead_steps: int = 4  # look-ahead k (coarse UNet steps per rollout)
     seed: int = 0
     out_dir: str = "figures"
     progress: bool = True
@@ -52,8 +52,12 @@ def image_grid(ax, images: torch.Tensor, title: str, cols: int = 8):
     cols = min(cols, len(images))
     imgs = ((images[: cols * (len(images) // cols or 1)].clamp(-1, 1) + 1) / 2)[:, 0]
     rows = max(1, len(imgs) // cols)
-    grid = imgs[: rows * cols].reshape(rows, cols, 28, 28).permute(0, 2, 1, 3).reshape(
-        rows * 28, cols * 28)
+    grid = (
+        imgs[: rows * cols]
+        .reshape(rows, cols, 28, 28)
+        .permute(0, 2, 1, 3)
+        .reshape(rows * 28, cols * 28)
+    )
     ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -68,39 +72,59 @@ def run_mnist_demo(config: MnistDemoConfig | None = None) -> dict:
     backend = load_trained_backend(UNET_PATH, steps=config.steps)
     indicator = ClassIndicator(c, classifier)
     logprob = ClassLogProb(c, classifier)
-    gen = lambda k: torch.Generator().manual_seed(config.seed + k)   # noqa: E731
+    gen = lambda k: torch.Generator().manual_seed(config.seed + k)  # noqa: E731
 
-    base = sample_blockwise(backend, indicator, config.n_base, generator=gen(0),
-                            progress=config.progress)
+    base = sample_blockwise(
+        backend, indicator, config.n_base, generator=gen(0), progress=config.progress
+    )
     rates, se = class_rates(classifier, base.samples)
     pi, pi_se = float(rates[c]), float(se[c])
     # (label, method, options): DPS ascends log p(c | x), the others score the indicator
-    runs = [("best-of-N (softmax)", "bon", {"selection": "softmax"}),
-            ("CoDe (softmax)", "code", {"selection": "softmax"}),
-            ("CoDe (argmax)", "code", {}),
-            ("SMC", "smc", {"particles": config.particles, "block_size": 1}),
-            ("DPS (log p(c|x))", "dps", {})]
+    runs = [
+        ("best-of-N (softmax)", "bon", {"selection": "softmax"}),
+        ("CoDe (softmax)", "code", {"selection": "softmax"}),
+        ("CoDe (argmax)", "code", {}),
+        ("SMC", "smc", {"particles": config.particles, "block_size": 1}),
+        ("DPS (log p(c|x))", "dps", {}),
+    ]
     guidance = GuidanceInputs(logprob, scale=lam)
     # MNIST has no exact posterior or learned value: the model's own rollouts are what exists
     check_choice("value", config.value, ("tweedie", "lookahead"))
-    value = ("tweedie" if config.value == "tweedie" else
-             LookaheadValue(indicator, lam, config.value_samples, config.lookahead_steps))
+    value = (
+        "tweedie"
+        if config.value == "tweedie"
+        else LookaheadValue(indicator, lam, config.value_samples, config.lookahead_steps)
+    )
     results = {}
-    for k, (label, name, options) in enumerate(tqdm(runs, desc="mnist",
-                                                     disable=not config.progress)):
+    for k, (label, name, options) in enumerate(
+        tqdm(runs, desc="mnist", disable=not config.progress)
+    ):
         method = get_method(name)
         settings = method.sampler_settings(
-            config.steps, **{"num_candidates": config.num_candidates,
-                             "block_size": config.block_size, **options})
-        results[label] = sample_blockwise(method.wrap(backend, guidance), indicator, config.n,
-                                          lam=lam, value=value, generator=gen(k + 1),
-                                          **settings)
+            config.steps,
+            **{"num_candidates": config.num_candidates, "block_size": config.block_size, **options},
+        )
+        results[label] = sample_blockwise(
+            method.wrap(backend, guidance),
+            indicator,
+            config.n,
+            lam=lam,
+            value=value,
+            generator=gen(k + 1),
+            **settings,
+        )
     rows = []
     for label, res in results.items():
         frac = float(res.rewards.mean())
-        rows.append({"method": label, "fraction": frac,
-                     "se": math.sqrt(max(frac * (1 - frac), 1e-12) / res.n),
-                     "nfe": res.nfe / res.n, "reward_grads": res.reward_grads / res.n})
+        rows.append(
+            {
+                "method": label,
+                "fraction": frac,
+                "se": math.sqrt(max(frac * (1 - frac), 1e-12) / res.n),
+                "nfe": res.nfe / res.n,
+                "reward_grads": res.reward_grads / res.n,
+            }
+        )
     exact = tilted_fraction(pi, lam)
     # the exact fraction's uncertainty comes from π's: dP*/dπ = e^λ / (π e^λ + 1 − π)²
     exact_se = pi_se * math.exp(lam) / (pi * math.exp(lam) + 1 - pi) ** 2
@@ -113,20 +137,32 @@ def run_mnist_demo(config: MnistDemoConfig | None = None) -> dict:
     fig, axes = plt.subplots(1, len(results), figsize=(3.1 * len(results), 3.6))
     for ax, (label, res) in zip(axes, results.items()):
         image_grid(ax, res.samples[:64], f"{label}\nclass {c}: {float(res.rewards.mean()):.2f}")
-    fig.suptitle(f"reward 1[classifier(x) = {c}], λ = {lam:g}; exact tilted fraction "
-                 f"{exact:.2f}", fontsize=10)
+    fig.suptitle(
+        f"reward 1[classifier(x) = {c}], λ = {lam:g}; exact tilted fraction {exact:.2f}",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     figures.append(save(fig, out / "mnist_methods.png"))
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     names = ["base"] + [r["method"] for r in rows]
     vals = [pi] + [r["fraction"] for r in rows]
     errs = [pi_se] + [r["se"] for r in rows]
-    ax.bar(range(len(names)), vals, yerr=[2 * e for e in errs], capsize=3,
-           color=["0.6"] + [f"C{i}" for i in range(len(rows))])
+    ax.bar(
+        range(len(names)),
+        vals,
+        yerr=[2 * e for e in errs],
+        capsize=3,
+        color=["0.6"] + [f"C{i}" for i in range(len(rows))],
+    )
     ax.axhspan(exact - 2 * exact_se, exact + 2 * exact_se, color="k", alpha=0.15)
     ax.axhline(exact, color="k", lw=1.5, label=f"exact P*({c}) = {exact:.3f} (±2 s.e. from π)")
-    ax.axhline(finite_bon, color="C0", ls="--", lw=1,
-               label=f"best-of-{config.num_candidates} softmax, exact: {finite_bon:.3f}")
+    ax.axhline(
+        finite_bon,
+        color="C0",
+        ls="--",
+        lw=1,
+        label=f"best-of-{config.num_candidates} softmax, exact: {finite_bon:.3f}",
+    )
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(f"fraction classified as {c} (±2 s.e.)")
@@ -135,5 +171,13 @@ def run_mnist_demo(config: MnistDemoConfig | None = None) -> dict:
     ax.set_title(f"MNIST, λ = {lam:g}: class-{c} fraction against the exact tilt", fontsize=10)
     fig.tight_layout()
     figures.append(save(fig, out / "mnist_class_fraction.png"))
-    return {"pi": pi, "pi_se": pi_se, "exact": exact, "exact_se": exact_se,
-            "bon_exact": finite_bon, "rows": rows, "figures": figures, "config": config}
+    return {
+        "pi": pi,
+        "pi_se": pi_se,
+        "exact": exact,
+        "exact_se": exact_se,
+        "bon_exact": finite_bon,
+        "rows": rows,
+        "figures": figures,
+        "config": config,
+    }

@@ -22,8 +22,14 @@ from ..core.sampler import sample_blockwise
 from ..training.classifier import frechet_distance
 from .data import load_split
 
-__all__ = ["classifier_accuracy", "class_rates", "tilted_fraction", "bon_fraction",
-           "frechet_distance", "base_quality"]
+__all__ = [
+    "classifier_accuracy",
+    "class_rates",
+    "tilted_fraction",
+    "bon_fraction",
+    "frechet_distance",
+    "base_quality",
+]
 
 
 def _batched(fn, x, size=512):
@@ -57,8 +63,9 @@ def bon_fraction(pi: float, lam: float, n: int) -> float:
     return float((binom.pmf(k, n, pi) * k * math.exp(lam) / (k * math.exp(lam) + n - k)).sum())
 
 
-def base_quality(backend, classifier, n: int = 1000, seed: int = 0, data_dir=None,
-                 progress: bool = True) -> dict:
+def base_quality(
+    backend, classifier, n: int = 1000, seed: int = 0, data_dir=None, progress: bool = True
+) -> dict:
     """The base DDPM's quality: confident share, class spread, Fréchet distance and its floor.
 
     Fréchet distances use the classifier's 64-d features and 500 images a side: the held-out
@@ -66,8 +73,13 @@ def base_quality(backend, classifier, n: int = 1000, seed: int = 0, data_dir=Non
     model's first 500 samples are measured against the reference, and so is the floor half (the
     distance a perfect model would show at this sample size).
     """
-    res = sample_blockwise(backend, lambda x: torch.zeros(len(x), dtype=torch.float64), n,
-                           generator=torch.Generator().manual_seed(seed), progress=progress)
+    res = sample_blockwise(
+        backend,
+        lambda x: torch.zeros(len(x), dtype=torch.float64),
+        n,
+        generator=torch.Generator().manual_seed(seed),
+        progress=progress,
+    )
     x = res.samples
     probs = torch.softmax(_batched(classifier, x), 1)
     rates, se = class_rates(classifier, x)
@@ -75,7 +87,12 @@ def base_quality(backend, classifier, n: int = 1000, seed: int = 0, data_dir=Non
     order = torch.randperm(len(held), generator=torch.Generator().manual_seed(seed))
     ref, other = held[order[:500]], held[order[500:]]
     feats = [_batched(classifier.features, imgs) for imgs in (x[:500], ref, other)]
-    return {"n": n, "confident": float((probs.max(1).values >= 0.9).double().mean()),
-            "class_rates": rates.tolist(), "class_se": se.tolist(),
-            "frechet": frechet_distance(feats[0], feats[1]),
-            "frechet_floor": frechet_distance(feats[2], feats[1]), "samples": x}
+    return {
+        "n": n,
+        "confident": float((probs.max(1).values >= 0.9).double().mean()),
+        "class_rates": rates.tolist(),
+        "class_se": se.tolist(),
+        "frechet": frechet_distance(feats[0], feats[1]),
+        "frechet_floor": frechet_distance(feats[2], feats[1]),
+        "samples": x,
+    }

@@ -40,34 +40,44 @@ def fit_mnist_mixture(rank: int = 16, min_var: float = 1e-2, data_dir=None):
         _, s, vt = torch.linalg.svd(centred, full_matrices=False)
         eig = s[:rank] ** 2 / (len(xk) - 1)
         w = vt[:rank].T * eig.sqrt()
-        psi = (centred.var(0) - (w ** 2).sum(1)).clamp(min=min_var)
+        psi = (centred.var(0) - (w**2).sum(1)).clamp(min=min_var)
         weights.append(len(xk) / len(x))
         means.append(mu)
         covs.append(w @ w.T + torch.diag(psi))
     mixture = GaussianMixture(torch.tensor(weights), torch.stack(means), torch.stack(covs))
     centred = x - x.mean(0)
     _, s, vt = torch.linalg.svd(centred, full_matrices=False)
-    return mixture, vt.T, s ** 2 / (len(x) - 1)
+    return mixture, vt.T, s**2 / (len(x) - 1)
 
 
 def project(mixture: GaussianMixture, axes: torch.Tensor, d: int) -> GaussianMixture:
     """The exact marginal of the mixture on the first d columns of ``axes``."""
-    p = axes[:, :d].T                                       # (d, 784)
+    p = axes[:, :d].T  # (d, 784)
     covs = p @ mixture.covs @ p.T
     return GaussianMixture(mixture.weights, mixture.means @ p.T, 0.5 * (covs + covs.mT))
 
 
-def digit_problem(mixture: GaussianMixture, digit: int = 3, precision: float = 0.5,
-                  lam: float = 1.0) -> Problem:
+def digit_problem(
+    mixture: GaussianMixture, digit: int = 3, precision: float = 0.5, lam: float = 1.0
+) -> Problem:
     """r(x) = −(precision/2) ‖x − μ_digit‖², the tilt pulling towards one digit's mean."""
     d = mixture.dim
     reward = Quadratic(mixture.means[digit], precision * torch.eye(d, dtype=torch.float64))
     return Problem(mixture, reward, lam, f"mnist-gmm-d{d}")
 
 
-def dimension_sweep(dims=(2, 16, 64, 784), *, digit: int = 3, n: int = 256,
-                    num_candidates: int = 16, block_size: int = 5, steps: int = 30,
-                    seed: int = 0, data_dir=None, progress: bool = True) -> list[dict]:
+def dimension_sweep(
+    dims=(2, 16, 64, 784),
+    *,
+    digit: int = 3,
+    n: int = 256,
+    num_candidates: int = 16,
+    block_size: int = 5,
+    steps: int = 30,
+    seed: int = 0,
+    data_dir=None,
+    progress: bool = True,
+) -> list[dict]:
     """Best-of-N vs CoDe (softmax at λ, Tweedie values, equal NFE) against the exact target."""
     mixture, axes, _ = fit_mnist_mixture(data_dir=data_dir)
     rows = []
@@ -77,21 +87,34 @@ def dimension_sweep(dims=(2, 16, 64, 784), *, digit: int = 3, n: int = 256,
         base_reward = float(problem.prior.weights @ _quadratic_mean(problem))
         backend = analytic_backend(problem.prior, Process.make(steps))
         for label, block in (("best-of-N", steps), ("CoDe", block_size)):
-            res = sample_blockwise(backend, problem.reward, n, num_candidates=num_candidates,
-                                   block_size=block, selection="softmax", lam=problem.lam,
-                                   generator=torch.Generator().manual_seed(seed))
+            res = sample_blockwise(
+                backend,
+                problem.reward,
+                n,
+                num_candidates=num_candidates,
+                block_size=block,
+                selection="softmax",
+                lam=problem.lam,
+                generator=torch.Generator().manual_seed(seed),
+            )
             masses = problem.prior.responsibilities(res.samples).mean(0)
             gap = target.reward_mean - base_reward
-            rows.append({
-                "d": d, "method": label, "nfe": res.nfe_per_sample,
-                "reward": float(res.rewards.mean()),
-                "reward_se": float(res.rewards.std()) / math.sqrt(n),
-                "exact_reward": target.reward_mean, "base_reward": base_reward,
-                "tilt_achieved": (float(res.rewards.mean()) - base_reward) / gap,
-                "mode_tv": 0.5 * float((masses - target.mode_weights).abs().sum()),
-                "kl_target_base": target.kl_to_base,
-                "digit_weight": float(masses[digit]),
-                "exact_digit_weight": float(target.mode_weights[digit])})
+            rows.append(
+                {
+                    "d": d,
+                    "method": label,
+                    "nfe": res.nfe_per_sample,
+                    "reward": float(res.rewards.mean()),
+                    "reward_se": float(res.rewards.std()) / math.sqrt(n),
+                    "exact_reward": target.reward_mean,
+                    "base_reward": base_reward,
+                    "tilt_achieved": (float(res.rewards.mean()) - base_reward) / gap,
+                    "mode_tv": 0.5 * float((masses - target.mode_weights).abs().sum()),
+                    "kl_target_base": target.kl_to_base,
+                    "digit_weight": float(masses[digit]),
+                    "exact_digit_weight": float(target.mode_weights[digit]),
+                }
+            )
     return rows
 
 

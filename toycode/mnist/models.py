@@ -24,42 +24,90 @@ from ..utils.io import atomic_save
 from ..utils.seeding import seeded
 from .data import load_split
 
-__all__ = ["Classifier", "train_unet", "train_classifier", "load_classifier", "ClassIndicator",
-           "ClassLogProb", "Ink", "Compressibility", "UNET_PATH", "CLASSIFIER_PATH"]
+__all__ = [
+    "Classifier",
+    "train_unet",
+    "train_classifier",
+    "load_classifier",
+    "ClassIndicator",
+    "ClassLogProb",
+    "Ink",
+    "Compressibility",
+    "UNET_PATH",
+    "CLASSIFIER_PATH",
+]
 
 UNET_PATH = CHECKPOINT_DIR / "mnist_unet.pt"
 CLASSIFIER_PATH = CHECKPOINT_DIR / "mnist_classifier.pt"
 
 
-def train_unet(out: str | Path = UNET_PATH, *, steps: int = 12000, batch_size: int = 128,
-               lr: float = 2e-3, seed: int = 0, data_dir: str | Path | None = None,
-               progress: bool = True, **options) -> dict:
+def train_unet(
+    out: str | Path = UNET_PATH,
+    *,
+    steps: int = 12000,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    **options,
+) -> dict:
     """Train the UNet DDPM on toycode's "ddpm" range of MNIST (test images 0–5999)."""
     images, _ = load_split("ddpm", data_dir)
-    with seeded(seed):   # parameter initialisation
+    with seeded(seed):  # parameter initialisation
         model = UNetDenoiser()
 
     def data(n, gen):
         return images[torch.randint(0, len(images), (n,), generator=gen)]
 
     meta = {"kind": "unet", "config": model.config, "data": "MNIST test[0:6000]"}
-    return fit(model, data, out=out, meta=meta, steps=steps, batch_size=batch_size, lr=lr,
-               seed=seed, progress=progress, ema_decay=0.999, **options)
+    return fit(
+        model,
+        data,
+        out=out,
+        meta=meta,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+        ema_decay=0.999,
+        **options,
+    )
 
 
-def train_classifier(out: str | Path = CLASSIFIER_PATH, *, epochs: int = 80,
-                     batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
-                     data_dir: str | Path | None = None, progress: bool = True) -> dict:
+def train_classifier(
+    out: str | Path = CLASSIFIER_PATH,
+    *,
+    epochs: int = 80,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
     """Train the CNN on toycode's "classifier" range (test images 6000–8999), with shifts."""
     check_range("epochs", epochs, 1, None)
     x, y = load_split("classifier", data_dir)
     # dropout reads only the global generator: seed it for the whole run (and restore it)
     with seeded(seed):
-        model = fit_classifier(Classifier(), x, y, epochs=epochs, batch_size=batch_size, lr=lr,
-                               seed=seed, progress=progress)
-    ckpt = {"kind": "classifier", "model": model.state_dict(), "seed": seed,
-            "data": "MNIST test[6000:9000]", "train": {"epochs": epochs, "lr": lr,
-                                                       "batch_size": batch_size}}
+        model = fit_classifier(
+            Classifier(),
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            progress=progress,
+        )
+    ckpt = {
+        "kind": "classifier",
+        "model": model.state_dict(),
+        "seed": seed,
+        "data": "MNIST test[6000:9000]",
+        "train": {"epochs": epochs, "lr": lr, "batch_size": batch_size},
+    }
     atomic_save(ckpt, out)
     return ckpt
 

@@ -25,9 +25,20 @@ from ..core.backend import Prediction
 from ..core.diffusion import Process, to_eps_x0
 from ..utils.checks import check_choice, check_range
 
-__all__ = ["StableDiffusionBackend", "StableDiffusionXLBackend", "StableDiffusion3Backend",
-           "FluxBackend", "make_sd_backend", "load_pipeline", "sd_process", "sd3_process",
-           "flow_process", "flux_shift", "SD_SCHEDULERS", "UNET_PREDICTIONS"]
+__all__ = [
+    "StableDiffusionBackend",
+    "StableDiffusionXLBackend",
+    "StableDiffusion3Backend",
+    "FluxBackend",
+    "make_sd_backend",
+    "load_pipeline",
+    "sd_process",
+    "sd3_process",
+    "flow_process",
+    "flux_shift",
+    "SD_SCHEDULERS",
+    "UNET_PREDICTIONS",
+]
 
 UNET_PREDICTIONS = ("epsilon", "v_prediction", "sample")
 """The scheduler ``prediction_type`` values the UNet backends read (SD 1.x: ε, SD 2.x: v)."""
@@ -35,8 +46,9 @@ UNET_PREDICTIONS = ("epsilon", "v_prediction", "sample")
 log = logging.getLogger(__name__)
 
 
-def load_pipeline(model: str | Path, *, device: str | None = None,
-                  dtype: torch.dtype | None = None):
+def load_pipeline(
+    model: str | Path, *, device: str | None = None, dtype: torch.dtype | None = None
+):
     """A diffusers pipeline from a hub id, a local folder, ``tiny:KIND`` (a random-weight
     :func:`~toycode.sd.tiny.tiny_pipeline`, offline) or ``tiny:fashion`` (toycode's trained
     Fashion-MNIST pipeline, :mod:`toycode.sd.fashion`); fp16 on CUDA, float32 on CPU.
@@ -46,23 +58,30 @@ def load_pipeline(model: str | Path, *, device: str | None = None,
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
-    if str(model) == "tiny:fashion":   # the trained Fashion-MNIST pipeline, a committed folder
+    if str(model) == "tiny:fashion":  # the trained Fashion-MNIST pipeline, a committed folder
         from .fashion import PIPELINE_DIR
+
         model = PIPELINE_DIR
     elif str(model).startswith("tiny:"):
         from .tiny import tiny_pipeline
-        pipe = tiny_pipeline(str(model)[len("tiny:"):])   # built in float32
+
+        pipe = tiny_pipeline(str(model)[len("tiny:") :])  # built in float32
         # a cast to float32 is a no-op that diffusers still warns about: skip it
         return pipe.to(device) if dtype == torch.float32 else pipe.to(device, dtype)
     from diffusers import DiffusionPipeline
+
     try:
         kind = DiffusionPipeline.load_config(str(model)).get("_class_name", "")
-        extra = ({"safety_checker": None, "requires_safety_checker": False}
-                 if kind == "StableDiffusionPipeline" else {})
+        extra = (
+            {"safety_checker": None, "requires_safety_checker": False}
+            if kind == "StableDiffusionPipeline"
+            else {}
+        )
         pipe = DiffusionPipeline.from_pretrained(str(model), dtype=dtype, **extra)
     except (OSError, ValueError) as err:
-        raise ValueError(f"could not load a diffusers pipeline from {str(model)!r}: "
-                         f"{str(err).splitlines()[0]}") from None
+        raise ValueError(
+            f"could not load a diffusers pipeline from {str(model)!r}: {str(err).splitlines()[0]}"
+        ) from None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
@@ -86,6 +105,7 @@ def sd_process(scheduler_config, steps: int, scheduler: str = "ddim", eta: float
     the Euler pipeline returns also when σ_T > 0.
     """
     from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
+
     check_choice("scheduler", scheduler, SD_SCHEDULERS)
     cls = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "euler": EulerDiscreteScheduler}
     sched = cls[scheduler].from_config(scheduler_config)
@@ -94,11 +114,13 @@ def sd_process(scheduler_config, steps: int, scheduler: str = "ddim", eta: float
         log.warning("the scheduler clips or thresholds x̂0; toycode's steps do neither")
     sched.set_timesteps(steps)
     if scheduler == "euler":
-        sig = sched.sigmas.double()                              # T + 1 levels
+        sig = sched.sigmas.double()  # T + 1 levels
         if not (torch.isfinite(sig).all() and (sig[1:] < sig[:-1]).all()):
-            raise ValueError(f"Euler's σ grid for {steps} steps is not finite and strictly "
-                             f"decreasing: {sig.tolist()}")
-        alphas = (1 + sig ** 2).rsqrt()
+            raise ValueError(
+                f"Euler's σ grid for {steps} steps is not finite and strictly "
+                f"decreasing: {sig.tolist()}"
+            )
+        alphas = (1 + sig**2).rsqrt()
         # the clean end in Euler's own variable x̃ = x/√ᾱ (α = 1), the latent the pipeline
         # returns and decodes; the same VP level when σ_T = 0, and never a UNet input
         alphas[-1] = 1.0
@@ -106,8 +128,12 @@ def sd_process(scheduler_config, steps: int, scheduler: str = "ddim", eta: float
     final = 1.0
     if scheduler == "ddim" and not sched.config.set_alpha_to_one:
         final = float(sched.alphas_cumprod[0])
-    return Process.vp(sched.alphas_cumprod.double(), sched.timesteps.long(),
-                      eta=1.0 if scheduler == "ddpm" else eta, final_abar=final)
+    return Process.vp(
+        sched.alphas_cumprod.double(),
+        sched.timesteps.long(),
+        eta=1.0 if scheduler == "ddpm" else eta,
+        final_abar=final,
+    )
 
 
 def _prior_std(scheduler_config, steps: int, scheduler: str) -> float:
@@ -117,6 +143,7 @@ def _prior_std(scheduler_config, steps: int, scheduler: str) -> float:
     if scheduler != "euler":
         return 1.0
     from diffusers import EulerDiscreteScheduler
+
     sched = EulerDiscreteScheduler.from_config(scheduler_config)
     sched.set_timesteps(steps)
     return float(sched.init_noise_sigma) / (1 + float(sched.sigmas[0]) ** 2) ** 0.5
@@ -145,22 +172,39 @@ class StableDiffusionBackend:
     at once, so any number of candidates fits in memory.
     """
 
-    def __init__(self, pipe, prompt: str, *, steps: int = 50, scheduler: str | None = None,
-                 eta: float = 1.0, guidance_scale: float = 7.5, negative_prompt: str | None = None,
-                 height: int | None = None, width: int | None = None, max_batch: int = 8,
-                 guidance_rescale: float = 0.0):
+    def __init__(
+        self,
+        pipe,
+        prompt: str,
+        *,
+        steps: int = 50,
+        scheduler: str | None = None,
+        eta: float = 1.0,
+        guidance_scale: float = 7.5,
+        negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        max_batch: int = 8,
+        guidance_rescale: float = 0.0,
+    ):
         if not isinstance(prompt, str) or not prompt:
             raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
         check_range("guidance_scale", guidance_scale, 0.0, None)
         check_range("guidance_rescale", guidance_rescale, 0.0, 1.0)
         check_range("max_batch", max_batch, 1, None)
         self.pipe, self.prompt, self.guidance_scale, self.max_batch = (
-            pipe, prompt, guidance_scale, max_batch)
+            pipe,
+            prompt,
+            guidance_scale,
+            max_batch,
+        )
         self.guidance_rescale = guidance_rescale
         self.prediction = pipe.scheduler.config.get("prediction_type", "epsilon")
         if self.prediction not in UNET_PREDICTIONS:
-            raise ValueError(f"the scheduler's prediction_type must be one of "
-                             f"{', '.join(UNET_PREDICTIONS)}, got {self.prediction!r}")
+            raise ValueError(
+                f"the scheduler's prediction_type must be one of "
+                f"{', '.join(UNET_PREDICTIONS)}, got {self.prediction!r}"
+            )
         self.scheduler = scheduler or _pipeline_grid(pipe)
         self.process = sd_process(pipe.scheduler.config, steps, self.scheduler, eta)
         self.prior_std = _prior_std(pipe.scheduler.config, steps, self.scheduler)
@@ -195,7 +239,7 @@ class StableDiffusionBackend:
         n = x.shape[0]
         if not self.cfg:
             return self._unet(x, t, torch.zeros(n, dtype=torch.long, device=self.device))
-        rows = torch.arange(2, device=self.device).repeat_interleave(n)   # [neg]*n + [pos]*n
+        rows = torch.arange(2, device=self.device).repeat_interleave(n)  # [neg]*n + [pos]*n
         uncond, text = self._unet(torch.cat([x, x]), t, rows).chunk(2)
         out = uncond + self.guidance_scale * (text - uncond)
         if self.guidance_rescale == 0:
@@ -220,8 +264,10 @@ class StableDiffusionBackend:
     def decode(self, x0):
         """VAE decode to images in [0, 1], (n, 3, H, W) float32, in chunks of max_batch."""
         vae = self._vae()
-        out = [vae.decode(c.to(vae.dtype) / vae.config.scaling_factor).sample
-               for c in x0.split(self.max_batch)]
+        out = [
+            vae.decode(c.to(vae.dtype) / vae.config.scaling_factor).sample
+            for c in x0.split(self.max_batch)
+        ]
         return (torch.cat(out).float() / 2 + 0.5).clamp(0, 1)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -236,9 +282,11 @@ class StableDiffusionBackend:
         return self.process.noise_to(x0.to(self.device, self.dtype), i, generator)
 
     def __repr__(self):
-        return (f"{type(self).__name__}({self.name}, T={self.process.num_steps}, "
-                f"eta={self.process.eta}, "
-                f"cfg={self.guidance_scale})")
+        return (
+            f"{type(self).__name__}({self.name}, T={self.process.num_steps}, "
+            f"eta={self.process.eta}, "
+            f"cfg={self.guidance_scale})"
+        )
 
 
 class StableDiffusionXLBackend(StableDiffusionBackend):
@@ -255,16 +303,22 @@ class StableDiffusionXLBackend(StableDiffusionBackend):
     def _encode_prompt(self, prompt: str, negative_prompt: str | None) -> None:
         pipe = self.pipe
         pos, neg, pooled, neg_pooled = pipe.encode_prompt(
-            prompt, device=self.device, num_images_per_prompt=1,
-            do_classifier_free_guidance=self.cfg, negative_prompt=negative_prompt)
+            prompt,
+            device=self.device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=self.cfg,
+            negative_prompt=negative_prompt,
+        )
         te2 = getattr(pipe, "text_encoder_2", None)
         proj = int(pooled.shape[-1]) if te2 is None else te2.config.projection_dim
         ids = [self.height, self.width, 0, 0, self.height, self.width]
         expected = pipe.unet.add_embedding.linear_1.in_features
         if pipe.unet.config.addition_time_embed_dim * len(ids) + proj != expected:
-            raise ValueError(f"the UNet expects {expected} added-embedding inputs, the time ids "
-                             f"and pooled text give "
-                             f"{pipe.unet.config.addition_time_embed_dim * len(ids) + proj}")
+            raise ValueError(
+                f"the UNet expects {expected} added-embedding inputs, the time ids "
+                f"and pooled text give "
+                f"{pipe.unet.config.addition_time_embed_dim * len(ids) + proj}"
+            )
         time_ids = torch.tensor([ids], dtype=pos.dtype, device=self.device)
         self.cond = torch.cat([neg, pos]) if self.cfg else pos
         self.pooled = torch.cat([neg_pooled, pooled]) if self.cfg else pooled
@@ -272,8 +326,9 @@ class StableDiffusionXLBackend(StableDiffusionBackend):
 
     def _unet(self, x, t, rows):
         added = {"text_embeds": self.pooled[rows], "time_ids": self.time_ids[rows]}
-        return self.pipe.unet(x, t, encoder_hidden_states=self.cond[rows],
-                              added_cond_kwargs=added).sample
+        return self.pipe.unet(
+            x, t, encoder_hidden_states=self.cond[rows], added_cond_kwargs=added
+        ).sample
 
     def _vae(self):
         """The pipeline's VAE, or a float32 copy of it (made once) when it is fp16 and its
@@ -293,9 +348,13 @@ def _backend_classes() -> dict:
         StableDiffusionPipeline,
         StableDiffusionXLPipeline,
     )
-    return {StableDiffusionXLPipeline: StableDiffusionXLBackend,
-            StableDiffusionPipeline: StableDiffusionBackend,
-            StableDiffusion3Pipeline: StableDiffusion3Backend, FluxPipeline: FluxBackend}
+
+    return {
+        StableDiffusionXLPipeline: StableDiffusionXLBackend,
+        StableDiffusionPipeline: StableDiffusionBackend,
+        StableDiffusion3Pipeline: StableDiffusion3Backend,
+        FluxPipeline: FluxBackend,
+    }
 
 
 def make_sd_backend(pipe, prompt: str, **options):
@@ -313,32 +372,38 @@ def make_sd_backend(pipe, prompt: str, **options):
     for pipe_cls, backend_cls in classes.items():
         if isinstance(pipe, pipe_cls):
             return backend_cls(pipe, prompt, **options)
-    raise ValueError(f"no toycode backend for {type(pipe).__name__}; supported: "
-                     f"{', '.join(c.__name__ for c in classes)}")
+    raise ValueError(
+        f"no toycode backend for {type(pipe).__name__}; supported: "
+        f"{', '.join(c.__name__ for c in classes)}"
+    )
 
 
-def flow_process(scheduler_config, steps: int, eta: float = 1.0, *, sigmas=None,
-                 mu: float | None = None) -> Process:
+def flow_process(
+    scheduler_config, steps: int, eta: float = 1.0, *, sigmas=None, mu: float | None = None
+) -> Process:
     """Rectified flow on the grid of a fresh ``FlowMatchEulerDiscreteScheduler`` built from the
     pipeline's config: t_i = its sigmas, shifted by its fixed ``shift`` or, with
     ``use_dynamic_shifting``, by exp(μ) (t ↦ e^μ t / (e^μ t + 1 − t), FLUX and SD3.5); the
     model's time input 1000·t_i. ``sigmas``: the unshifted levels the pipeline passes, if any
     (FLUX: linspace(1, 1/T, T))."""
     from diffusers import FlowMatchEulerDiscreteScheduler
+
     sched = FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
     check_range("steps", steps, 1, sched.config.num_train_timesteps)
     if sched.config.get("use_dynamic_shifting", False) and mu is None:
         raise ValueError("the scheduler's use_dynamic_shifting needs mu (the image-size shift)")
     sched.set_timesteps(steps, sigmas=sigmas, mu=mu)
-    t = sched.sigmas.double()                                    # T + 1 levels, ending at 0
+    t = sched.sigmas.double()  # T + 1 levels, ending at 0
     return Process(1 - t, t, sched.timesteps.clone(), eta, "flow")
 
 
 def sd3_process(scheduler_config, steps: int, eta: float = 1.0) -> Process:
     """SD3's flow grid: :func:`flow_process` with the scheduler's fixed shift."""
     from diffusers import FlowMatchEulerDiscreteScheduler
+
     if FlowMatchEulerDiscreteScheduler.from_config(scheduler_config).config.get(
-            "use_dynamic_shifting", False):
+        "use_dynamic_shifting", False
+    ):
         raise ValueError("the scheduler's use_dynamic_shifting is not supported; use a fixed shift")
     return flow_process(scheduler_config, steps, eta)
 
@@ -354,17 +419,31 @@ class StableDiffusion3Backend:
 
     prediction = "flow"
 
-    def __init__(self, pipe, prompt: str, *, steps: int = 28, eta: float = 1.0,
-                 guidance_scale: float = 7.0, negative_prompt: str | None = None,
-                 height: int | None = None, width: int | None = None, max_batch: int = 8,
-                 scheduler: str | None = None):
+    def __init__(
+        self,
+        pipe,
+        prompt: str,
+        *,
+        steps: int = 28,
+        eta: float = 1.0,
+        guidance_scale: float = 7.0,
+        negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        max_batch: int = 8,
+        scheduler: str | None = None,
+    ):
         if not isinstance(prompt, str) or not prompt:
             raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
-        check_choice("scheduler", scheduler or "ddim", ("ddim",))   # DDIM(η) on the flow grid
+        check_choice("scheduler", scheduler or "ddim", ("ddim",))  # DDIM(η) on the flow grid
         check_range("guidance_scale", guidance_scale, 0.0, None)
         check_range("max_batch", max_batch, 1, None)
         self.pipe, self.prompt, self.guidance_scale, self.max_batch = (
-            pipe, prompt, guidance_scale, max_batch)
+            pipe,
+            prompt,
+            guidance_scale,
+            max_batch,
+        )
         self.process = sd3_process(pipe.scheduler.config, steps, eta)
         tr = pipe.transformer
         self.device, self.dtype = tr.device, tr.dtype
@@ -375,8 +454,14 @@ class StableDiffusion3Backend:
         self.shape = (tr.config.in_channels, self.height // f, self.width // f)
         with torch.no_grad():
             pos, neg, pooled, neg_pooled = pipe.encode_prompt(
-                prompt, None, None, device=self.device, num_images_per_prompt=1,
-                do_classifier_free_guidance=self.cfg, negative_prompt=negative_prompt)
+                prompt,
+                None,
+                None,
+                device=self.device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=self.cfg,
+                negative_prompt=negative_prompt,
+            )
         self.cond = torch.cat([neg, pos]) if self.cfg else pos
         self.pooled = torch.cat([neg_pooled, pooled]) if self.cfg else pooled
         self.name = f"sd3:{getattr(pipe, 'name_or_path', '') or type(pipe).__name__}"
@@ -389,12 +474,18 @@ class StableDiffusion3Backend:
     def _output(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The classifier-free-guided velocity v̂ for latents x at time input t."""
         n = x.shape[0]
-        rows = (torch.arange(2, device=self.device).repeat_interleave(n) if self.cfg
-                else torch.zeros(n, dtype=torch.long, device=self.device))
+        rows = (
+            torch.arange(2, device=self.device).repeat_interleave(n)
+            if self.cfg
+            else torch.zeros(n, dtype=torch.long, device=self.device)
+        )
         xx = torch.cat([x, x]) if self.cfg else x
-        out = self.pipe.transformer(hidden_states=xx, timestep=t.expand(len(xx)),
-                                    encoder_hidden_states=self.cond[rows],
-                                    pooled_projections=self.pooled[rows]).sample
+        out = self.pipe.transformer(
+            hidden_states=xx,
+            timestep=t.expand(len(xx)),
+            encoder_hidden_states=self.cond[rows],
+            pooled_projections=self.pooled[rows],
+        ).sample
         if not self.cfg:
             return out
         uncond, text = out.chunk(2)
@@ -427,16 +518,20 @@ class StableDiffusion3Backend:
         return self.process.noise_to(x0.to(self.device, self.dtype), i, generator)
 
     def __repr__(self):
-        return (f"{type(self).__name__}({self.name}, T={self.process.num_steps}, "
-                f"eta={self.process.eta}, cfg={self.guidance_scale})")
+        return (
+            f"{type(self).__name__}({self.name}, T={self.process.num_steps}, "
+            f"eta={self.process.eta}, cfg={self.guidance_scale})"
+        )
 
 
 def flux_shift(seq_len: int, scheduler_config) -> float:
     """FLUX's μ: the log-shift grows linearly in the number of image tokens, from ``base_shift``
     at ``base_image_seq_len`` (256) to ``max_shift`` at ``max_image_seq_len`` (4096) (Black
     Forest Labs' FLUX.1 reference sampler; SD3 paper §5.3.2 on resolution-dependent shifts)."""
-    lo, hi = (scheduler_config.get("base_image_seq_len", 256),
-              scheduler_config.get("max_image_seq_len", 4096))
+    lo, hi = (
+        scheduler_config.get("base_image_seq_len", 256),
+        scheduler_config.get("max_image_seq_len", 4096),
+    )
     a, b = scheduler_config.get("base_shift", 0.5), scheduler_config.get("max_shift", 1.15)
     slope = (b - a) / (hi - lo)
     return seq_len * slope + (a - slope * lo)
@@ -456,20 +551,36 @@ class FluxBackend(StableDiffusion3Backend):
     pipeline's latents.
     """
 
-    def __init__(self, pipe, prompt: str, *, steps: int = 28, eta: float = 1.0,
-                 guidance_scale: float = 3.5, negative_prompt: str | None = None,
-                 height: int | None = None, width: int | None = None, max_batch: int = 8,
-                 scheduler: str | None = None, max_sequence_length: int = 512):
+    def __init__(
+        self,
+        pipe,
+        prompt: str,
+        *,
+        steps: int = 28,
+        eta: float = 1.0,
+        guidance_scale: float = 3.5,
+        negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        max_batch: int = 8,
+        scheduler: str | None = None,
+        max_sequence_length: int = 512,
+    ):
         import numpy as np
+
         if not isinstance(prompt, str) or not prompt:
             raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
         if negative_prompt is not None:
             raise ValueError("FLUX's guidance is distilled: it takes no negative prompt")
-        check_choice("scheduler", scheduler or "ddim", ("ddim",))   # DDIM(η) on the flow grid
+        check_choice("scheduler", scheduler or "ddim", ("ddim",))  # DDIM(η) on the flow grid
         check_range("guidance_scale", guidance_scale, 0.0, None)
         check_range("max_batch", max_batch, 1, None)
         self.pipe, self.prompt, self.guidance_scale, self.max_batch = (
-            pipe, prompt, guidance_scale, max_batch)
+            pipe,
+            prompt,
+            guidance_scale,
+            max_batch,
+        )
         tr = pipe.transformer
         self.device, self.dtype = tr.device, tr.dtype
         self.cfg = False
@@ -477,25 +588,35 @@ class FluxBackend(StableDiffusion3Backend):
         self.height = height or pipe.default_sample_size * f
         self.width = width or pipe.default_sample_size * f
         if self.height % (2 * f) or self.width % (2 * f):
-            raise ValueError(f"height and width must be multiples of {2 * f} (the VAE's factor "
-                             f"{f} times FLUX's 2×2 packing), got {self.height}×{self.width}")
+            raise ValueError(
+                f"height and width must be multiples of {2 * f} (the VAE's factor "
+                f"{f} times FLUX's 2×2 packing), got {self.height}×{self.width}"
+            )
         h, w = self.height // f, self.width // f
         self.shape = (tr.config.in_channels // 4, h, w)
         config = pipe.scheduler.config
         check_range("steps", steps, 1, config.num_train_timesteps)
         levels = None if config.get("use_flow_sigmas", False) else np.linspace(1, 1 / steps, steps)
-        self.process = flow_process(config, steps, eta, sigmas=levels,
-                                    mu=flux_shift(h // 2 * (w // 2), config))
+        self.process = flow_process(
+            config, steps, eta, sigmas=levels, mu=flux_shift(h // 2 * (w // 2), config)
+        )
         with torch.no_grad():
             self.cond, self.pooled, self.txt_ids = pipe.encode_prompt(
-                prompt, None, device=self.device, num_images_per_prompt=1,
-                max_sequence_length=max_sequence_length)
+                prompt,
+                None,
+                device=self.device,
+                num_images_per_prompt=1,
+                max_sequence_length=max_sequence_length,
+            )
         # each token's position (0, row, column) for the rotary embedding
         rows, cols = torch.meshgrid(torch.arange(h // 2), torch.arange(w // 2), indexing="ij")
         ids = torch.stack([torch.zeros_like(rows), rows, cols], -1).reshape(-1, 3)
         self.img_ids = ids.to(self.device, self.dtype)
-        self.guidance = (torch.tensor([float(guidance_scale)], device=self.device)
-                         if tr.config.guidance_embeds else None)
+        self.guidance = (
+            torch.tensor([float(guidance_scale)], device=self.device)
+            if tr.config.guidance_embeds
+            else None
+        )
         self.name = f"flux:{getattr(pipe, 'name_or_path', '') or type(pipe).__name__}"
 
     def _pack(self, x: torch.Tensor) -> torch.Tensor:
@@ -513,9 +634,12 @@ class FluxBackend(StableDiffusion3Backend):
         """The velocity v̂ for latents x at time input t (1000·t_i; the transformer takes t_i)."""
         n = x.shape[0]
         out = self.pipe.transformer(
-            hidden_states=self._pack(x), timestep=t.expand(n) / 1000,
+            hidden_states=self._pack(x),
+            timestep=t.expand(n) / 1000,
             guidance=None if self.guidance is None else self.guidance.expand(n),
             pooled_projections=self.pooled.expand(n, -1),
-            encoder_hidden_states=self.cond.expand(n, -1, -1), txt_ids=self.txt_ids,
-            img_ids=self.img_ids).sample
+            encoder_hidden_states=self.cond.expand(n, -1, -1),
+            txt_ids=self.txt_ids,
+            img_ids=self.img_ids,
+        ).sample
         return self._unpack(out)

@@ -18,25 +18,29 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["Clip", "ClipImageSimilarity", "ClipTextScore", "Aesthetic",
-           "load_clip"]
+__all__ = ["Clip", "ClipImageSimilarity", "ClipTextScore", "Aesthetic", "load_clip"]
 
 
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
-PICKSCORE_TOKENIZER = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"   # PickScore ships no tokenizer
+PICKSCORE_TOKENIZER = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"  # PickScore ships no tokenizer
 
 
-def load_clip(model: str | Path = "openai/clip-vit-large-patch14", device=None,
-              tokenizer: str | Path | None = None):
+def load_clip(
+    model: str | Path = "openai/clip-vit-large-patch14",
+    device=None,
+    tokenizer: str | Path | None = None,
+):
     """A transformers CLIPModel and tokenizer from a hub id or a local folder (the tokenizer from
     ``tokenizer`` when given, else from ``model``)."""
     from transformers import CLIPModel, CLIPTokenizer
+
     try:
         clip = CLIPModel.from_pretrained(str(model)).eval()
         tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer or model))
     except OSError as err:
-        raise ValueError(f"could not load the CLIP model {str(model)!r}: "
-                         f"{str(err).splitlines()[0]}") from None
+        raise ValueError(
+            f"could not load the CLIP model {str(model)!r}: {str(err).splitlines()[0]}"
+        ) from None
     return (clip.to(device) if device is not None else clip), tokenizer
 
 
@@ -60,11 +64,15 @@ class Clip:
         x = images.float().to(self._device())
         h, w = x.shape[-2:]
         scale = self.size / min(h, w)
-        x = nn.functional.interpolate(x, size=(max(self.size, round(h * scale)),
-                                               max(self.size, round(w * scale))),
-                                      mode="bicubic", align_corners=False, antialias=True)
+        x = nn.functional.interpolate(
+            x,
+            size=(max(self.size, round(h * scale)), max(self.size, round(w * scale))),
+            mode="bicubic",
+            align_corners=False,
+            antialias=True,
+        )
         top, left = (x.shape[-2] - self.size) // 2, (x.shape[-1] - self.size) // 2
-        x = x[..., top:top + self.size, left:left + self.size]
+        x = x[..., top : top + self.size, left : left + self.size]
         mean = torch.tensor(self.MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.STD, device=x.device).view(1, 3, 1, 1)
         out = self.model.get_image_features(pixel_values=(x - mean) / std)
@@ -74,11 +82,17 @@ class Clip:
     def text_embeds(self, texts: list[str]) -> torch.Tensor:
         if self.tokenizer is None:
             raise ValueError("a CLIP text score needs the CLIP tokenizer")
-        tokens = self.tokenizer(texts, padding="max_length", truncation=True,
-                                max_length=self.tokenizer.model_max_length, return_tensors="pt")
+        tokens = self.tokenizer(
+            texts,
+            padding="max_length",
+            truncation=True,
+            max_length=self.tokenizer.model_max_length,
+            return_tensors="pt",
+        )
         with torch.no_grad():
-            out = self.model.get_text_features(**{k: v.to(self._device())
-                                                  for k, v in tokens.items()})
+            out = self.model.get_text_features(
+                **{k: v.to(self._device()) for k, v in tokens.items()}
+            )
         out = getattr(out, "pooler_output", out)
         return nn.functional.normalize(out, dim=-1)
 
@@ -92,8 +106,10 @@ class ClipImageSimilarity:
         if reference.ndim == 3:
             reference = reference[None]
         if reference.ndim != 4 or reference.shape[1] != 3:
-            raise ValueError(f"reference must be an image (3, H, W) in [0, 1], got shape "
-                             f"{tuple(reference.shape)}")
+            raise ValueError(
+                f"reference must be an image (3, H, W) in [0, 1], got shape "
+                f"{tuple(reference.shape)}"
+            )
         self.clip = clip
         with torch.no_grad():
             self.target = clip.image_embeds(reference)
@@ -146,9 +162,16 @@ class _AestheticMLP(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.layers = nn.Sequential(nn.Linear(dim, 1024), nn.Dropout(0.2), nn.Linear(1024, 128),
-                                    nn.Dropout(0.2), nn.Linear(128, 64), nn.Dropout(0.1),
-                                    nn.Linear(64, 16), nn.Linear(16, 1))
+        self.layers = nn.Sequential(
+            nn.Linear(dim, 1024),
+            nn.Dropout(0.2),
+            nn.Linear(1024, 128),
+            nn.Dropout(0.2),
+            nn.Linear(128, 64),
+            nn.Dropout(0.1),
+            nn.Linear(64, 16),
+            nn.Linear(16, 1),
+        )
 
     def forward(self, x):
         return self.layers(x)

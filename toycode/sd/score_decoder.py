@@ -28,9 +28,11 @@ def check_score_decoder_path(path: str | Path) -> Path:
     error (checked before any model is loaded, so a typo costs nothing)."""
     folder = Path(path).expanduser()
     if not (folder / "config.json").is_file():
-        raise ValueError(f"score decoder {str(path)!r} is not a folder holding a saved diffusers "
-                         f"AutoencoderTiny (config.json and weights, e.g. a local copy of "
-                         f"madebyollin/taesd)")
+        raise ValueError(
+            f"score decoder {str(path)!r} is not a folder holding a saved diffusers "
+            f"AutoencoderTiny (config.json and weights, e.g. a local copy of "
+            f"madebyollin/taesd)"
+        )
     return folder
 
 
@@ -38,24 +40,34 @@ def load_score_decoder(path: str | Path, pipe):
     """The ``AutoencoderTiny`` saved at ``path``, on the pipeline's device and dtype, checked to
     decode the pipeline's latents to images of the pipeline's size."""
     from diffusers import AutoencoderTiny
+
     folder = check_score_decoder_path(path)
     kind = AutoencoderTiny.load_config(str(folder)).get("_class_name")
     if kind != "AutoencoderTiny":
-        raise ValueError(f"score decoder {str(path)!r} holds {kind} weights, not an "
-                         f"AutoencoderTiny")
+        raise ValueError(
+            f"score decoder {str(path)!r} holds {kind} weights, not an AutoencoderTiny"
+        )
     model = getattr(pipe, "unet", None) or pipe.transformer
-    decoder = AutoencoderTiny.from_pretrained(str(folder), local_files_only=True,
-                                              dtype=model.dtype).to(model.device).eval()
+    decoder = (
+        AutoencoderTiny.from_pretrained(str(folder), local_files_only=True, dtype=model.dtype)
+        .to(model.device)
+        .eval()
+    )
     channels = model.config.in_channels
     if decoder.config.latent_channels != channels:
-        raise ValueError(f"score decoder {str(path)!r} reads {decoder.config.latent_channels}-"
-                         f"channel latents; the pipeline's have {channels}")
-    with torch.no_grad():   # one 8×8 decode: does it upsample by the pipeline's VAE factor?
-        probe = decoder.decode(torch.zeros(1, channels, 8, 8, device=model.device,
-                                           dtype=model.dtype)).sample
+        raise ValueError(
+            f"score decoder {str(path)!r} reads {decoder.config.latent_channels}-"
+            f"channel latents; the pipeline's have {channels}"
+        )
+    with torch.no_grad():  # one 8×8 decode: does it upsample by the pipeline's VAE factor?
+        probe = decoder.decode(
+            torch.zeros(1, channels, 8, 8, device=model.device, dtype=model.dtype)
+        ).sample
     if probe.shape[-1] != 8 * pipe.vae_scale_factor:
-        raise ValueError(f"score decoder {str(path)!r} upsamples latents {probe.shape[-1] // 8}×, "
-                         f"the pipeline's VAE {pipe.vae_scale_factor}×")
+        raise ValueError(
+            f"score decoder {str(path)!r} upsamples latents {probe.shape[-1] // 8}×, "
+            f"the pipeline's VAE {pipe.vae_scale_factor}×"
+        )
     return decoder
 
 
@@ -74,8 +86,10 @@ class ScoreDecoderValue(TweedieValue):
     def decode(self, x0: torch.Tensor, max_batch: int = 8) -> torch.Tensor:
         cfg = self.decoder.config
         shift = cfg.get("shift_factor") or 0.0
-        out = [self.decoder.decode(c.to(self.decoder.dtype) / cfg.scaling_factor + shift).sample
-               for c in x0.split(max_batch)]
+        out = [
+            self.decoder.decode(c.to(self.decoder.dtype) / cfg.scaling_factor + shift).sample
+            for c in x0.split(max_batch)
+        ]
         return (torch.cat(out).float() / 2 + 0.5).clamp(0, 1)
 
     def __call__(self, ledger, backend, x, x0, i: int, generator=None) -> torch.Tensor:

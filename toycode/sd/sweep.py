@@ -58,8 +58,19 @@ from .rewards import ClipTextScore
 from .run import SD_METHODS, save_png
 from .score_decoder import ScoreDecoderValue
 
-__all__ = ["PROMPT_SETS", "SD_KNOBS", "DEFAULTS", "Shard", "load_prompts", "sweep_jobs",
-           "row_seed", "row_key", "sweep_row", "process_shard", "run_sd_sweep"]
+__all__ = [
+    "PROMPT_SETS",
+    "SD_KNOBS",
+    "DEFAULTS",
+    "Shard",
+    "load_prompts",
+    "sweep_jobs",
+    "row_seed",
+    "row_key",
+    "sweep_row",
+    "process_shard",
+    "run_sd_sweep",
+]
 
 PROMPT_SETS = ("animals",)
 """Prompt sets shipped with toycode (``toycode/sd/prompts/NAME.txt``): "animals" is 45 common
@@ -80,8 +91,10 @@ def load_prompts(spec: str | Path, limit: int | None = None) -> list[str]:
     elif Path(spec).is_file():
         text = Path(spec).read_text()
     else:
-        raise ValueError(f"prompts must be one of {list(PROMPT_SETS)} or a file with one prompt "
-                         f"a line, got {str(spec)!r}")
+        raise ValueError(
+            f"prompts must be one of {list(PROMPT_SETS)} or a file with one prompt "
+            f"a line, got {str(spec)!r}"
+        )
     prompts = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
     if not prompts:
         raise ValueError(f"prompt file {str(spec)!r} holds no prompts")
@@ -90,23 +103,27 @@ def load_prompts(spec: str | Path, limit: int | None = None) -> list[str]:
     return prompts[:limit]
 
 
-def sweep_jobs(prompts: list[str], methods, grid: dict[str, list],
-               seeds: int) -> list[tuple[str, str, dict, int]]:
+def sweep_jobs(
+    prompts: list[str], methods, grid: dict[str, list], seeds: int
+) -> list[tuple[str, str, dict, int]]:
     """Every (prompt, method, settings, seed), prompt by prompt, or a one-line error for a
     method without an SD run (gradient guidance), a knob an SD sweep does not vary, or a knob
     none of the methods reads."""
     check_range("seeds", seeds, 1, None)
     for m in methods:
         if m not in SD_METHODS:
-            raise ValueError(f"method must be one of {list(SD_METHODS)} (image rewards are not "
-                             f"differentiated), got {m!r}")
+            raise ValueError(
+                f"method must be one of {list(SD_METHODS)} (image rewards are not "
+                f"differentiated), got {m!r}"
+            )
     for knob, values in grid.items():
         if knob not in SD_KNOBS:
             raise ValueError(f"sd-sweep grid knobs are {', '.join(SD_KNOBS)}, got {knob!r}")
         readers = [m for m in methods if knob in get_method(m).knobs]
         if not readers:
-            raise ValueError(f"grid knob {knob!r} is read by none of the methods "
-                             f"{', '.join(methods)}")
+            raise ValueError(
+                f"grid knob {knob!r} is read by none of the methods {', '.join(methods)}"
+            )
         for v in values:
             check_range(knob, v, 0 if knob == "lam" else 1, None)
     settings = expand(methods, grid)
@@ -138,13 +155,26 @@ def _sampler(method: str, settings: dict, steps: int, selection: str | None = No
     and search methods keep their own."""
     knobs, record = {**DEFAULTS, **settings}, get_method(method)
     own = record.selection is None or record.uses_particles
-    return record.sampler_settings(steps, num_candidates=knobs["N"], block_size=knobs["B"],
-                                   particles=knobs["K"], selection=None if own else selection)
+    return record.sampler_settings(
+        steps,
+        num_candidates=knobs["N"],
+        block_size=knobs["B"],
+        particles=knobs["K"],
+        selection=None if own else selection,
+    )
 
 
-def sweep_row(backend, method: str, settings: dict, seed: int, reward: Callable, *,
-              selection: str | None = None, fidelity: Callable | None = None,
-              score_decoder=None) -> tuple[dict, torch.Tensor]:
+def sweep_row(
+    backend,
+    method: str,
+    settings: dict,
+    seed: int,
+    reward: Callable,
+    *,
+    selection: str | None = None,
+    fidelity: Callable | None = None,
+    score_decoder=None,
+) -> tuple[dict, torch.Tensor]:
     """One row and its image (3, H, W) in [0, 1], from a backend made for the row's prompt and
     T; the same numbers whichever process or sweep computes it.
 
@@ -154,12 +184,13 @@ def sweep_row(backend, method: str, settings: dict, seed: int, reward: Callable,
     """
     knobs = {**DEFAULTS, **settings}
     sampler = _sampler(method, settings, backend.process.num_steps, selection)
-    n = sampler.get("particles", 1)   # SMC: one population of K particles
+    n = sampler.get("particles", 1)  # SMC: one population of K particles
     value = "tweedie" if score_decoder is None else ScoreDecoderValue(reward, score_decoder)
     gen = torch.Generator(device="cpu").manual_seed(row_seed(backend.prompt, seed))
     start = time.perf_counter()
-    res = get_method(method).run(backend, reward, n, lam=float(knobs["lam"]), value=value,
-                                 generator=gen, **sampler)
+    res = get_method(method).run(
+        backend, reward, n, lam=float(knobs["lam"]), value=value, generator=gen, **sampler
+    )
     wall = time.perf_counter() - start
     keep = int(torch.randint(n, (1,), generator=gen)) if n > 1 else 0
     image = res.samples[keep].detach().float().cpu()
@@ -168,11 +199,21 @@ def sweep_row(backend, method: str, settings: dict, seed: int, reward: Callable,
         with torch.no_grad():
             score = float(fidelity(image[None])[0])
     s = res.settings
-    row = {"prompt": backend.prompt, "method": method, "settings": settings, "seed": seed,
-           "reward": float(res.rewards[keep]), "fidelity": score, "nfe": res.nfe,
-           "reward_calls": res.reward_calls, "wall_s": wall,
-           **{k: s.get(k) for k in ("num_candidates", "block_size", "particles", "selection",
-                                    "lam", "steps")}}
+    row = {
+        "prompt": backend.prompt,
+        "method": method,
+        "settings": settings,
+        "seed": seed,
+        "reward": float(res.rewards[keep]),
+        "fidelity": score,
+        "nfe": res.nfe,
+        "reward_calls": res.reward_calls,
+        "wall_s": wall,
+        **{
+            k: s.get(k)
+            for k in ("num_candidates", "block_size", "particles", "selection", "lam", "steps")
+        },
+    }
     return row, image
 
 
@@ -195,19 +236,37 @@ def process_shard(device: str | None = None) -> Shard:
         from accelerate.utils import parse_flag_from_env
     except ImportError:
         return Shard(device=device)
-    cpu = (str(device).startswith("cpu") or parse_flag_from_env("ACCELERATE_USE_CPU")
-           or not torch.cuda.is_available())
+    cpu = (
+        str(device).startswith("cpu")
+        or parse_flag_from_env("ACCELERATE_USE_CPU")
+        or not torch.cuda.is_available()
+    )
     state = PartialState(cpu=cpu)
     mine = device or ("cpu" if state.device.type == "cpu" else str(state.device))
     return Shard(state.process_index, state.num_processes, mine, state.wait_for_everyone)
 
 
-def run_sd_sweep(pipe, prompts: list[str], reward_for: Callable[[str], Callable], methods,
-                 grid: dict[str, list], *, seeds: int = 2, steps: int = 50,
-                 out: str | Path = "sd-sweep", eta: float = 1.0, guidance_scale: float = 7.5,
-                 scheduler: str | None = None, selection: str | None = None, max_batch: int = 8,
-                 fidelity=None, score_decoder=None, describe: dict | None = None,
-                 shard: Shard | None = None, progress: bool = True) -> list[dict]:
+def run_sd_sweep(
+    pipe,
+    prompts: list[str],
+    reward_for: Callable[[str], Callable],
+    methods,
+    grid: dict[str, list],
+    *,
+    seeds: int = 2,
+    steps: int = 50,
+    out: str | Path = "sd-sweep",
+    eta: float = 1.0,
+    guidance_scale: float = 7.5,
+    scheduler: str | None = None,
+    selection: str | None = None,
+    max_batch: int = 8,
+    fidelity=None,
+    score_decoder=None,
+    describe: dict | None = None,
+    shard: Shard | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Run this process's rows not yet in ``out/results.jsonl``; return every row there once all
     processes are done.
 
@@ -222,43 +281,64 @@ def run_sd_sweep(pipe, prompts: list[str], reward_for: Callable[[str], Callable]
         raise ValueError("prompts must be a non-empty list of non-empty strings")
     jobs = sweep_jobs(list(dict.fromkeys(prompts)), methods, grid, seeds)
     shard = shard or process_shard()
-    config = {"steps": steps, "eta": eta, "guidance_scale": guidance_scale,
-              "scheduler": scheduler, "selection": selection, "fidelity": fidelity is not None,
-              "score_decoder": score_decoder is not None, **(describe or {})}
+    config = {
+        "steps": steps,
+        "eta": eta,
+        "guidance_scale": guidance_scale,
+        "scheduler": scheduler,
+        "selection": selection,
+        "fidelity": fidelity is not None,
+        "score_decoder": score_decoder is not None,
+        **(describe or {}),
+    }
     model = (describe or {}).get("model") or getattr(pipe, "name_or_path", "") or "pipeline"
     options = {"eta": eta, "guidance_scale": guidance_scale, "max_batch": max_batch}
     if scheduler is not None:
         options["scheduler"] = scheduler
-    backends = {}   # bad backend options (T, scheduler, η, ...) fail here, before any writing
+    backends = {}  # bad backend options (T, scheduler, η, ...) fail here, before any writing
     for t in sorted({s.get("T", steps) for _, _, s, _ in jobs}):
         backends[jobs[0][0], t] = make_sd_backend(pipe, jobs[0][0], steps=t, **options)
     kws = [_sampler(m, s, steps) for _, m, s, _ in jobs]
-    if (any(kw["num_candidates"] * kw.get("particles", 1) > 1 for kw in kws)
-            and next(iter(backends.values())).process.deterministic):
+    if (
+        any(kw["num_candidates"] * kw.get("particles", 1) > 1 for kw in kws)
+        and next(iter(backends.values())).process.deterministic
+    ):
         raise ValueError("selection needs a stochastic step: eta must be > 0")
     out = Path(out)
-    table = ResultsTable(out, key=lambda r: row_key(r["prompt"], r["method"], r["settings"],
-                                                    r["seed"]))
+    table = ResultsTable(
+        out, key=lambda r: row_key(r["prompt"], r["method"], r["settings"], r["seed"])
+    )
     table.claim(config, name="sweep.json", what="sweep")
     done = table.done()
-    todo = [j for j in jobs[shard.index::shard.count] if row_key(*j) not in done]
+    todo = [j for j in jobs[shard.index :: shard.count] if row_key(*j) not in done]
     rewards, scores = {}, {}
     device = str(getattr(pipe, "device", shard.device))
-    bar = tqdm(table.claimed(todo, lambda j: row_key(*j)), total=len(todo),
-               desc=f"sd-sweep {shard.index + 1}/{shard.count}", disable=not progress,
-               position=shard.index)
+    bar = tqdm(
+        table.claimed(todo, lambda j: row_key(*j)),
+        total=len(todo),
+        desc=f"sd-sweep {shard.index + 1}/{shard.count}",
+        disable=not progress,
+        position=shard.index,
+    )
     for prompt, method, settings, seed in bar:
         t = settings.get("T", steps)
-        if (prompt, t) not in backends:   # the prompt is embedded once per backend
+        if (prompt, t) not in backends:  # the prompt is embedded once per backend
             backends[prompt, t] = make_sd_backend(pipe, prompt, steps=t, **options)
         if prompt not in rewards:
             rewards[prompt] = reward_for(prompt)
             scores[prompt] = None if fidelity is None else ClipTextScore(prompt, fidelity)
-        row, image = sweep_row(backends[prompt, t], method, settings, seed, rewards[prompt],
-                               selection=selection, fidelity=scores[prompt],
-                               score_decoder=score_decoder)
+        row, image = sweep_row(
+            backends[prompt, t],
+            method,
+            settings,
+            seed,
+            rewards[prompt],
+            selection=selection,
+            fidelity=scores[prompt],
+            score_decoder=score_decoder,
+        )
         row["image"] = _image_path(prompt, method, settings, seed)
-        save_png(image, out / row["image"])   # the image first: a row always has its PNG
+        save_png(image, out / row["image"])  # the image first: a row always has its PNG
         table.append({"model": model, **row, "device": device, "rank": shard.index})
     bar.close()
     shard.wait()

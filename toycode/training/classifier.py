@@ -24,10 +24,21 @@ class Classifier(nn.Module):
         super().__init__()
         a, b = widths
         self.body = nn.Sequential(
-            nn.Conv2d(1, a, 3, padding=1), nn.ReLU(), nn.Conv2d(a, a, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2), nn.Conv2d(a, b, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(b, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Dropout(0.3), nn.Linear(b * 49, 64), nn.ReLU())
+            nn.Conv2d(1, a, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(a, a, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(a, b, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(b, b, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(0.3),
+            nn.Linear(b * 49, 64),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(64, 10)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,9 +59,17 @@ def _shift(x: torch.Tensor, gen: torch.Generator, pixels: int = 2) -> torch.Tens
     return padded[torch.arange(n)[:, None, None], 0, rows, cols].unsqueeze(1)
 
 
-def fit_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
-                   batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
-                   progress: bool = True) -> nn.Module:
+def fit_classifier(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> nn.Module:
     """Cross-entropy training of ``model`` on images x (n, 1, 28, 28) and labels y, with random
     shifts of up to 2 pixels and a one-cycle learning rate; returns it in eval mode.
 
@@ -67,7 +86,7 @@ def fit_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=gen)
         for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             loss = nn.functional.cross_entropy(model(_shift(x[idx], gen)), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -83,6 +102,6 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double().numpy(), b.double().numpy()
     mu_a, mu_b = a.mean(0), b.mean(0)
     ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    with np.errstate(all="ignore"):   # sqrtm warns on tiny imaginary parts; they are dropped
+    with np.errstate(all="ignore"):  # sqrtm warns on tiny imaginary parts; they are dropped
         covmean = linalg.sqrtm(ca @ cb).real
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca + cb - 2 * covmean))

@@ -31,8 +31,14 @@ from ..utils.io import atomic_save
 from ..utils.seeding import seeded
 from .train import CHECKPOINT_DIR, PROCESSES
 
-__all__ = ["ValueNet", "GaussianBaseline", "LearnedValue", "train_value", "find_value_checkpoint",
-           "load_learned_value"]
+__all__ = [
+    "ValueNet",
+    "GaussianBaseline",
+    "LearnedValue",
+    "train_value",
+    "find_value_checkpoint",
+    "load_learned_value",
+]
 
 
 class ValueNet(nn.Module):
@@ -45,8 +51,10 @@ class ValueNet(nn.Module):
         super().__init__()
         self.config = {"dim": dim, "width": width, "depth": depth}
         self.inp = nn.Linear(dim + 2, width)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(width), nn.GELU(),
-                                                  nn.Linear(width, width)) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(width), nn.GELU(), nn.Linear(width, width))
+            for _ in range(depth)
+        )
         self.out = nn.Sequential(nn.LayerNorm(width), nn.GELU(), nn.Linear(width, 1))
 
     def forward(self, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -56,7 +64,7 @@ class ValueNet(nn.Module):
         return sigma * self.out(h)[:, 0]
 
 
-_VP_LEVELS = Process.make(1000, num_train_steps=1000)   # every VP training timestep's (α, σ)
+_VP_LEVELS = Process.make(1000, num_train_steps=1000)  # every VP training timestep's (α, σ)
 
 
 def _levels(process: str, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,14 +102,22 @@ class GaussianBaseline:
     def __call__(self, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor):
         a, s = alpha.double()[:, None], sigma.double()[:, None]
         lam = self._evals[None, :]
-        gain = a * lam / (a * a * lam + s * s)                       # (n, d) in Σ's eigenbasis
+        gain = a * lam / (a * a * lam + s * s)  # (n, d) in Σ's eigenbasis
         resid = (x.double() - a * self.mean) @ self._evecs
         return self.reward(self.mean + (gain * resid) @ self._evecs.T)
 
 
-def train_value(problem, out: str | Path | None = None, *, process: str = "vp",
-                steps: int = 1500, batch_size: int = 2048, lr: float = 2e-3, seed: int = 0,
-                progress: bool = True) -> dict:
+def train_value(
+    problem,
+    out: str | Path | None = None,
+    *,
+    process: str = "vp",
+    steps: int = 1500,
+    batch_size: int = 2048,
+    lr: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Fit v_θ for a toy problem (base samples are exact draws of its prior); writes ``out``."""
     check_choice("process", process, PROCESSES)
     check_range("steps", steps, 1, None)
@@ -109,21 +125,23 @@ def train_value(problem, out: str | Path | None = None, *, process: str = "vp",
         raise ValueError(f"a learned value needs lam > 0, got lam={problem.lam}")
     out = Path(out) if out is not None else CHECKPOINT_DIR / f"value_{problem.name}_{process}.pt"
     gen = torch.Generator().manual_seed(seed)
-    pool = problem.prior.sample(400_000, gen)          # base samples, drawn once
+    pool = problem.prior.sample(400_000, gen)  # base samples, drawn once
     pool_r = problem.reward(pool)
     baseline = GaussianBaseline.of(problem)
     with seeded(seed):
         model = ValueNet(problem.prior.dim)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
     avg = float("nan")
     for _ in tqdm(range(steps), disable=not progress, desc=f"training {out.name}"):
         k = torch.randint(0, len(pool), (batch_size,), generator=gen)
         x0 = pool[k]
         alpha, sigma = _levels(process, batch_size, gen)
-        xt = alpha[:, None] * x0 + sigma[:, None] * torch.randn(x0.shape, generator=gen,
-                                                                 dtype=x0.dtype)
+        xt = alpha[:, None] * x0 + sigma[:, None] * torch.randn(
+            x0.shape, generator=gen, dtype=x0.dtype
+        )
         # bounded targets: a few e^{6}-sized outliers would otherwise swamp every other level
         y = torch.exp((problem.lam * (pool_r[k] - baseline(xt, alpha, sigma))).clamp(max=6.0))
         u = model(xt.float(), alpha.float(), sigma.float())
@@ -133,10 +151,17 @@ def train_value(problem, out: str | Path | None = None, *, process: str = "vp",
         opt.step()
         sched.step()
         avg = loss.item() if math.isnan(avg) else 0.98 * avg + 0.02 * loss.item()
-    ckpt = {"kind": "value", "config": model.config, "model": model.state_dict(),
-            "process": process, "baseline": {"mean": baseline.mean, "cov": baseline.cov},
-            **_spec(problem), "seed": seed, "loss": avg,
-            "train": {"steps": steps, "batch_size": batch_size, "lr": lr}}
+    ckpt = {
+        "kind": "value",
+        "config": model.config,
+        "model": model.state_dict(),
+        "process": process,
+        "baseline": {"mean": baseline.mean, "cov": baseline.cov},
+        **_spec(problem),
+        "seed": seed,
+        "loss": avg,
+        "train": {"steps": steps, "batch_size": batch_size, "lr": lr},
+    }
     atomic_save(ckpt, out)
     return ckpt
 
@@ -165,21 +190,25 @@ class LearnedValue:
         return self.values_at(x, lv.alpha, lv.sigma)
 
 
-def find_value_checkpoint(problem, process: str = "vp",
-                          folder: str | Path = CHECKPOINT_DIR) -> Path:
+def find_value_checkpoint(
+    problem, process: str = "vp", folder: str | Path = CHECKPOINT_DIR
+) -> Path:
     """The committed value checkpoint trained for exactly this problem and process."""
     want = _spec(problem)["problem"]
     for path in sorted(Path(folder).glob("value_*.pt")):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if ckpt.get("process") == process and ckpt.get("problem") == want:
             return path
-    raise ValueError(f"no learned value for problem {problem.name!r} (process {process}) in "
-                     f"{folder}; train one with `toycode train-value --problem {problem.name} "
-                     f"--process {process}`")
+    raise ValueError(
+        f"no learned value for problem {problem.name!r} (process {process}) in "
+        f"{folder}; train one with `toycode train-value --problem {problem.name} "
+        f"--process {process}`"
+    )
 
 
-def load_learned_value(problem, process: str = "vp",
-                       path: str | Path | None = None) -> LearnedValue:
+def load_learned_value(
+    problem, process: str = "vp", path: str | Path | None = None
+) -> LearnedValue:
     """The learned value of a problem (its committed checkpoint, or ``path``)."""
     path = Path(path) if path is not None else find_value_checkpoint(problem, process)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -187,6 +216,5 @@ def load_learned_value(problem, process: str = "vp",
         raise ValueError(f"{path} is not a toycode value checkpoint")
     model = ValueNet(**ckpt["config"])
     model.load_state_dict(ckpt["model"])
-    baseline = GaussianBaseline(problem.reward, ckpt["baseline"]["mean"],
-                                ckpt["baseline"]["cov"])
+    baseline = GaussianBaseline(problem.reward, ckpt["baseline"]["mean"], ckpt["baseline"]["cov"])
     return LearnedValue(model, baseline, ckpt["problem"]["lam"])

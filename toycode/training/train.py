@@ -40,11 +40,24 @@ PROCESSES = ("vp", "flow")
 """The forward processes a toy model may be trained on and sampled under."""
 
 
-def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Tensor], *,
-        out: str | Path, meta: dict, steps: int, batch_size: int = 1024, lr: float = 2e-3,
-        schedule: str = "linear", num_train_steps: int = 1000, seed: int = 0,
-        checkpoint_every: int = 1000, resume: bool = True, progress: bool = True,
-        ema_decay: float | None = None, process: str = "vp") -> dict:
+def fit(
+    model: torch.nn.Module,
+    data: Callable[[int, torch.Generator], torch.Tensor],
+    *,
+    out: str | Path,
+    meta: dict,
+    steps: int,
+    batch_size: int = 1024,
+    lr: float = 2e-3,
+    schedule: str = "linear",
+    num_train_steps: int = 1000,
+    seed: int = 0,
+    checkpoint_every: int = 1000,
+    resume: bool = True,
+    progress: bool = True,
+    ema_decay: float | None = None,
+    process: str = "vp",
+) -> dict:
     """Train a denoiser on batches ``data(batch_size, generator)``; returns the final checkpoint.
 
     ``process`` "vp" trains ε-prediction on ``schedule``; "flow" trains rectified-flow velocity
@@ -65,7 +78,8 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
     ema = None
     if ema_decay is not None:
         check_range("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
@@ -73,30 +87,47 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
     start = 0
     if resume and out.exists():
         ckpt = torch.load(out, map_location="cpu", weights_only=True)
-        if (ckpt.get("train", {}).get("steps") == steps and ckpt.get("seed") == seed
-                and ckpt.get("process", "vp") == process):
+        if (
+            ckpt.get("train", {}).get("steps") == steps
+            and ckpt.get("seed") == seed
+            and ckpt.get("process", "vp") == process
+        ):
             ema = _restore(ckpt, model=model, opt=opt, sched=sched, gen=gen, ema=ema)
             start = ckpt["step"]
             log.info("resuming %s from step %d", out, start)
 
     def checkpoint(step: int, loss: float) -> dict:
-        weights = {"model": ema, "train_model": model.state_dict()} if ema is not None else {
-            "model": model.state_dict()}
-        ckpt = {**meta, **weights, "optimizer": opt.state_dict(),
-                "lr_schedule": sched.state_dict(), "generator": gen.get_state(), "step": step,
-                "seed": seed, "loss": loss, "process": process,
-                "prediction": "flow" if flow else "epsilon",
-                "schedule": {"name": "flow" if flow else schedule,
-                             "num_train_steps": num_train_steps},
-                "train": {"steps": steps, "batch_size": batch_size, "lr": lr,
-                          "ema_decay": ema_decay}}
+        weights = (
+            {"model": ema, "train_model": model.state_dict()}
+            if ema is not None
+            else {"model": model.state_dict()}
+        )
+        ckpt = {
+            **meta,
+            **weights,
+            "optimizer": opt.state_dict(),
+            "lr_schedule": sched.state_dict(),
+            "generator": gen.get_state(),
+            "step": step,
+            "seed": seed,
+            "loss": loss,
+            "process": process,
+            "prediction": "flow" if flow else "epsilon",
+            "schedule": {"name": "flow" if flow else schedule, "num_train_steps": num_train_steps},
+            "train": {"steps": steps, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay},
+        }
         atomic_save(ckpt, out)
         return ckpt
 
     model.train()
     avg, ckpt = float("nan"), None
-    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress,
-               desc=f"training {out.name}")
+    bar = tqdm(
+        range(start, steps),
+        initial=start,
+        total=steps,
+        disable=not progress,
+        desc=f"training {out.name}",
+    )
     for step in bar:
         loss = _loss(model, data(batch_size, gen), gen, abar=abar, num_train_steps=num_train_steps)
         opt.zero_grad(set_to_none=True)
@@ -114,12 +145,18 @@ def fit(model: torch.nn.Module, data: Callable[[int, torch.Generator], torch.Ten
     return ckpt if ckpt is not None else torch.load(out, map_location="cpu", weights_only=True)
 
 
-def _loss(model: torch.nn.Module, x0: torch.Tensor, gen: torch.Generator, *,
-          abar: torch.Tensor | None, num_train_steps: int) -> torch.Tensor:
+def _loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    gen: torch.Generator,
+    *,
+    abar: torch.Tensor | None,
+    num_train_steps: int,
+) -> torch.Tensor:
     """One batch's mean squared error (module docstring): ε-prediction on the schedule ``abar``,
     or rectified-flow velocity when ``abar`` is None. Draws t, then ε, from ``gen``."""
     shape = (-1, *([1] * (x0.ndim - 1)))
-    if abar is None:   # x_t = (1 − t) x0 + t ε, target v = ε − x0, time input 1000·t as diffusers'
+    if abar is None:  # x_t = (1 − t) x0 + t ε, target v = ε − x0, time input 1000·t as diffusers'
         t = torch.rand(len(x0), generator=gen)
         eps = torch.randn(x0.shape, generator=gen)
         tt = t.view(shape)
@@ -141,8 +178,9 @@ def _update_ema(ema: dict, model: torch.nn.Module, decay: float) -> None:
                 ema[k].copy_(v)
 
 
-def _restore(ckpt: dict, *, model: torch.nn.Module, opt, sched, gen: torch.Generator,
-             ema: dict | None) -> dict | None:
+def _restore(
+    ckpt: dict, *, model: torch.nn.Module, opt, sched, gen: torch.Generator, ema: dict | None
+) -> dict | None:
     """Load a checkpoint's training state in place; returns the EMA weights to continue (the
     checkpoint's "model" when training with an EMA, whose raw weights are "train_model")."""
     model.load_state_dict(ckpt["train_model"] if ema is not None else ckpt["model"])
@@ -152,28 +190,55 @@ def _restore(ckpt: dict, *, model: torch.nn.Module, opt, sched, gen: torch.Gener
     return ckpt["model"] if ema is not None else None
 
 
-def train_mlp(prior: GaussianMixture, out: str | Path, *, steps: int = 6000,
-              batch_size: int = 2048, width: int = 128, depth: int = 4, seed: int = 0,
-              progress: bool = True, process: str = "vp", **fit_options) -> dict:
+def train_mlp(
+    prior: GaussianMixture,
+    out: str | Path,
+    *,
+    steps: int = 6000,
+    batch_size: int = 2048,
+    width: int = 128,
+    depth: int = 4,
+    seed: int = 0,
+    progress: bool = True,
+    process: str = "vp",
+    **fit_options,
+) -> dict:
     """Train the 2-D MLP denoiser on fresh exact samples of ``prior``; writes ``out``.
 
     ``process`` "vp" (ε-prediction) or "flow" (rectified-flow velocity)."""
     check_choice("process", process, PROCESSES)
-    with seeded(seed):   # parameter initialisation
+    with seeded(seed):  # parameter initialisation
         model = MLPDenoiser(prior.dim, width, depth)
-    meta = {"kind": "mlp", "config": model.config,
-            "prior": {"weights": prior.weights.tolist(), "means": prior.means.tolist(),
-                      "covs": prior.covs.tolist()}}
+    meta = {
+        "kind": "mlp",
+        "config": model.config,
+        "prior": {
+            "weights": prior.weights.tolist(),
+            "means": prior.means.tolist(),
+            "covs": prior.covs.tolist(),
+        },
+    }
 
     def data(n, gen):
         return prior.sample(n, gen).float()
 
-    return fit(model, data, out=out, meta=meta, steps=steps, batch_size=batch_size, seed=seed,
-               progress=progress, process=process, **fit_options)
+    return fit(
+        model,
+        data,
+        out=out,
+        meta=meta,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        process=process,
+        **fit_options,
+    )
 
 
-def find_mlp_checkpoint(prior: GaussianMixture, folder: str | Path = CHECKPOINT_DIR,
-                        process: str = "vp") -> Path:
+def find_mlp_checkpoint(
+    prior: GaussianMixture, folder: str | Path = CHECKPOINT_DIR, process: str = "vp"
+) -> Path:
     """The committed MLP checkpoint trained on exactly this prior under ``process``."""
     check_choice("process", process, PROCESSES)
     others = []
@@ -185,9 +250,11 @@ def find_mlp_checkpoint(prior: GaussianMixture, folder: str | Path = CHECKPOINT_
                 return path
             others.append(f"{path.name} ({ckpt.get('process', 'vp')})")
     found = f" (found {', '.join(others)})" if others else ""
-    raise ValueError(f"no trained MLP checkpoint in {folder} matches this prior with "
-                     f"process={process!r}{found}; train one with "
-                     f"`toycode train --problem P.json --process {process} --out model.pt`")
+    raise ValueError(
+        f"no trained MLP checkpoint in {folder} matches this prior with "
+        f"process={process!r}{found}; train one with "
+        f"`toycode train --problem P.json --process {process} --out model.pt`"
+    )
 
 
 def _same_prior(spec: dict, prior: GaussianMixture) -> bool:
@@ -195,6 +262,11 @@ def _same_prior(spec: dict, prior: GaussianMixture) -> bool:
         other = GaussianMixture(spec["weights"], spec["means"], spec["covs"])
     except ValueError:
         return False
-    return all(a.shape == b.shape and torch.allclose(a, b) for a, b in
-               ((other.weights, prior.weights), (other.means, prior.means),
-                (other.covs, prior.covs)))
+    return all(
+        a.shape == b.shape and torch.allclose(a, b)
+        for a, b in (
+            (other.weights, prior.weights),
+            (other.means, prior.means),
+            (other.covs, prior.covs),
+        )
+    )

@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 
-def check_range(name: str, value, low=None, high=None, *, low_open: bool = False,
-                high_open: bool = False) -> None:
+def check_range(
+    name: str, value, low=None, high=None, *, low_open: bool = False, high_open: bool = False
+) -> None:
     """Raise ValueError unless low ≤ value ≤ high (bounds optional, open where asked)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and low is not None:
@@ -51,7 +52,7 @@ def check_count(name: str, value, low: int = 1, high: int | None = None) -> None
     check_range(name, value, low, high)
 
 
-SEED_MAX = 2 ** 63 - 1
+SEED_MAX = 2**63 - 1
 """The largest seed a torch.Generator takes from every entry point (its own bound is 2^64 − 1,
 but negative and huge seeds round-trip differently through numpy and JSON)."""
 
@@ -83,12 +84,17 @@ def resolve_device(name: str | None, default: str | None = None) -> str | None:
         dev = torch.device(name)
     except (RuntimeError, TypeError):
         dev = None
-    ok = dev is not None and (dev.type == "cpu" and dev.index in (None, 0)
-                              or f"{dev.type}:{dev.index or 0}" in devices
-                              or dev.type == "mps" and "mps" in devices)
+    ok = dev is not None and (
+        dev.type == "cpu"
+        and dev.index in (None, 0)
+        or f"{dev.type}:{dev.index or 0}" in devices
+        or dev.type == "mps"
+        and "mps" in devices
+    )
     if not ok:
-        raise ValueError(f"device must be one of {', '.join(devices)} on this machine, "
-                         f"got {name!r}")
+        raise ValueError(
+            f"device must be one of {', '.join(devices)} on this machine, got {name!r}"
+        )
     return name
 
 
@@ -104,8 +110,9 @@ def _check_creatable(name: str, path: Path) -> None:
     """Everything above ``path`` that exists must be a writable folder."""
     base = _nearest_existing(path.parent if path.parent != path else path)
     if not base.is_dir():
-        raise ValueError(f"{name} {str(path)!r} lies under {str(base)!r}, which is a file, "
-                         f"not a folder")
+        raise ValueError(
+            f"{name} {str(path)!r} lies under {str(base)!r}, which is a file, not a folder"
+        )
     if not os.access(base, os.W_OK | os.X_OK):
         raise ValueError(f"{name} {str(path)!r}: folder {str(base)!r} is not writable")
 
@@ -147,18 +154,21 @@ def check_in_file(name: str, path) -> Path:
     return path
 
 
-MAX_BATCH_NUMBERS = 2 ** 31
+MAX_BATCH_NUMBERS = 2**31
 """The most numbers (tensor elements) one setting may hold at once: 8 GiB in float32. A setting
 past it is refused before any work, with its estimate, rather than failing deep in torch."""
 
 
-def check_batch(what: str, samples: int, numbers_per_sample: int,
-                limit: int = MAX_BATCH_NUMBERS) -> None:
+def check_batch(
+    what: str, samples: int, numbers_per_sample: int, limit: int = MAX_BATCH_NUMBERS
+) -> None:
     """Refuse a setting whose largest batch (``samples`` × ``numbers_per_sample``) exceeds
     ``limit`` numbers, naming the estimate."""
     total = samples * numbers_per_sample
     if total > limit:
-        raise ValueError(f"{what} holds about {samples:.3g} samples × {numbers_per_sample} "
-                         f"numbers = {total:.3g} numbers ({4 * total / 2 ** 30:.3g} GiB in "
-                         f"float32) at once; the limit is {limit:.3g} numbers "
-                         f"({4 * limit / 2 ** 30:.3g} GiB)")
+        raise ValueError(
+            f"{what} holds about {samples:.3g} samples × {numbers_per_sample} "
+            f"numbers = {total:.3g} numbers ({4 * total / 2**30:.3g} GiB in "
+            f"float32) at once; the limit is {limit:.3g} numbers "
+            f"({4 * limit / 2**30:.3g} GiB)"
+        )

@@ -35,13 +35,15 @@ def data_dir(path: str | Path | None, dataset: str) -> Path:
 
 # how a file's checksum is taken: MNIST publishes the MD5 of its .gz files; "SHA256 of the
 # contents" does not depend on how the file was compressed (repackaged copies keep it)
-DIGESTS = {"MD5": lambda payload: hashlib.md5(payload).hexdigest(),
-           "SHA256 of the contents": lambda payload: hashlib.sha256(
-               gzip.decompress(payload)).hexdigest()}
+DIGESTS = {
+    "MD5": lambda payload: hashlib.md5(payload).hexdigest(),
+    "SHA256 of the contents": lambda payload: hashlib.sha256(gzip.decompress(payload)).hexdigest(),
+}
 
 
-def fetch(name: str, checksum: str, folder: Path, mirrors, timeout: float = 30.0,
-          digest: str = "MD5") -> Path:
+def fetch(
+    name: str, checksum: str, folder: Path, mirrors, timeout: float = 30.0, digest: str = "MD5"
+) -> Path:
     """A verified local copy of one official file, downloading it if needed.
 
     ``digest`` names how ``checksum`` is taken (a key of :data:`DIGESTS`)."""
@@ -50,8 +52,10 @@ def fetch(name: str, checksum: str, folder: Path, mirrors, timeout: float = 30.0
         got = DIGESTS[digest](path.read_bytes())
         if got == checksum:
             return path
-        raise ValueError(f"{path} exists but its {digest} is {got}, not {checksum}; delete it "
-                         f"to download it again")
+        raise ValueError(
+            f"{path} exists but its {digest} is {got}, not {checksum}; delete it "
+            f"to download it again"
+        )
     errors = []
     for mirror in mirrors:
         url = mirror + name
@@ -63,7 +67,7 @@ def fetch(name: str, checksum: str, folder: Path, mirrors, timeout: float = 30.0
             continue
         try:
             got = DIGESTS[digest](payload)
-        except (OSError, EOFError) as err:   # not a gzip file: the contents cannot be read
+        except (OSError, EOFError) as err:  # not a gzip file: the contents cannot be read
             errors.append(f"{url}: {err}")
             continue
         if got != checksum:
@@ -88,8 +92,9 @@ def _parse(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def load_idx(files, split: str, folder: Path, mirrors,
-             digest: str = "MD5") -> tuple[torch.Tensor, torch.Tensor]:
+def load_idx(
+    files, split: str, folder: Path, mirrors, digest: str = "MD5"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One split of an idx-gzip data set (``files[split]`` = ((images, checksum), (labels,
     checksum))), fetched and verified into ``folder``: images as float32 (n, 1, rows, cols) in
     [−1, 1] and labels as int64 (n,)."""

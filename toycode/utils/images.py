@@ -1,6 +1,6 @@
 """Image utilities shared by the wings: the compressibility reward (an encoder's size).
 
-    Compressibility(fmt, quality)   −(encoded size in kB), JPEG by default    not differentiable
+Compressibility(fmt, quality)   −(encoded size in kB), JPEG by default    not differentiable
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class Compressibility:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from PIL import Image
+
         scaled = (x.detach().float() - self.low) / (self.high - self.low)
         pixels = (scaled.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
         sizes = []

@@ -21,7 +21,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     umask = os.umask(0)
     os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp's 0600 would make committed files private
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make committed files private
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)

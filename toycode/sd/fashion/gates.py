@@ -34,16 +34,32 @@ def classifier_test_accuracy(classifier, data_dir=None) -> tuple[float, float]:
     return acc, math.sqrt(acc * (1 - acc) / len(y))
 
 
-def pipeline_images(pipe, prompt: str, n: int, *, steps: int, guidance_scale: float | None,
-                    seed: int, batch: int = 250) -> torch.Tensor:
+def pipeline_images(
+    pipe,
+    prompt: str,
+    n: int,
+    *,
+    steps: int,
+    guidance_scale: float | None,
+    seed: int,
+    batch: int = 250,
+) -> torch.Tensor:
     """n images (n, 3, 32, 32) in [0, 1] from the pipeline's own ``__call__`` (DDIM, η = 0)."""
     gen = torch.Generator().manual_seed(seed)
     extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
     out = []
     for start in range(0, n, batch):
         m = min(batch, n - start)
-        out.append(pipe(prompt, num_images_per_prompt=m, num_inference_steps=steps,
-                        generator=gen, output_type="pt", **extra).images.float())
+        out.append(
+            pipe(
+                prompt,
+                num_images_per_prompt=m,
+                num_inference_steps=steps,
+                generator=gen,
+                output_type="pt",
+                **extra,
+            ).images.float()
+        )
     return torch.cat(out)
 
 
@@ -52,65 +68,87 @@ def _features(classifier, images: torch.Tensor) -> torch.Tensor:
         return classifier.features(images)
 
 
-def quality_gates(model=None, *, n: int = 100, n_generic: int = 500, steps: int = 25,
-                  guidance_scale: float | None = None, seed: int = 0, data_dir=None,
-                  classifier=None) -> dict:
+def quality_gates(
+    model=None,
+    *,
+    n: int = 100,
+    n_generic: int = 500,
+    steps: int = 25,
+    guidance_scale: float | None = None,
+    seed: int = 0,
+    data_dir=None,
+    classifier=None,
+) -> dict:
     """Every gate of the pipeline at ``model`` (default: the committed folder)."""
     from ..backend import load_pipeline
     from . import PIPELINE_DIR
     from .train import load_fashion_classifier
+
     start = time.time()
     pipe = load_pipeline(model or PIPELINE_DIR, device="cpu")
     classifier = classifier or load_fashion_classifier()
     acc, acc_se = classifier_test_accuracy(classifier, data_dir)
     fidelity, pooled = [], []
     for c in range(len(CLASSES)):
-        images = pipeline_images(pipe, class_prompt(c), n, steps=steps,
-                                 guidance_scale=guidance_scale, seed=seed + c)
+        images = pipeline_images(
+            pipe, class_prompt(c), n, steps=steps, guidance_scale=guidance_scale, seed=seed + c
+        )
         fidelity.append(float((classify(classifier, images) == c).double().mean()))
         pooled.append(images)
-    generic = pipeline_images(pipe, GENERIC_PROMPT, n_generic, steps=steps,
-                              guidance_scale=guidance_scale, seed=seed + 100)
+    generic = pipeline_images(
+        pipe, GENERIC_PROMPT, n_generic, steps=steps, guidance_scale=guidance_scale, seed=seed + 100
+    )
     shares = torch.bincount(classify(classifier, generic), minlength=10).double() / n_generic
     x, _ = load_fashion("test", data_dir)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     half = len(x) // 2
     ref, other = x[order[:half]], x[order[half:]]
     pooled = torch.cat(pooled)
-    m = min(len(pooled), half)   # the floor uses as many real images as the model has samples
+    m = min(len(pooled), half)  # the floor uses as many real images as the model has samples
     f_model = _features(classifier, to_classifier_input(pooled))
     f_ref = _features(classifier, ref)
     f_other = _features(classifier, other[:m])
     f_generic = _features(classifier, to_classifier_input(generic))
-    f_floor_generic = _features(classifier, other[:len(generic)])
+    f_floor_generic = _features(classifier, other[: len(generic)])
     mean_fid = sum(fidelity) / len(fidelity)
     return {
-        "model": str(model or PIPELINE_DIR), "steps": steps,
+        "model": str(model or PIPELINE_DIR),
+        "steps": steps,
         "guidance_scale": guidance_scale if guidance_scale is not None else 7.5,
-        "n_per_class": n, "classifier_accuracy": acc, "classifier_accuracy_se": acc_se,
-        "fidelity": dict(zip(CLASSES, fidelity)), "fidelity_mean": mean_fid,
+        "n_per_class": n,
+        "classifier_accuracy": acc,
+        "classifier_accuracy_se": acc_se,
+        "fidelity": dict(zip(CLASSES, fidelity)),
+        "fidelity_mean": mean_fid,
         "fidelity_mean_se": math.sqrt(sum(f * (1 - f) for f in fidelity) / n) / len(fidelity),
         "frechet": frechet_distance(f_model, f_ref),
-        "frechet_floor": frechet_distance(f_other, f_ref), "frechet_n": m,
+        "frechet_floor": frechet_distance(f_other, f_ref),
+        "frechet_n": m,
         "generic_frechet": frechet_distance(f_generic, f_ref),
         "generic_frechet_floor": frechet_distance(f_floor_generic, f_ref),
-        "generic_shares": dict(zip(CLASSES, shares.tolist())), "n_generic": n_generic,
-        "seconds": time.time() - start}
+        "generic_shares": dict(zip(CLASSES, shares.tolist())),
+        "n_generic": n_generic,
+        "seconds": time.time() - start,
+    }
 
 
 def format_gates(g: dict) -> str:
     """The gates as a short plain-text report."""
-    lines = [f"pipeline {g['model']}: DDIM {g['steps']} steps, guidance {g['guidance_scale']}",
-             f"classifier test accuracy  {g['classifier_accuracy']:.4f} "
-             f"± {g['classifier_accuracy_se']:.4f} (10,000 test images)",
-             f"prompt fidelity (share classified as prompted, {g['n_per_class']} images a class)"]
+    lines = [
+        f"pipeline {g['model']}: DDIM {g['steps']} steps, guidance {g['guidance_scale']}",
+        f"classifier test accuracy  {g['classifier_accuracy']:.4f} "
+        f"± {g['classifier_accuracy_se']:.4f} (10,000 test images)",
+        f"prompt fidelity (share classified as prompted, {g['n_per_class']} images a class)",
+    ]
     lines += [f"  {name:<12} {f:.3f}" for name, f in g["fidelity"].items()]
-    lines += [f"  {'mean':<12} {g['fidelity_mean']:.3f} ± {g['fidelity_mean_se']:.3f}",
-              f"Fréchet (classifier features), class prompts pooled vs test half: "
-              f"{g['frechet']:.3f}; floor (other test half, {g['frechet_n']} images): "
-              f"{g['frechet_floor']:.3f}; ratio {g['frechet'] / g['frechet_floor']:.1f}",
-              f"generic prompt ({g['n_generic']} images): Fréchet {g['generic_frechet']:.3f}, "
-              f"floor {g['generic_frechet_floor']:.3f}; class shares "
-              + ", ".join(f"{k} {v:.2f}" for k, v in g["generic_shares"].items()),
-              f"({g['seconds']:.0f} s)"]
+    lines += [
+        f"  {'mean':<12} {g['fidelity_mean']:.3f} ± {g['fidelity_mean_se']:.3f}",
+        f"Fréchet (classifier features), class prompts pooled vs test half: "
+        f"{g['frechet']:.3f}; floor (other test half, {g['frechet_n']} images): "
+        f"{g['frechet_floor']:.3f}; ratio {g['frechet'] / g['frechet_floor']:.1f}",
+        f"generic prompt ({g['n_generic']} images): Fréchet {g['generic_frechet']:.3f}, "
+        f"floor {g['generic_frechet_floor']:.3f}; class shares "
+        + ", ".join(f"{k} {v:.2f}" for k, v in g["generic_shares"].items()),
+        f"({g['seconds']:.0f} s)",
+    ]
     return "\n".join(lines)

@@ -15,11 +15,30 @@ from pathlib import Path
 
 from .data import CLASSES
 
-__all__ = ["NAMES", "TEMPLATES", "GENERIC_PROMPT", "class_prompt", "class_prompts",
-           "all_prompts", "vocabulary_words", "fashion_tokenizer", "MAX_LENGTH"]
+__all__ = [
+    "NAMES",
+    "TEMPLATES",
+    "GENERIC_PROMPT",
+    "class_prompt",
+    "class_prompts",
+    "all_prompts",
+    "vocabulary_words",
+    "fashion_tokenizer",
+    "MAX_LENGTH",
+]
 
-NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-         "ankle boot")
+NAMES = (
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 """The name each class's prompts use (label k → ``NAMES[k]``)."""
 
 TEMPLATES = ("a photo of {}", "{}", "a picture of {}")
@@ -56,6 +75,7 @@ def all_prompts() -> tuple[str, ...]:
 def vocabulary_words() -> list[str]:
     """The words of all prompts as CLIP's pre-tokenizer splits them ("t-shirt" → t, -, shirt)."""
     import re
+
     words = {w for p in all_prompts() for w in re.findall(r"[a-z]+|[^\sa-z]", p)}
     return sorted(words)
 
@@ -84,6 +104,7 @@ def fashion_tokenizer(max_length: int = MAX_LENGTH):
 def _build(words, letters, max_length):
     """A CLIPTokenizer over the letters and ``words``, each word's merge chain in turn."""
     from transformers import CLIPTokenizer
+
     vocab = ["<|startoftext|>", "<|endoftext|>"] + letters + [f"{c}</w>" for c in letters]
     merges = []
     for word in words:
@@ -94,11 +115,12 @@ def _build(words, letters, max_length):
             current += nxt
             if current not in vocab:
                 vocab.append(current)
-        if current not in vocab:   # one-character words and punctuation
+        if current not in vocab:  # one-character words and punctuation
             vocab.append(current)
     merges = list(dict.fromkeys(merges))
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
         (Path(tmp) / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-        return CLIPTokenizer.from_pretrained(tmp, model_max_length=max_length,
-                                             local_files_only=True)
+        return CLIPTokenizer.from_pretrained(
+            tmp, model_max_length=max_length, local_files_only=True
+        )

@@ -13,8 +13,7 @@ import torch
 
 from .data import CLASSES
 
-__all__ = ["to_classifier_input", "FashionClassIndicator", "FashionClassLogProb",
-           "classify"]
+__all__ = ["to_classifier_input", "FashionClassIndicator", "FashionClassLogProb", "classify"]
 
 
 def to_classifier_input(images: torch.Tensor) -> torch.Tensor:
@@ -27,8 +26,9 @@ def to_classifier_input(images: torch.Tensor) -> torch.Tensor:
 def classify(classifier, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """The classifier's label of each decoded image (n,)."""
     with torch.no_grad():
-        return torch.cat([classifier(to_classifier_input(c)).argmax(1)
-                          for c in images.split(batch)])
+        return torch.cat(
+            [classifier(to_classifier_input(c)).argmax(1) for c in images.split(batch)]
+        )
 
 
 def _class(c) -> int:
@@ -39,6 +39,7 @@ def _class(c) -> int:
 
 def _default_classifier():
     from .train import load_fashion_classifier
+
     return load_fashion_classifier()
 
 
