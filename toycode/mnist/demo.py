@@ -64,21 +64,8 @@ def image_grid(ax, images: torch.Tensor, title: str, cols: int = 8):
     ax.set_title(title, fontsize=9)
 
 
-def run_mnist_demo(config: MnistDemoConfig | None = None) -> dict:
-    """Sample every method, measure class-c fractions, write figures/mnist_*.png."""
-    config = MnistDemoConfig() if config is None else config
-    c, lam = config.digit, config.lam
-    classifier = load_classifier()
-    backend = load_trained_backend(UNET_PATH, steps=config.steps)
-    indicator = ClassIndicator(c, classifier)
-    logprob = ClassLogProb(c, classifier)
-    gen = lambda k: torch.Generator().manual_seed(config.seed + k)  # noqa: E731
-
-    base = sample_blockwise(
-        backend, indicator, config.n_base, generator=gen(0), progress=config.progress
-    )
-    rates, se = class_rates(classifier, base.samples)
-    pi, pi_se = float(rates[c]), float(se[c])
+def _sample_methods(config: MnistDemoConfig, backend, indicator, logprob, gen) -> dict:
+    """Every method's run at the demo's N and B (each method reads the knobs it uses)."""
     # (label, method, options): DPS ascends log p(c | x), the others score the indicator
     runs = [
         ("best-of-N (softmax)", "bon", {"selection": "softmax"}),
@@ -87,49 +74,80 @@ def run_mnist_demo(config: MnistDemoConfig | None = None) -> dict:
         ("SMC", "smc", {"particles": config.particles, "block_size": 1}),
         ("DPS (log p(c|x))", "dps", {}),
     ]
-    guidance = GuidanceInputs(logprob, scale=lam)
+    guidance = GuidanceInputs(logprob, scale=config.lam)
     # MNIST has no exact posterior or learned value: the model's own rollouts are what exists
     check_choice("value", config.value, ("tweedie", "lookahead"))
     value = (
         "tweedie"
         if config.value == "tweedie"
-        else LookaheadValue(indicator, lam, config.value_samples, config.lookahead_steps)
+        else LookaheadValue(indicator, config.lam, config.value_samples, config.lookahead_steps)
     )
+    knobs = {"num_candidates": config.num_candidates, "block_size": config.block_size}
     results = {}
     for k, (label, name, options) in enumerate(
         tqdm(runs, desc="mnist", disable=not config.progress)
     ):
         method = get_method(name)
-        settings = method.sampler_settings(
-            config.steps,
-            **{"num_candidates": config.num_candidates, "block_size": config.block_size, **options},
-        )
+        settings = method.sampler_settings(config.steps, **{**knobs, **options})
+        backend_k = method.wrap(backend, guidance)
         results[label] = sample_blockwise(
-            method.wrap(backend, guidance),
+            backend_k,
             indicator,
             config.n,
-            lam=lam,
+            lam=config.lam,
             value=value,
             generator=gen(k + 1),
             **settings,
         )
-    rows = []
-    for label, res in results.items():
-        frac = float(res.rewards.mean())
-        rows.append(
-            {
-                "method": label,
-                "fraction": frac,
-                "se": math.sqrt(max(frac * (1 - frac), 1e-12) / res.n),
-                "nfe": res.nfe / res.n,
-                "reward_grads": res.reward_grads / res.n,
-            }
-        )
+    return results
+
+
+def _fraction_row(label: str, res) -> dict:
+    frac = float(res.rewards.mean())
+    return {
+        "method": label,
+        "fraction": frac,
+        "se": math.sqrt(max(frac * (1 - frac), 1e-12) / res.n),
+        "nfe": res.nfe / res.n,
+        "reward_grads": res.reward_grads / res.n,
+    }
+
+
+def run_mnist_demo(config: MnistDemoConfig | None = None) -> dict:
+    """Sample every method, measure class-c fractions, write figures/mnist_*.png."""
+    config = MnistDemoConfig() if config is None else config
+    c, lam = config.digit, config.lam
+    classifier = load_classifier()
+    backend = load_trained_backend(UNET_PATH, steps=config.steps)
+    indicator = ClassIndicator(c, classifier)
+    gen = lambda k: torch.Generator().manual_seed(config.seed + k)  # noqa: E731
+
+    base = sample_blockwise(
+        backend, indicator, config.n_base, generator=gen(0), progress=config.progress
+    )
+    rates, se = class_rates(classifier, base.samples)
+    pi, pi_se = float(rates[c]), float(se[c])
+    results = _sample_methods(config, backend, indicator, ClassLogProb(c, classifier), gen)
+    rows = [_fraction_row(label, res) for label, res in results.items()]
     exact = tilted_fraction(pi, lam)
     # the exact fraction's uncertainty comes from π's: dP*/dπ = e^λ / (π e^λ + 1 − π)²
     exact_se = pi_se * math.exp(lam) / (pi * math.exp(lam) + 1 - pi) ** 2
     finite_bon = bon_fraction(pi, lam, config.num_candidates)
+    summary = {
+        "pi": pi,
+        "pi_se": pi_se,
+        "exact": exact,
+        "exact_se": exact_se,
+        "bon_exact": finite_bon,
+        "rows": rows,
+    }
+    figures = _draw(config, base, results, summary)
+    return {**summary, "figures": figures, "config": config}
 
+
+def _draw(config: MnistDemoConfig, base, results: dict, summary: dict) -> list[Path]:
+    """mnist_base.png, mnist_methods.png and mnist_class_fraction.png in ``config.out_dir``."""
+    c, lam, exact = config.digit, config.lam, summary["exact"]
     out = Path(config.out_dir)
     fig, ax = plt.subplots(figsize=(4.5, 4.8))
     image_grid(ax, base.samples[:64], f"base DDPM samples (T = {config.steps})")
@@ -143,10 +161,18 @@ def run_mnist_demo(config: MnistDemoConfig | None = None) -> dict:
     )
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     figures.append(save(fig, out / "mnist_methods.png"))
+    figures.append(_draw_fractions(config, summary, out / "mnist_class_fraction.png"))
+    return figures
+
+
+def _draw_fractions(config: MnistDemoConfig, summary: dict, path: Path) -> Path:
+    """Each method's class fraction (±2 s.e.) against the exact tilt and exact best-of-N."""
+    c, lam, rows = config.digit, config.lam, summary["rows"]
+    exact, exact_se, finite_bon = summary["exact"], summary["exact_se"], summary["bon_exact"]
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     names = ["base"] + [r["method"] for r in rows]
-    vals = [pi] + [r["fraction"] for r in rows]
-    errs = [pi_se] + [r["se"] for r in rows]
+    vals = [summary["pi"]] + [r["fraction"] for r in rows]
+    errs = [summary["pi_se"]] + [r["se"] for r in rows]
     ax.bar(
         range(len(names)),
         vals,
@@ -170,14 +196,4 @@ def run_mnist_demo(config: MnistDemoConfig | None = None) -> dict:
     ax.legend(fontsize=7, loc="upper left")
     ax.set_title(f"MNIST, λ = {lam:g}: class-{c} fraction against the exact tilt", fontsize=10)
     fig.tight_layout()
-    figures.append(save(fig, out / "mnist_class_fraction.png"))
-    return {
-        "pi": pi,
-        "pi_se": pi_se,
-        "exact": exact,
-        "exact_se": exact_se,
-        "bon_exact": finite_bon,
-        "rows": rows,
-        "figures": figures,
-        "config": config,
-    }
+    return save(fig, path)
