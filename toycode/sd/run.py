@@ -118,42 +118,15 @@ def sd_sample(
     from the reference encoded by the VAE and noised to that strength.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    check_range("n", n, 1, None)
-    check_choice("method", method, SD_METHODS)
-    record = get_method(method)
-    if len(prompts) not in (1, n):
-        raise ValueError(
-            f"got {len(prompts)} prompts for n={n} images: give one prompt, or exactly n"
-        )
-    if strength is not None and reference is None:
-        raise ValueError("strength needs a reference image (--reference)")
-    if strength is not None and not _starts_from_reference(record):
-        raise ValueError(
-            f"method {method!r} runs its own loop, which cannot start from a "
-            f"reference (--strength); use one of "
-            f"{[m for m in SD_METHODS if _starts_from_reference(METHODS[m])]}"
-        )
+    record = _checked_request(prompts, n=n, method=method, reference=reference, strength=strength)
     groups = {p: [] for p in prompts}  # prompt → image indices, in order
     for k in range(n):
         groups[prompts[k % len(prompts)] if len(prompts) == n else prompts[0]].append(k)
     records = [None] * n
+    options = {"steps": steps, "scheduler": scheduler, "eta": eta}
+    options.update(guidance_scale=guidance_scale, max_batch=max_batch)
     for g, (prompt, idx) in enumerate(groups.items()):
-        backend = make_sd_backend(
-            pipe,
-            prompt,
-            steps=steps,
-            scheduler=scheduler,
-            eta=eta,
-            guidance_scale=guidance_scale,
-            max_batch=max_batch,
-        )
-        start = None
-        if reference is not None and strength is not None:
-            h, w = (s * pipe.vae_scale_factor for s in backend.shape[1:])
-            ref = torch.nn.functional.interpolate(
-                reference[None].float(), size=(h, w), mode="bilinear", align_corners=False
-            )
-            start = backend.encode(ref).expand(len(idx), -1, -1, -1)
+        backend = make_sd_backend(pipe, prompt, **options)
         settings = record.sampler_settings(
             backend.process.num_steps,
             num_candidates=num_candidates,
@@ -161,9 +134,11 @@ def sd_sample(
             particles=particles,
             selection=selection,
         )
-        gen = torch.Generator(device="cpu").manual_seed(seed + g)
-        if start is not None:  # CoDe(η): only the blockwise loop starts from a reference
+        if reference is not None and strength is not None:
+            # CoDe(η): only the blockwise loop starts from a reference
+            start = _reference_latents(pipe, backend, reference, len(idx))
             settings.update(reference=start, strength=strength)
+        gen = torch.Generator(device="cpu").manual_seed(seed + g)
         res = record.run(
             backend, reward, len(idx), lam=lam, generator=gen, progress=progress, **settings
         )
@@ -181,13 +156,38 @@ def sd_sample(
             **res.settings,
         }
         for j, k in enumerate(idx):
-            records[k] = {
-                **common,
-                "index": k,
-                "reward": float(res.rewards[j]),
-                "image": res.samples[j].detach().float().cpu(),
-            }
+            image = res.samples[j].detach().float().cpu()
+            records[k] = {**common, "index": k, "reward": float(res.rewards[j]), "image": image}
     return records
+
+
+def _checked_request(prompts: list[str], *, n: int, method: str, reference, strength):
+    """Refuse a request the run cannot serve, before any model call; the method's record."""
+    check_range("n", n, 1, None)
+    check_choice("method", method, SD_METHODS)
+    record = get_method(method)
+    if len(prompts) not in (1, n):
+        raise ValueError(
+            f"got {len(prompts)} prompts for n={n} images: give one prompt, or exactly n"
+        )
+    if strength is not None and reference is None:
+        raise ValueError("strength needs a reference image (--reference)")
+    if strength is not None and not _starts_from_reference(record):
+        raise ValueError(
+            f"method {method!r} runs its own loop, which cannot start from a "
+            f"reference (--strength); use one of "
+            f"{[m for m in SD_METHODS if _starts_from_reference(METHODS[m])]}"
+        )
+    return record
+
+
+def _reference_latents(pipe, backend, reference: torch.Tensor, count: int) -> torch.Tensor:
+    """The reference image resized to the pipeline's resolution and VAE-encoded, ``count`` times."""
+    h, w = (s * pipe.vae_scale_factor for s in backend.shape[1:])
+    ref = torch.nn.functional.interpolate(
+        reference[None].float(), size=(h, w), mode="bilinear", align_corners=False
+    )
+    return backend.encode(ref).expand(count, -1, -1, -1)
 
 
 def _png(img: torch.Tensor):
