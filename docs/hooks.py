@@ -3,6 +3,10 @@
 - the committed, executed notebooks (``notebooks/*.ipynb``) and the figures (``figures/*.png``)
   are added to the site from where they live, not copied into ``docs/``;
 - the nav's "Notebooks" section lists every notebook there, titled by its first heading;
+- MathJax 3 is served from the site itself: the ``docs`` extra installs it from PyPI
+  (``django-static-mathjax``, the official MathJax build, with no Django dependency) and
+  :func:`mathjax_files` copies it into ``site/mathjax/``, so formulas typeset with no network
+  (an offline lab, a saved copy of the site) and no copy of MathJax lives in the repository;
 - ``cli.md`` is generated from :func:`toycode.cli.build_parser`'s help text at every build;
 - the nav's "Methods" section lists ``docs/methods/*.md`` (one page per method family, titled by
   its first heading), and each page whose front matter names ``methods: [...]`` gets their
@@ -13,7 +17,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import re
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
@@ -54,6 +60,41 @@ def _title(notebook: Path) -> str:
                 if line.startswith("# "):
                     return line[2:].strip()
     return notebook.stem
+
+
+# the component mkdocs.yml loads (TeX in, SVG out: no web fonts to fetch, and a saved page keeps
+# its typeset formulas), with the folders it loads lazily (the context menu and accessibility)
+MATHJAX_SCRIPT = "mathjax/es5/tex-svg-full.js"
+MATHJAX_LAZY = ("ui", "a11y", "sre")
+
+
+def _mathjax_static() -> Path:
+    spec = importlib.util.find_spec("mathjax")
+    static = (Path(next(iter(spec.submodule_search_locations))) / "static"
+              if spec and spec.submodule_search_locations else None)
+    if static is None or not (static / MATHJAX_SCRIPT).is_file():
+        raise RuntimeError(f"{MATHJAX_SCRIPT} not found: the docs need the `docs` extra "
+                           "(pip install -e '.[docs]', which brings django-static-mathjax)")
+    return static
+
+
+def mathjax_files(config) -> list[File]:
+    """MathJax's script and its lazily loaded parts, as site files under ``mathjax/es5/``."""
+    static = _mathjax_static()
+    es5 = static / "mathjax" / "es5"
+    paths = [static / MATHJAX_SCRIPT] + [
+        p for d in MATHJAX_LAZY for p in sorted((es5 / d).rglob("*")) if p.is_file()]
+    return [File(p.relative_to(static).as_posix(), str(static), config["site_dir"],
+                 config["use_directory_urls"]) for p in paths]
+
+
+# nbconvert's page head: a MathJax 2 loader with an empty URL and its (inert) configuration, and
+# a mermaid loader that imports mermaid from a CDN. The site's own MathJax typesets notebooks
+# too, and no notebook draws a mermaid diagram, so both are dropped from the built page.
+NBCONVERT_MATHJAX = re.compile(
+    r'<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->', re.S)
+NBCONVERT_MERMAID = re.compile(r'<script type="module">(?:(?!</script>).)*?mermaid\.esm'
+                               r'.*?</script>', re.S)
 
 
 LEADERBOARD = ROOT / "figures" / "leaderboard"
@@ -155,6 +196,17 @@ def on_files(files: Files, config) -> Files:
     for path in [*_notebooks(), *sorted((ROOT / "figures").glob("*.png"))]:
         files.append(File(f"{path.parent.name}/{path.name}", str(ROOT), config["site_dir"],
                           config["use_directory_urls"]))
+    for file in mathjax_files(config):
+        files.append(file)
     files.append(File.generated(config, "cli.md", content=cli_reference()))
     files.append(File.generated(config, "leaderboard.md", content=leaderboard_page()))
     return files
+
+
+def on_post_page(output, page, config):
+    if not page.file.src_uri.endswith(".ipynb"):
+        return output
+    output = NBCONVERT_MATHJAX.sub("", output)
+    if 'class="jp-Mermaid' not in output:
+        output = NBCONVERT_MERMAID.sub("", output)
+    return output

@@ -1,14 +1,20 @@
-// MathJax 3 settings for pymdownx.arithmatex (generic mode wraps formulas in \( \) and \[ \])
+// MathJax 3 settings. The site serves MathJax itself (mathjax/es5/, copied from the `docs`
+// extra by docs/hooks.py), so formulas typeset with no network.
+// - Markdown pages: pymdownx.arithmatex (generic) wraps formulas in \( \) and \[ \] inside
+//   elements of class "arithmatex";
+// - notebook pages (mkdocs-jupyter): markdown cells keep Jupyter's $ $ and $$ $$ inside
+//   "jp-RenderedMarkdown" (and LaTeX outputs inside "jp-RenderedLatex"), as Jupyter shows them.
+// Everything else (code, outputs, navigation) is left alone.
 window.MathJax = {
   tex: {
-    inlineMath: [["\\(", "\\)"]],
-    displayMath: [["\\[", "\\]"]],
+    inlineMath: [["\\(", "\\)"], ["$", "$"]],
+    displayMath: [["\\[", "\\]"], ["$$", "$$"]],
     processEscapes: true,
     processEnvironments: true
   },
   options: {
     ignoreHtmlClass: ".*|",
-    processHtmlClass: "arithmatex"
+    processHtmlClass: "arithmatex|jp-RenderedMarkdown|jp-RenderedLatex"
   }
 };
 
