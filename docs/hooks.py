@@ -1,8 +1,10 @@
 """mkdocs hooks: pages built from the repository itself, so that they cannot go stale.
 
-- the committed, executed notebooks (``notebooks/*.ipynb``) and the figures (``figures/*.png``)
-  are added to the site from where they live, not copied into ``docs/``;
-- the nav's "Notebooks" section lists every notebook there, titled by its first heading;
+- the course's lessons, the committed, executed notebooks ``notebooks/NN_*.ipynb``, and the
+  figures (``figures/*.png``) are added to the site from where they live, not copied into
+  ``docs/``; each lesson page shows its saved outputs, figures included;
+- the nav's "Course" section lists the lessons in numeric order, each titled "Lesson N — …" by
+  its first heading, and the home page's ``<!-- course -->`` line becomes the same list;
 - MathJax 3 is served from the site itself: the ``docs`` extra installs it from PyPI
   (``django-static-mathjax``, the official MathJax build, with no Django dependency) and
   :func:`mathjax_files` copies it into ``site/mathjax/``, so formulas typeset with no network
@@ -48,8 +50,14 @@ def cli_reference() -> str:
     return "\n".join(parts)
 
 
-def _notebooks() -> list[Path]:
-    return sorted((ROOT / "notebooks").glob("*.ipynb"))
+LESSON = re.compile(r"(\d+)_.+\.ipynb")
+
+
+def lessons(folder: Path = ROOT / "notebooks") -> list[Path]:
+    """The course: ``notebooks/NN_*.ipynb`` in numeric order (9 before 10)."""
+    found = [(int(m[1]), nb.name, nb) for nb in folder.glob("*.ipynb")
+             if (m := LESSON.fullmatch(nb.name))]
+    return [nb for *_, nb in sorted(found)]
 
 
 def _title(notebook: Path) -> str:
@@ -60,6 +68,23 @@ def _title(notebook: Path) -> str:
                 if line.startswith("# "):
                     return line[2:].strip()
     return notebook.stem
+
+
+def lesson_title(notebook: Path) -> str:
+    """The lesson's first heading ("Lesson N — Title"), numbered from its file name if it is not."""
+    heading = _title(notebook)
+    if re.match(r"Lesson \d+\b", heading):
+        return heading
+    return f"Lesson {int(LESSON.fullmatch(notebook.name)[1])} — {heading}"
+
+
+COURSE_MARK = "<!-- course -->"
+
+
+def course_list() -> str:
+    """Markdown for the home page: every lesson, linked, in order."""
+    items = [f"[{lesson_title(nb)}](notebooks/{nb.name})" for nb in lessons()] or ["none yet"]
+    return "\n".join(f"    - {item}" for item in items)
 
 
 # the component mkdocs.yml loads (TeX in, SVG out: no web fonts to fetch, and a saved page keeps
@@ -177,13 +202,17 @@ def leaderboard_page() -> str:
 def on_config(config):
     nav = config["nav"]
     at = next(i for i, item in enumerate(nav) if "Results" in item) + 1
-    nav.insert(at, {"Notebooks": [{_title(nb): f"notebooks/{nb.name}"} for nb in _notebooks()]})
+    course = [{lesson_title(nb): f"notebooks/{nb.name}"} for nb in lessons()]
+    if course:
+        nav.insert(at, {"Course": course})
     nav.insert(at, {"Methods": [{"Leaderboard": "leaderboard.md"}]
                     + [{_heading(p): f"methods/{p.name}"} for p in _method_pages()]})
     return config
 
 
 def on_page_markdown(markdown, page, config, files):
+    if COURSE_MARK in markdown:
+        markdown = markdown.replace(COURSE_MARK, course_list())
     methods = page.meta.get("methods")
     if not methods:
         return markdown
@@ -193,7 +222,7 @@ def on_page_markdown(markdown, page, config, files):
 # before mkdocs-jupyter's on_files, which turns the .ipynb files it is given into pages
 @event_priority(50)
 def on_files(files: Files, config) -> Files:
-    for path in [*_notebooks(), *sorted((ROOT / "figures").glob("*.png"))]:
+    for path in [*lessons(), *sorted((ROOT / "figures").glob("*.png"))]:
         files.append(File(f"{path.parent.name}/{path.name}", str(ROOT), config["site_dir"],
                           config["use_directory_urls"]))
     for file in mathjax_files(config):
