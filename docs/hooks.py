@@ -1,8 +1,14 @@
 """mkdocs hooks: pages built from the repository itself, so that they cannot go stale.
 
-- the committed, executed notebooks (``notebooks/*.ipynb``) and the figures (``figures/*.png``)
-  are added to the site from where they live, not copied into ``docs/``;
-- the nav's "Notebooks" section lists every notebook there, titled by its first heading;
+- the course's lessons, the committed, executed notebooks ``notebooks/NN_*.ipynb``, and the
+  figures (``figures/*.png``) are added to the site from where they live, not copied into
+  ``docs/``; each lesson page shows its saved outputs, figures included;
+- the nav's "Course" section lists the lessons in numeric order, each titled "Lesson N — …" by
+  its first heading, and the home page's ``<!-- course -->`` line becomes the same list;
+- MathJax 3 is served from the site itself: the ``docs`` extra installs it from PyPI
+  (``django-static-mathjax``, the official MathJax build, with no Django dependency) and
+  :func:`mathjax_files` copies it into ``site/mathjax/``, so formulas typeset with no network
+  (an offline lab, a saved copy of the site) and no copy of MathJax lives in the repository;
 - ``cli.md`` is generated from :func:`toycode.cli.build_parser`'s help text at every build;
 - the nav's "Methods" section lists ``docs/methods/*.md`` (one page per method family, titled by
   its first heading), and each page whose front matter names ``methods: [...]`` gets their
@@ -13,7 +19,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import re
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
@@ -42,8 +50,14 @@ def cli_reference() -> str:
     return "\n".join(parts)
 
 
-def _notebooks() -> list[Path]:
-    return sorted((ROOT / "notebooks").glob("*.ipynb"))
+LESSON = re.compile(r"(\d+)_.+\.ipynb")
+
+
+def lessons(folder: Path = ROOT / "notebooks") -> list[Path]:
+    """The course: ``notebooks/NN_*.ipynb`` in numeric order (9 before 10)."""
+    found = [(int(m[1]), nb.name, nb) for nb in folder.glob("*.ipynb")
+             if (m := LESSON.fullmatch(nb.name))]
+    return [nb for *_, nb in sorted(found)]
 
 
 def _title(notebook: Path) -> str:
@@ -54,6 +68,58 @@ def _title(notebook: Path) -> str:
                 if line.startswith("# "):
                     return line[2:].strip()
     return notebook.stem
+
+
+def lesson_title(notebook: Path) -> str:
+    """The lesson's first heading ("Lesson N — Title"), numbered from its file name if it is not."""
+    heading = _title(notebook)
+    if re.match(r"Lesson \d+\b", heading):
+        return heading
+    return f"Lesson {int(LESSON.fullmatch(notebook.name)[1])} — {heading}"
+
+
+COURSE_MARK = "<!-- course -->"
+
+
+def course_list() -> str:
+    """Markdown for the home page: every lesson, linked, in order."""
+    items = [f"[{lesson_title(nb)}](notebooks/{nb.name})" for nb in lessons()] or ["none yet"]
+    return "\n".join(f"    - {item}" for item in items)
+
+
+# the component mkdocs.yml loads (TeX in, SVG out: no web fonts to fetch, and a saved page keeps
+# its typeset formulas), with the folders it loads lazily (the context menu and accessibility)
+MATHJAX_SCRIPT = "mathjax/es5/tex-svg-full.js"
+MATHJAX_LAZY = ("ui", "a11y", "sre")
+
+
+def _mathjax_static() -> Path:
+    spec = importlib.util.find_spec("mathjax")
+    static = (Path(next(iter(spec.submodule_search_locations))) / "static"
+              if spec and spec.submodule_search_locations else None)
+    if static is None or not (static / MATHJAX_SCRIPT).is_file():
+        raise RuntimeError(f"{MATHJAX_SCRIPT} not found: the docs need the `docs` extra "
+                           "(pip install -e '.[docs]', which brings django-static-mathjax)")
+    return static
+
+
+def mathjax_files(config) -> list[File]:
+    """MathJax's script and its lazily loaded parts, as site files under ``mathjax/es5/``."""
+    static = _mathjax_static()
+    es5 = static / "mathjax" / "es5"
+    paths = [static / MATHJAX_SCRIPT] + [
+        p for d in MATHJAX_LAZY for p in sorted((es5 / d).rglob("*")) if p.is_file()]
+    return [File(p.relative_to(static).as_posix(), str(static), config["site_dir"],
+                 config["use_directory_urls"]) for p in paths]
+
+
+# nbconvert's page head: a MathJax 2 loader with an empty URL and its (inert) configuration, and
+# a mermaid loader that imports mermaid from a CDN. The site's own MathJax typesets notebooks
+# too, and no notebook draws a mermaid diagram, so both are dropped from the built page.
+NBCONVERT_MATHJAX = re.compile(
+    r'<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->', re.S)
+NBCONVERT_MERMAID = re.compile(r'<script type="module">(?:(?!</script>).)*?mermaid\.esm'
+                               r'.*?</script>', re.S)
 
 
 LEADERBOARD = ROOT / "figures" / "leaderboard"
@@ -136,13 +202,17 @@ def leaderboard_page() -> str:
 def on_config(config):
     nav = config["nav"]
     at = next(i for i, item in enumerate(nav) if "Results" in item) + 1
-    nav.insert(at, {"Notebooks": [{_title(nb): f"notebooks/{nb.name}"} for nb in _notebooks()]})
+    course = [{lesson_title(nb): f"notebooks/{nb.name}"} for nb in lessons()]
+    if course:
+        nav.insert(at, {"Course": course})
     nav.insert(at, {"Methods": [{"Leaderboard": "leaderboard.md"}]
                     + [{_heading(p): f"methods/{p.name}"} for p in _method_pages()]})
     return config
 
 
 def on_page_markdown(markdown, page, config, files):
+    if COURSE_MARK in markdown:
+        markdown = markdown.replace(COURSE_MARK, course_list())
     methods = page.meta.get("methods")
     if not methods:
         return markdown
@@ -152,9 +222,20 @@ def on_page_markdown(markdown, page, config, files):
 # before mkdocs-jupyter's on_files, which turns the .ipynb files it is given into pages
 @event_priority(50)
 def on_files(files: Files, config) -> Files:
-    for path in [*_notebooks(), *sorted((ROOT / "figures").glob("*.png"))]:
+    for path in [*lessons(), *sorted((ROOT / "figures").glob("*.png"))]:
         files.append(File(f"{path.parent.name}/{path.name}", str(ROOT), config["site_dir"],
                           config["use_directory_urls"]))
+    for file in mathjax_files(config):
+        files.append(file)
     files.append(File.generated(config, "cli.md", content=cli_reference()))
     files.append(File.generated(config, "leaderboard.md", content=leaderboard_page()))
     return files
+
+
+def on_post_page(output, page, config):
+    if not page.file.src_uri.endswith(".ipynb"):
+        return output
+    output = NBCONVERT_MATHJAX.sub("", output)
+    if 'class="jp-Mermaid' not in output:
+        output = NBCONVERT_MERMAID.sub("", output)
+    return output
