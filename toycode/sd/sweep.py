@@ -246,6 +246,21 @@ def process_shard(device: str | None = None) -> Shard:
     return Shard(state.process_index, state.num_processes, mine, state.wait_for_everyone)
 
 
+def _checked_backends(pipe, jobs: list, *, steps: int, options: dict) -> dict:
+    """One backend per grid T for the first prompt: bad backend options (T, scheduler, η, ...)
+    fail here, before anything is written, as does selection on a deterministic step."""
+    backends = {}
+    for t in sorted({s.get("T", steps) for _, _, s, _ in jobs}):
+        backends[jobs[0][0], t] = make_sd_backend(pipe, jobs[0][0], steps=t, **options)
+    kws = [_sampler(m, s, steps) for _, m, s, _ in jobs]
+    if (
+        any(kw["num_candidates"] * kw.get("particles", 1) > 1 for kw in kws)
+        and next(iter(backends.values())).process.deterministic
+    ):
+        raise ValueError("selection needs a stochastic step: eta must be > 0")
+    return backends
+
+
 def run_sd_sweep(
     pipe,
     prompts: list[str],
@@ -281,29 +296,14 @@ def run_sd_sweep(
         raise ValueError("prompts must be a non-empty list of non-empty strings")
     jobs = sweep_jobs(list(dict.fromkeys(prompts)), methods, grid, seeds)
     shard = shard or process_shard()
-    config = {
-        "steps": steps,
-        "eta": eta,
-        "guidance_scale": guidance_scale,
-        "scheduler": scheduler,
-        "selection": selection,
-        "fidelity": fidelity is not None,
-        "score_decoder": score_decoder is not None,
-        **(describe or {}),
-    }
+    config = {"steps": steps, "eta": eta, "guidance_scale": guidance_scale}
+    config.update(scheduler=scheduler, selection=selection, fidelity=fidelity is not None)
+    config.update({"score_decoder": score_decoder is not None, **(describe or {})})
     model = (describe or {}).get("model") or getattr(pipe, "name_or_path", "") or "pipeline"
     options = {"eta": eta, "guidance_scale": guidance_scale, "max_batch": max_batch}
     if scheduler is not None:
         options["scheduler"] = scheduler
-    backends = {}  # bad backend options (T, scheduler, η, ...) fail here, before any writing
-    for t in sorted({s.get("T", steps) for _, _, s, _ in jobs}):
-        backends[jobs[0][0], t] = make_sd_backend(pipe, jobs[0][0], steps=t, **options)
-    kws = [_sampler(m, s, steps) for _, m, s, _ in jobs]
-    if (
-        any(kw["num_candidates"] * kw.get("particles", 1) > 1 for kw in kws)
-        and next(iter(backends.values())).process.deterministic
-    ):
-        raise ValueError("selection needs a stochastic step: eta must be > 0")
+    backends = _checked_backends(pipe, jobs, steps=steps, options=options)
     out = Path(out)
     table = ResultsTable(
         out, key=lambda r: row_key(r["prompt"], r["method"], r["settings"], r["seed"])
@@ -312,14 +312,10 @@ def run_sd_sweep(
     done = table.done()
     todo = [j for j in jobs[shard.index :: shard.count] if row_key(*j) not in done]
     rewards, scores = {}, {}
-    device = str(getattr(pipe, "device", shard.device))
-    bar = tqdm(
-        table.claimed(todo, lambda j: row_key(*j)),
-        total=len(todo),
-        desc=f"sd-sweep {shard.index + 1}/{shard.count}",
-        disable=not progress,
-        position=shard.index,
-    )
+    where = {"device": str(getattr(pipe, "device", shard.device)), "rank": shard.index}
+    claimed = table.claimed(todo, lambda j: row_key(*j))
+    desc = f"sd-sweep {shard.index + 1}/{shard.count}"
+    bar = tqdm(claimed, total=len(todo), desc=desc, disable=not progress, position=shard.index)
     for prompt, method, settings, seed in bar:
         t = settings.get("T", steps)
         if (prompt, t) not in backends:  # the prompt is embedded once per backend
@@ -339,7 +335,7 @@ def run_sd_sweep(
         )
         row["image"] = _image_path(prompt, method, settings, seed)
         save_png(image, out / row["image"])  # the image first: a row always has its PNG
-        table.append({"model": model, **row, "device": device, "rank": shard.index})
+        table.append({"model": model, **row, **where})
     bar.close()
     shard.wait()
     return read_results(out)
