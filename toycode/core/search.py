@@ -26,7 +26,7 @@ independent and run batched in one tensor; nothing loops over samples in Python.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ..utils.checks import check_choice, check_range
 from .backend import Backend
 from .sampler import Ledger, SampleResult, _blocks
-from .values import ValueSpec, make_value_fn
+from .values import Value, ValueSpec, make_value_fn
 
 __all__ = [
     "noise_random_search",
@@ -53,6 +53,32 @@ def _check_common(backend, n, num_candidates, lam):
     check_range("num_candidates", num_candidates, 1, None)
     check_range("lam", lam, 0.0, None)
     return backend.process.num_steps
+
+
+def _check_argmax(selection: str, why: str) -> None:
+    """The searches that keep only the best refuse any other selection rule, saying why."""
+    if selection != "argmax":
+        raise ValueError(f"{why}: selection must be 'argmax', got {selection!r}")
+
+
+def _check_branching(backend: Backend, children: int, search: str, parent: str) -> None:
+    """A search that branches needs a stochastic step: under η = 0 a parent's children coincide."""
+    if children > 1 and backend.process.deterministic:
+        raise ValueError(
+            f"{search} needs a stochastic step: with DDIM eta = 0 every child of {parent} is "
+            "identical"
+        )
+
+
+class _Calls(NamedTuple):
+    """Where one search's counted calls go: the backend and reward it calls, the ledger that
+    counts them, the generator of its draws and its progress bar (one argument, not five)."""
+
+    backend: Backend
+    reward: Callable
+    ledger: Ledger
+    generator: torch.Generator | None
+    bar: Any
 
 
 def _run_base(ledger: Ledger, backend: Backend, x: torch.Tensor, generator, *, bar=None):
@@ -77,6 +103,17 @@ def _pick(rewards: torch.Tensor, selection: str, lam: float, generator) -> torch
 
 def _result(out, rewards, ledger: Ledger, *, settings: dict, pops: int) -> SampleResult:
     return SampleResult.from_ledger(out, rewards, ledger, settings=settings, populations=pops)
+
+
+def _search_settings(num_candidates: int, selection: str, lam: float, steps: int, **own) -> dict:
+    """The settings a search records: the four every loop has, then its own."""
+    return {
+        "num_candidates": num_candidates,
+        "selection": selection,
+        "lam": lam,
+        "steps": steps,
+        **own,
+    }
 
 
 # -- noise search (Ma et al. 2025) ---------------------------------------------------------------
@@ -162,10 +199,7 @@ def noise_zero_order_search(
     steps = _check_common(backend, n, num_candidates, lam)
     check_range("neighbours", neighbours, 1, None)
     check_range("radius", radius, 0.0, None, low_open=True)
-    if selection != "argmax":
-        raise ValueError(
-            f"zero-order search keeps the best noise: selection must be 'argmax', got {selection!r}"
-        )
+    _check_argmax(selection, "zero-order search keeps the best noise")
     ledger = Ledger()
     rounds = [neighbours] * ((num_candidates - 1) // neighbours)
     if (num_candidates - 1) % neighbours:
@@ -203,14 +237,9 @@ def noise_zero_order_search(
                     }
                 )
         bar.close()
-    settings = {
-        "num_candidates": num_candidates,
-        "selection": "argmax",
-        "lam": lam,
-        "steps": steps,
-        "neighbours": neighbours,
-        "radius": radius,
-    }
+    settings = _search_settings(
+        num_candidates, "argmax", lam, steps, neighbours=neighbours, radius=radius
+    )
     return _result(decoded, best, ledger, settings=settings, pops=n)
 
 
@@ -332,6 +361,15 @@ class Forest:
             node = self.choose(rows, node, lam, greedy, generator)
         return node
 
+    def settle(
+        self, rows: torch.Tensor, leaf: torch.Tensor, rewards: torch.Tensor, lam: float
+    ) -> None:
+        """A rollout's end: each new ``leaf`` takes its reward as V̂ (a leaf is saturated), and
+        the values are backed up to the root."""
+        self.value[rows, leaf] = rewards
+        self.sat[rows, leaf] = True
+        self.backup(rows, leaf, lam)
+
     def backup(self, rows: torch.Tensor, leaf: torch.Tensor, lam: float) -> None:
         """Soft Bellman backup from each new ``leaf`` to the root:
         V̂(node) = (1/λ) log mean_{c ∈ children} e^{λ V̂(c)} (the mean at λ = 0), and a node is
@@ -397,29 +435,19 @@ def tree_sample(
     depth (n; the new child's depth), rewards (n; NaN where inactive), root_value (n), nodes.
     """
     steps = _check_common(backend, n, num_candidates, lam)
-    check_choice("selection", selection, ("softmax", "argmax"))
-    check_range("children", children, 1, None)
-    check_choice("descent", descent, ("boltzmann", "uniform"))
-    if children > 1 and backend.process.deterministic:
-        raise ValueError(
-            "tree sampling needs a stochastic step: with DDIM eta = 0 every child "
-            "of a node is identical"
-        )
+    _check_tree(backend, selection, children, descent)
     greedy, ledger = selection == "argmax", Ledger()
-    # the uniform descent (a diagnostic) is the Boltzmann rule at λ = 0
-    boltzmann = descent == "boltzmann"
-    descend = {"lam": lam if boltzmann else 0.0, "greedy": greedy and boltzmann}
+    descend = _descent_rule(descent, lam, greedy)
     budget = num_candidates * steps
     rows_all = torch.arange(n)
     spent = torch.zeros(n, dtype=torch.long)
     forest: Forest | None = None
     iteration = 0
+    bar = tqdm(total=budget, disable=not progress, desc="tree search", leave=False)
+    calls = _Calls(backend, reward, ledger, generator, bar)
     with torch.no_grad():
-        bar = tqdm(total=budget, disable=not progress, desc="tree search", leave=False)
         while True:
-            active = spent + steps <= budget
-            if forest is not None:
-                active &= ~forest.sat[:, 0]
+            active = _open_trees(forest, spent, steps, budget)
             if not active.any():
                 break
             rows = rows_all[active]
@@ -427,22 +455,11 @@ def tree_sample(
             parent, pdepth = _descend_to_open(forest, rows, **descend, generator=generator)
             # (2) expansion and rollout, all trees in lockstep over the grid
             forest, x, leaf = _expand_and_roll_out(
-                forest,
-                rows,
-                parent,
-                pdepth,
-                backend=backend,
-                ledger=ledger,
-                n=n,
-                children=children,
-                generator=generator,
-                bar=bar,
+                forest, rows, parent, pdepth, calls=calls, n=n, children=children
             )
             # (3) the leaves' rewards, (4) soft Bellman backup to the root
             r = ledger.reward(reward, backend.decode(x)).double()
-            forest.value[rows, leaf] = r
-            forest.sat[rows, leaf] = True
-            forest.backup(rows, leaf, lam)
+            forest.settle(rows, leaf, r, lam)
             spent[active] += steps - (pdepth + 1)
             if callback is not None:
                 callback(_tree_report(forest, active, pdepth + 1, r, iteration=iteration))
@@ -453,17 +470,37 @@ def tree_sample(
         node = forest.draw(lam, greedy, generator)
         out = backend.decode(forest.x[rows_all, node])
         rewards = forest.value[rows_all, node].clone()
-    settings = {
-        "num_candidates": num_candidates,
-        "selection": selection,
-        "lam": lam,
-        "steps": steps,
-        "children": children,
-        "descent": descent,
-        "iterations": iteration,
-        "nodes_mean": float(forest.count.double().mean()),
-    }
+    stats = {"iterations": iteration, "nodes_mean": float(forest.count.double().mean())}
+    settings = _search_settings(
+        num_candidates, selection, lam, steps, children=children, descent=descent, **stats
+    )
     return _result(out, rewards, ledger, settings=settings, pops=n)
+
+
+def _check_tree(backend: Backend, selection: str, children: int, descent: str) -> None:
+    """DTS's own arguments, checked after the common ones (the first bad one is reported)."""
+    check_choice("selection", selection, ("softmax", "argmax"))
+    check_range("children", children, 1, None)
+    check_choice("descent", descent, ("boltzmann", "uniform"))
+    _check_branching(backend, children, "tree sampling", "a node")
+
+
+def _descent_rule(descent: str, lam: float, greedy: bool) -> dict:
+    """The search's descent rule as :meth:`Forest.choose`'s (λ, greedy): the output's own rule,
+    or for the uniform descent (a diagnostic) the Boltzmann rule at λ = 0."""
+    boltzmann = descent == "boltzmann"
+    return {"lam": lam if boltzmann else 0.0, "greedy": greedy and boltzmann}
+
+
+def _open_trees(
+    forest: Forest | None, spent: torch.Tensor, steps: int, budget: int
+) -> torch.Tensor:
+    """The trees still searching: those that can afford a full rollout (T more calls) and are
+    not yet complete (a saturated root)."""
+    active = spent + steps <= budget
+    if forest is not None:
+        active &= ~forest.sat[:, 0]
+    return active
 
 
 def _descend_to_open(
@@ -495,12 +532,9 @@ def _expand_and_roll_out(
     parent: torch.Tensor,
     pdepth: torch.Tensor,
     *,
-    backend: Backend,
-    ledger: Ledger,
+    calls: _Calls,
     n: int,
     children: int,
-    generator,
-    bar,
 ) -> tuple[Forest, torch.Tensor, torch.Tensor]:
     """A new child under each ``parent`` (at depth ``pdepth``) of the trees in ``rows``, rolled
     out to the clean end with every state added to the forest; returns the forest (built from
@@ -509,6 +543,7 @@ def _expand_and_roll_out(
     A child of the root is a prior draw x_T; any other child is one reverse step from its
     parent's stored ε̂ and x̂0. All paths advance in lockstep over the grid: at depth d the
     paths already born are predicted and stepped, the ones expanding from depth d step."""
+    backend, ledger, generator = calls.backend, calls.ledger, calls.generator
     process, steps = backend.process, backend.process.num_steps
     start = int(pdepth.min().clamp(min=0))
     born = pdepth + 1  # the new child's depth
@@ -536,7 +571,7 @@ def _expand_and_roll_out(
                 forest.x[rows[alive], here[alive]] = pred.x
             forest.eps[rows[alive], here[alive]] = pred.eps
             forest.x0[rows[alive], here[alive]] = pred.x0
-            bar.update(int(alive.sum()) / n)
+            calls.bar.update(int(alive.sum()) / n)
         moving = alive | (pdepth == d)
         src = torch.where(alive, here, parent)
         xs = forest.x[rows[moving], src[moving]]
@@ -653,67 +688,31 @@ def beam_search(
     steps = _check_common(backend, n, num_candidates, lam)
     check_range("block_size", block_size, 1, None)
     check_range("beam_width", beam_width, 1, None)
-    if selection != "argmax":
-        raise ValueError(
-            f"beam search keeps the best W children: selection must be 'argmax', got {selection!r}"
-        )
-    if num_candidates > 1 and backend.process.deterministic:
-        raise ValueError(
-            "beam search needs a stochastic step: with DDIM eta = 0 every child of "
-            "a beam member is identical"
-        )
+    _check_argmax(selection, "beam search keeps the best W children")
+    _check_branching(backend, num_candidates, "beam search", "a beam member")
     value_fn = make_value_fn(value, reward)
     big_n, ledger = num_candidates, Ledger()
     blocks = _blocks(0, steps, block_size)
     widths = beam_widths(beam_width, len(blocks), schedule, min(final_width, beam_width))
+    bar = tqdm(total=steps, disable=not progress, desc="beam search", leave=False)
+    calls = _Calls(backend, reward, ledger, generator, bar)
     with torch.no_grad():
-        x, eps, x0 = _predict(
-            ledger, backend, backend.prior_sample(n * widths[0], generator), 0, generator=generator
-        )
-        bar = tqdm(total=steps, disable=not progress, desc="beam search", leave=False)
+        beam = _predict(calls, backend.prior_sample(n * widths[0], generator), 0)
         decoded = values = keep = None
         for b, (i, j) in enumerate(blocks):
             w, w_next = widths[b], widths[b + 1]
             select = w * big_n > w_next
             score = select and value_fn.needs_x0
             # (1) N children per member, sharing the member's ε̂ for their first step
-            kids, kid_eps, kid_x0 = _children(
-                ledger,
-                backend,
-                (x, eps, x0),
-                (i, j),
-                copies=big_n,
-                predict_end=score,
-                generator=generator,
-                bar=bar,
-            )
+            kids = _children(calls, beam, (i, j), copies=big_n, predict_end=score)
             # (2) score the children (r at the clean end), (3) keep the best W_{b+1} per beam
-            values = None
-            if j == steps:
-                decoded = backend.decode(kids)
-                values = ledger.reward(reward, decoded).double()
-            elif select:
-                values = value_fn(ledger, backend, kids, kid_x0 if score else None, j, generator)
+            values, decoded = _block_values(calls, value_fn, kids, j, select=select)
             top, keep = _best(values if select else None, n, w * big_n, w_next)
             if callback is not None:
-                callback(
-                    {
-                        "block": b,
-                        "i": i,
-                        "j": j,
-                        "width": w,
-                        "kept_width": w_next,
-                        "values": None if values is None else values.view(n, -1),
-                        "selected": top,
-                    }
-                )
-            x = kids[keep]
+                callback(_beam_report(values, top, block=b, ends=(i, j), widths=(w, w_next)))
             # (4) the kept states' ε̂ for the next block: reused if scored, else one call
             if j < steps:
-                if score:
-                    eps, x0 = kid_eps[keep], kid_x0[keep]
-                else:
-                    x, eps, x0 = _predict(ledger, backend, x, j, generator=generator)
+                beam = _survivors(calls, kids, keep, j, reuse=score)
         bar.close()
         # the last block ends at T: its children were decoded and scored by r itself
         assert decoded is not None and values is not None and keep is not None
@@ -732,35 +731,72 @@ def beam_search(
     return _result(out, rewards, ledger, settings=settings, pops=n)
 
 
-def _predict(ledger: Ledger, backend: Backend, x: torch.Tensor, i: int, *, generator):
+def _predict(calls: _Calls, x: torch.Tensor, i: int):
     """(state, ε̂, x̂0) at index i: one counted denoiser call (a guided predict may move x)."""
-    pred = ledger.predict(backend, x, i, generator)
+    pred = calls.ledger.predict(calls.backend, x, i, calls.generator)
     return (x if pred.x is None else pred.x), pred.eps, pred.x0
 
 
 def _children(
-    ledger: Ledger,
-    backend: Backend,
-    parents: tuple,
-    block: tuple[int, int],
-    *,
-    copies: int,
-    predict_end: bool,
-    generator,
-    bar,
+    calls: _Calls, parents: tuple, block: tuple[int, int], *, copies: int, predict_end: bool
 ):
     """``copies`` children of each parent (x, ε̂, x̂0) at index i, stepped to j = ``block``'s
     end; the first step shares the parent's ε̂, the later ones predict, and the block end is
     predicted only when ``predict_end`` (its x̂0 is scored, its ε̂ reused) and j < T."""
-    process, steps = backend.process, backend.process.num_steps
+    process, steps = calls.backend.process, calls.backend.process.num_steps
     x, eps, x0 = (t.repeat_interleave(copies, 0) for t in parents)
     i, j = block
     for t in range(i, j):
-        x = process.step(x, t, eps, generator, x0=x0)
+        x = process.step(x, t, eps, calls.generator, x0=x0)
         if t + 1 < steps and (t + 1 < j or predict_end):
-            x, eps, x0 = _predict(ledger, backend, x, t + 1, generator=generator)
-        bar.update(1)
+            x, eps, x0 = _predict(calls, x, t + 1)
+        calls.bar.update(1)
     return x, eps, x0
+
+
+def _block_values(calls: _Calls, value_fn: Value, children: tuple, j: int, *, select: bool):
+    """The children's values at block end j: r itself at the clean end (returned with the
+    decoded children, the output), the value where a selection reads them, else None."""
+    backend, (x, _, x0) = calls.backend, children
+    if j == backend.process.num_steps:
+        decoded = backend.decode(x)
+        return calls.ledger.reward(calls.reward, decoded).double(), decoded
+    if not select:
+        return None, None
+    x0 = x0 if value_fn.needs_x0 else None
+    return value_fn(calls.ledger, backend, x, x0, j, calls.generator), None
+
+
+def _beam_report(
+    values: torch.Tensor | None,
+    top: torch.Tensor,
+    *,
+    block: int,
+    ends: tuple[int, int],
+    widths: tuple[int, int],
+) -> dict:
+    """The callback's dict for one block (values None where a block short of the clean end
+    keeps all its children, so nothing was scored)."""
+    (i, j), (width, kept) = ends, widths
+    flat = None if values is None else values.view(len(top), -1)
+    return {
+        "block": block,
+        "i": i,
+        "j": j,
+        "width": width,
+        "kept_width": kept,
+        "values": flat,
+        "selected": top,
+    }
+
+
+def _survivors(calls: _Calls, children: tuple, keep: torch.Tensor, j: int, *, reuse: bool):
+    """The kept children as the next block's parents (x, ε̂, x̂0): their block-end prediction
+    reused where scoring made one, else one call each."""
+    x, eps, x0 = children
+    if reuse:
+        return x[keep], eps[keep], x0[keep]
+    return _predict(calls, x[keep], j)
 
 
 def _best(

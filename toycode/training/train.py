@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -75,50 +76,18 @@ def fit(
     out = Path(out)
     flow = process == "flow"
     abar = None if flow else _SCHEDULES[schedule](num_train_steps).float()
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
-    ema = None
-    if ema_decay is not None:
-        check_range("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
-        ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    gen = torch.Generator().manual_seed(seed)  # the batches' and the noise's, checkpointed
+    training = _Training.start(model, gen, lr=lr, steps=steps, ema_decay=ema_decay)
     start = 0
     if resume and out.exists():
-        ckpt = torch.load(out, map_location="cpu", weights_only=True)
-        if (
-            ckpt.get("train", {}).get("steps") == steps
-            and ckpt.get("seed") == seed
-            and ckpt.get("process", "vp") == process
-        ):
-            ema = _restore(ckpt, model=model, opt=opt, sched=sched, gen=gen, ema=ema)
-            start = ckpt["step"]
-            log.info("resuming %s from step %d", out, start)
-
-    def checkpoint(step: int, loss: float) -> dict:
-        weights = (
-            {"model": ema, "train_model": model.state_dict()}
-            if ema is not None
-            else {"model": model.state_dict()}
-        )
-        ckpt = {
-            **meta,
-            **weights,
-            "optimizer": opt.state_dict(),
-            "lr_schedule": sched.state_dict(),
-            "generator": gen.get_state(),
-            "step": step,
-            "seed": seed,
-            "loss": loss,
-            "process": process,
-            "prediction": "flow" if flow else "epsilon",
-            "schedule": {"name": "flow" if flow else schedule, "num_train_steps": num_train_steps},
-            "train": {"steps": steps, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay},
-        }
-        atomic_save(ckpt, out)
-        return ckpt
-
+        start = _resume(out, training, steps=steps, seed=seed, process=process)
+    # what every checkpoint records of how it was trained, beside the training state
+    record = {
+        "process": process,
+        "prediction": "flow" if flow else "epsilon",
+        "schedule": {"name": "flow" if flow else schedule, "num_train_steps": num_train_steps},
+        "train": {"steps": steps, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay},
+    }
     model.train()
     avg, ckpt = float("nan"), None
     bar = tqdm(
@@ -130,17 +99,20 @@ def fit(
     )
     for step in bar:
         loss = _loss(model, data(batch_size, gen), gen, abar=abar, num_train_steps=num_train_steps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if ema is not None and ema_decay is not None:
-            _update_ema(ema, model, ema_decay)
+        training.step(loss)
         avg = loss.item() if math.isnan(avg) else 0.98 * avg + 0.02 * loss.item()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{avg:.4f}", refresh=False)
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            ckpt = checkpoint(step + 1, avg)
+            ckpt = {
+                **meta,
+                **training.state(),
+                "step": step + 1,
+                "seed": seed,
+                "loss": avg,
+                **record,
+            }
+            atomic_save(ckpt, out)
     model.eval()
     return ckpt if ckpt is not None else torch.load(out, map_location="cpu", weights_only=True)
 
@@ -178,16 +150,79 @@ def _update_ema(ema: dict, model: torch.nn.Module, decay: float) -> None:
                 ema[k].copy_(v)
 
 
-def _restore(
-    ckpt: dict, *, model: torch.nn.Module, opt, sched, gen: torch.Generator, ema: dict | None
-) -> dict | None:
-    """Load a checkpoint's training state in place; returns the EMA weights to continue (the
-    checkpoint's "model" when training with an EMA, whose raw weights are "train_model")."""
-    model.load_state_dict(ckpt["train_model"] if ema is not None else ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["lr_schedule"])
-    gen.set_state(ckpt["generator"])
-    return ckpt["model"] if ema is not None else None
+@dataclass
+class _Training:
+    """What a fit updates and checkpoints: the model, its optimiser and learning-rate schedule,
+    the generator of its batches and noise, and the EMA weights (None without ``ema_decay``)."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    gen: torch.Generator
+    ema: dict | None
+    ema_decay: float | None
+
+    @classmethod
+    def start(
+        cls, model: torch.nn.Module, gen: torch.Generator, *, lr: float, steps: int, ema_decay
+    ) -> _Training:
+        """Adam with the learning rate decayed on a cosine to 0 at ``steps``; the EMA starts
+        from the initial weights."""
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        )
+        ema = None
+        if ema_decay is not None:
+            check_range("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
+            ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return cls(model, opt, sched, gen, ema, ema_decay)
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One optimiser step on ``loss``, then the schedule's and the EMA's."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        if self.ema is not None and self.ema_decay is not None:
+            _update_ema(self.ema, self.model, self.ema_decay)
+
+    def state(self) -> dict:
+        """The checkpoint's training entries: with an EMA its "model" is the average (what
+        sampling uses) and "train_model" the raw weights (what resuming needs)."""
+        if self.ema is not None:
+            weights = {"model": self.ema, "train_model": self.model.state_dict()}
+        else:
+            weights = {"model": self.model.state_dict()}
+        return {
+            **weights,
+            "optimizer": self.opt.state_dict(),
+            "lr_schedule": self.sched.state_dict(),
+            "generator": self.gen.get_state(),
+        }
+
+    def restore(self, ckpt: dict) -> None:
+        """Load a checkpoint's training state in place (the inverse of :meth:`state`)."""
+        self.model.load_state_dict(ckpt["train_model"] if self.ema is not None else ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["lr_schedule"])
+        self.gen.set_state(ckpt["generator"])
+        self.ema = ckpt["model"] if self.ema is not None else None
+
+
+def _resume(out: Path, training: _Training, *, steps: int, seed: int, process: str) -> int:
+    """The step to continue from: the checkpoint at ``out`` is restored into ``training`` when
+    it is this very run's (same steps, seed and process); any other is trained over from 0."""
+    ckpt = torch.load(out, map_location="cpu", weights_only=True)
+    if (
+        ckpt.get("train", {}).get("steps") == steps
+        and ckpt.get("seed") == seed
+        and ckpt.get("process", "vp") == process
+    ):
+        training.restore(ckpt)
+        log.info("resuming %s from step %d", out, ckpt["step"])
+        return ckpt["step"]
+    return 0
 
 
 def train_mlp(
