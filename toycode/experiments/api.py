@@ -142,12 +142,10 @@ def sample(
     """Sample a problem with a named method; ``lam`` and ``scale`` default to the problem's λ.
 
     A named ``backend`` is built by :func:`make_toy_backend` with ``steps``, ``eta`` and
-    ``process``.
-
-    ``block_size`` and ``selection`` default to the method's (CoDe: 10 and argmax; SMC: 1 and
-    systematic); ``particles``/``ess_threshold`` apply to SMC only; ``scale``,
-    ``backward_steps``, ``backward_lr``, ``recurrence`` to gradient guidance. ``value`` is one
-    of :data:`VALUES` (with ``value_samples`` M and ``lookahead_steps`` k; see
+    ``process``. ``block_size`` and ``selection`` default to the method's (CoDe: 10 and
+    argmax; SMC: 1 and systematic); ``particles``/``ess_threshold`` apply to SMC only;
+    ``scale``, ``backward_steps``, ``backward_lr``, ``recurrence`` to gradient guidance.
+    ``value`` is one of :data:`VALUES` (with ``value_samples`` M and ``lookahead_steps`` k; see
     :func:`make_value`). ``options`` holds the keywords a method declares for itself (see
     its record's ``options`` in :data:`METHODS`).
     """
@@ -157,14 +155,8 @@ def sample(
         check_range("steps", steps, 1, 1000)
         backend = make_toy_backend(problem, backend, steps=steps, eta=eta, process=process)
     # a backend passed in brings its own process: the learned value must match it
-    value_fn = make_value(
-        problem,
-        value,
-        lam=lam,
-        process=backend.process.kind,
-        value_samples=value_samples,
-        lookahead_steps=lookahead_steps,
-    )
+    value_kw = {"value_samples": value_samples, "lookahead_steps": lookahead_steps}
+    value_fn = make_value(problem, value, lam=lam, process=backend.process.kind, **value_kw)
     settings = m.sampler_settings(
         backend.process.num_steps,
         num_candidates=num_candidates,
@@ -174,12 +166,8 @@ def sample(
         selection=selection,
     )
     scale = problem.lam if scale is None else scale
-    backend = m.wrap(
-        backend,
-        GuidanceInputs(
-            problem.reward, scale, problem.target, backward_steps, backward_lr, recurrence
-        ),
-    )
+    guidance = (problem.reward, scale, problem.target, backward_steps, backward_lr, recurrence)
+    backend = m.wrap(backend, GuidanceInputs(*guidance))
     result = m.run(
         backend,
         problem.reward,

@@ -181,6 +181,57 @@ def drop_torn_tail(path: Path) -> None:
             path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
+def _sweep_row(
+    prob,
+    exact: ExactReference,
+    method: str,
+    settings: dict,
+    seed: int,
+    *,
+    n: int,
+    selection: str,
+    process: str,
+    value: str,
+) -> dict:
+    """One (method, settings, seed) sampled and scored against the exact target."""
+    target = prob.target
+    kwargs = {KNOBS[k]: v for k, v in settings.items()}
+    record = get_method(method)
+    if record.selection is not None and not record.uses_particles:
+        kwargs.setdefault("selection", selection)  # SMC keeps its own (systematic)
+    start = time.perf_counter()
+    res = api.sample(prob, method=method, n=n, seed=seed, process=process, value=value, **kwargs)
+    wall = time.perf_counter() - start
+    m = exact.evaluate(res.samples, res.rewards, target)
+    row = {
+        "problem": prob.name,
+        "method": method,
+        "settings": settings,
+        "seed": seed,
+        "n": n,
+        "nfe": res.nfe_per_sample,
+        "reward_calls": res.reward_calls / n,
+        "reward_grads": res.reward_grads / n,
+        "reward_mean": m["reward_mean"],
+        "reward_se": m["reward_se"],
+        "mmd2": m["mmd2"],
+        "mmd2_floor": exact.floor,
+        "distance": m["mmd2"] / exact.floor,
+        "kl_to_target": m["kl_to_target"],
+        "kl_to_base": m["kl_to_base"],
+        "mode_tv": m["mode_tv"],
+        "distinct": m["distinct"],
+        "wall_s": wall,
+        "exact_reward": target.reward_mean,
+        "exact_kl": target.kl_to_base,
+    }
+    if process != "vp":  # VP rows keep the format they always had
+        row["process"] = process
+    if value != "tweedie":
+        row["value"] = value
+    return row
+
+
 def run_sweep(
     problem: str,
     methods,
@@ -228,41 +279,16 @@ def run_sweep(
             desc=f"sweep {prob.name}",
             disable=not progress,
         ):
-            kwargs = {KNOBS[k]: v for k, v in settings.items()}
-            record = get_method(method)
-            if record.selection is not None and not record.uses_particles:
-                kwargs.setdefault("selection", selection)  # SMC keeps its own (systematic)
-            start = time.perf_counter()
-            res = api.sample(
-                prob, method=method, n=n, seed=seed, process=process, value=value, **kwargs
+            row = _sweep_row(
+                prob,
+                exact,
+                method,
+                settings,
+                seed,
+                n=n,
+                selection=selection,
+                process=process,
+                value=value,
             )
-            wall = time.perf_counter() - start
-            m = exact.evaluate(res.samples, res.rewards, target)
-            row = {
-                "problem": prob.name,
-                "method": method,
-                "settings": settings,
-                "seed": seed,
-                "n": n,
-                "nfe": res.nfe_per_sample,
-                "reward_calls": res.reward_calls / n,
-                "reward_grads": res.reward_grads / n,
-                "reward_mean": m["reward_mean"],
-                "reward_se": m["reward_se"],
-                "mmd2": m["mmd2"],
-                "mmd2_floor": exact.floor,
-                "distance": m["mmd2"] / exact.floor,
-                "kl_to_target": m["kl_to_target"],
-                "kl_to_base": m["kl_to_base"],
-                "mode_tv": m["mode_tv"],
-                "distinct": m["distinct"],
-                "wall_s": wall,
-                "exact_reward": target.reward_mean,
-                "exact_kl": target.kl_to_base,
-            }
-            if process != "vp":  # VP rows keep the format they always had
-                row["process"] = process
-            if value != "tweedie":
-                row["value"] = value
             table.append(row)
     return read_results(out)

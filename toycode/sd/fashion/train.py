@@ -316,6 +316,8 @@ def train_unet(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, steps))
     unet.train()
     text.train()
+    meta = {"steps": steps, "batch_size": batch_size, "lr": lr}  # what the saved folder records
+    meta.update(p_uncond=p_uncond, p_generic=p_generic, seed=seed)
     start = time.time()
     for step in range(steps):
         idx = torch.randint(0, len(x), (batch_size,), generator=gen)
@@ -341,22 +343,7 @@ def train_unet(
                 "unet step %d/%d loss %.4f (%.0f s)", step, steps, loss.item(), time.time() - start
             )
         if (step + 1) % save_every == 0 or step == steps - 1:
-            _save(
-                out,
-                vae,
-                text,
-                tokenizer,
-                unet,
-                {
-                    "steps_done": step + 1,
-                    "steps": steps,
-                    "batch_size": batch_size,
-                    "lr": lr,
-                    "p_uncond": p_uncond,
-                    "p_generic": p_generic,
-                    "seed": seed,
-                },
-            )
+            _save(out, vae, text, tokenizer, unet, {"steps_done": step + 1, **meta})
     return unet
 
 
