@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
 .PHONY: venv demo test lint figures notebooks docs checkpoints bench dist-check clean leaderboard \
-	fashion-gates
+	fashion-gates course
 
 # MNIST and Fashion-MNIST: a copy of the official files beside the checkout
 # (../shared/data/mnist, ../shared/data/fashion-mnist) is used when there is one; otherwise
@@ -82,6 +82,10 @@ leaderboard: $(STAMP)
 notebooks: $(STAMP)
 	env -u TOYCODE_FAST HF_HUB_OFFLINE=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute \
 		--inplace --ExecutePreprocessor.timeout=1800 notebooks/*.ipynb
+
+# the student versions of the notebooks (solutions stripped, nbgrader's convention) into build/course/
+course: $(STAMP)
+	$(PY) -m toycode.course.student --src notebooks --out build/course
 
 # the documentation site, offline, into site/ (the notebook pages show the committed outputs)
 docs: $(STAMP)

@@ -120,3 +120,19 @@ def test_checks_do_not_touch_the_global_generator():
     torch.manual_seed(0)
     check("bon_kl", solution("bon_kl"), quiet=True)
     assert torch.equal(torch.rand(1), before)
+
+
+def test_the_frontier_rejects_the_base_mean_and_a_kl_of_the_wrong_sign():
+    right = solution("tilt_frontier")
+
+    def base_mean(w, m, c, a, lam):   # E_p[r] where E_p*[r] is asked
+        log_z, _, _ = right(w, m, c, a, lam)
+        r = w @ (m @ a)
+        return log_z, r, lam * r - log_z
+
+    def wrong_sign(w, m, c, a, lam):
+        log_z, r, kl = right(w, m, c, a, lam)
+        return log_z, r, -kl
+    for answer, says in ((base_mean, "E_p*[r]"), (wrong_sign, "KL")):
+        result = check("tilt_frontier", answer, quiet=True)
+        assert not result.passed and says in result.message, result.message

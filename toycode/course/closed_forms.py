@@ -1,6 +1,7 @@
-"""Exercises with closed-form answers (lessons 1–3): the tilt, Tweedie, the DDIM(η) step, the
-mixture score and best-of-N. Each checker compares the learner's value with the library's own
-exact code (float64) on a few fixed cases, at a tolerance far below any conceptual error."""
+"""Exercises with closed-form answers (lessons 1–3): the tilt and its frontier, Tweedie, the
+DDIM(η) step, the mixture score and best-of-N. Each checker compares the learner's value with
+the library's own exact code (float64) on a few fixed cases, at a tolerance far below any
+conceptual error."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import torch
 from ..core.diffusion import NoiseLevel, Process, to_eps_x0
 from ..exact.gmm import GaussianMixture, tilt_linear, tilt_quadratic
 from ..exact.problems import load_problem
+from ..exact.rewards import Linear
+from ..exact.targets import MixtureTarget
 from ..exact.theory import bon_kl, bon_win_probability
 from .grading import Exercise, register
 
@@ -89,6 +92,33 @@ def _check_tilted_weights(fn) -> str | None:
         want = tilt_linear(prior, a, lam)[0].weights
         got = fn(prior.weights.clone(), prior.means.clone(), prior.covs.clone(), a, lam)
         reason = compare(got, want, f"tilted_weights(..., a={a.tolist()}, lam={lam})")
+        if reason:
+            return reason
+    return None
+
+
+def tilt_frontier(weights: torch.Tensor, means: torch.Tensor, covs: torch.Tensor,
+                  a: torch.Tensor, lam: float):
+    """(log Z_λ, E_{p*}[r], KL(p*‖p)) of a mixture under the linear reward r(x) = aᵀx: log Z is
+    the log-sum-exp of the unnormalised weights, E_{p*}[r] = Σ_k w*_k aᵀ(μ_k + λΣ_k a), and
+    KL = λ E_{p*}[r] − log Z."""
+    cov_a = covs @ a
+    log_w = weights.log() + lam * means @ a + 0.5 * lam ** 2 * (cov_a @ a)
+    log_z = torch.logsumexp(log_w, 0)
+    reward_mean = torch.softmax(log_w, 0) @ ((means + lam * cov_a) @ a)
+    return log_z, reward_mean, lam * reward_mean - log_z
+
+
+def _check_tilt_frontier(fn) -> str | None:
+    prior = load_problem("between").prior
+    for a, lam in (([1.0, 0.5], 0.5), ([1.0, 0.5], 2.0), ([-0.3, 1.0], 1.0), ([0.0, 1.0], 0.0)):
+        a = torch.tensor(a, dtype=_F64)
+        target = MixtureTarget(prior, Linear(a), lam)
+        want = tuple(torch.tensor(v, dtype=_F64)
+                     for v in (target.log_z, target.reward_mean, target.kl_to_base))
+        got = fn(prior.weights.clone(), prior.means.clone(), prior.covs.clone(), a, lam)
+        reason = compare(got, want, f"tilt_frontier(..., a={a.tolist()}, lam={lam})",
+                         ("log Z", "E_p*[r]", "KL(p*‖p)"))
         if reason:
             return reason
     return None
@@ -195,6 +225,10 @@ register(Exercise("tilted_gaussian", 1, "a Gaussian tilted by a quadratic reward
 register(Exercise("tilted_weights", 1, "a mixture's weights under a linear tilt",
                   "each component's weight grows by its own log Z_k = λ aᵀμ_k + ½λ² aᵀΣ_k a; "
                   "normalise the weights to sum to one", _check_tilted_weights, tilted_weights))
+register(Exercise("tilt_frontier", 1, "log Z, E_p*[r] and KL(p*‖p) of a tilted mixture",
+                  "log Z = logsumexp_k (log w_k + λ aᵀμ_k + ½λ² aᵀΣ_k a); E_p*[r] weighs each "
+                  "tilted mean μ_k + λΣ_k a by w*_k; KL(p*‖p) = λ E_p*[r] − log Z",
+                  _check_tilt_frontier, tilt_frontier))
 register(Exercise("tweedie", 2, "Tweedie's formula for ε-prediction",
                   "solve x_t = α x0 + σ ε for x0 with ε replaced by its estimate",
                   _check_tweedie, tweedie))
