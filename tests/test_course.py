@@ -114,6 +114,25 @@ def test_an_extra_scoring_pass_is_caught_by_the_cost_check():
     assert not result.passed and "denoiser calls per sample" in result.message
 
 
+@pytest.mark.parametrize("how", WRONG)
+def test_code_nfe_rejects_the_wrong_answers(how):
+    assert check("code_nfe", solution("code_nfe"), quiet=True).passed
+    answer = _scaled(solution("code_nfe")) if WRONG[how] == "scaled" else WRONG[how]
+    result = check("code_nfe", answer, quiet=True)
+    assert not result.passed and "Hint:" in result.message and "\n" not in result.message
+
+
+@pytest.mark.parametrize("cost", [
+    lambda T, N, B, v: 1 + (T - 1) * N,              # the Tweedie count for every value
+    lambda T, N, B, v: N * T,                        # N independent chains (no shared ε̂)
+    lambda T, N, B, v: N * T * (1 + 1 / B),          # the official code's count
+    lambda T, N, B, v: (T - T // B) * N + T // B,    # ⌊T/B⌋ blocks where there are ⌈T/B⌉
+])
+def test_code_nfe_rejects_the_wrong_counts(cost):
+    result = check("code_nfe", cost, quiet=True)
+    assert not result.passed and "engine's count" in result.message, result.message
+
+
 def test_checks_do_not_touch_the_global_generator():
     torch.manual_seed(0)
     before = torch.rand(1)

@@ -1,5 +1,9 @@
-"""Lesson 4's exercises: the learner writes CoDe's loop; the checker runs it on the exact
-mixture denoiser of a built-in problem and compares it with the library's engine.
+"""Lesson 4's exercises: the learner counts CoDe's cost and writes its loop; the checkers run
+the answers on the exact mixture denoiser of a built-in problem and compare them with the
+library's engine.
+
+``code_nfe`` is graded against the engine's own count: :func:`toycode.code_sample` is run on a
+few (T, N, B, value) settings and its ledger's denoiser calls per sample are the truth.
 
 Two things are graded. Cost: a Tweedie-valued CoDe loop needs exactly 1 + (T − 1)·N denoiser
 calls per sample (the candidates of a state share its ε̂; the prediction that scores a
@@ -19,13 +23,48 @@ import torch
 
 from ..backends import analytic_backend
 from ..core.backend import Prediction
+from ..core.code import code_sample
 from ..core.diffusion import Process
 from ..core.sampler import sample_blockwise
 from ..exact.problems import load_problem
+from ..exact.values import ExactValue
+from .closed_forms import compare
 from .grading import Exercise, register
 
 N_SAMPLES, STEPS, CANDIDATES, BLOCK = 2048, 20, 4, 5
 Z_MAX = 4.0
+
+
+def code_nfe(steps: int, num_candidates: int, block_size: int, value: str = "tweedie") -> int:
+    """Denoiser calls per sample of CoDe with T steps, N candidates, blocks of B: with
+    ``value="tweedie"`` every candidate's x̂0 is read, so each step after the first costs N and
+    the kept one's block-end prediction is its next ε̂: 1 + (T − 1)·N. With ``value="exact"``
+    (read without the denoiser) each of the n_b = ⌈T/B⌉ blocks costs one call for the shared
+    first step and N for each later one: (T − n_b)·N + n_b."""
+    if value == "tweedie":
+        return 1 + (steps - 1) * num_candidates
+    blocks = math.ceil(steps / block_size)
+    return (steps - blocks) * num_candidates + blocks
+
+
+NFE_CASES = ((10, 4, 5, "tweedie"), (12, 3, 1, "tweedie"), (10, 4, 3, "exact"),
+             (12, 3, 12, "exact"), (7, 5, 1, "exact"), (20, 2, 6, "exact"))
+
+
+def _check_code_nfe(fn) -> str | None:
+    problem = load_problem("between")
+    for steps, big_n, block, value in NFE_CASES:
+        backend = analytic_backend(problem.prior, Process.make(steps))
+        spec = "tweedie" if value == "tweedie" else ExactValue(problem.target)
+        run = code_sample(backend, problem.reward, 2, num_candidates=big_n, block_size=block,
+                          value=spec, generator=torch.Generator().manual_seed(0))
+        counted = torch.tensor(float(run.nfe_per_sample), dtype=torch.float64)
+        reason = compare(fn(steps, big_n, block, value), counted,
+                         f"code_nfe({steps}, {big_n}, {block}, {value!r}) against the engine's "
+                         f"count", ("the denoiser calls per sample",))
+        if reason:
+            return reason
+    return None
 
 
 def code_loop(backend, reward, n: int, num_candidates: int, block_size: int,
@@ -124,6 +163,11 @@ def _sampler_checker(selection: str):
     return checker
 
 
+register(Exercise("code_nfe", 4, "CoDe's cost in denoiser calls",
+                  "count one call for x_T, then per block one shared first step and N calls for "
+                  "each later step; with Tweedie values the block-end prediction of every "
+                  "candidate is also needed, and the kept one's is reused for its next step",
+                  _check_code_nfe, code_nfe))
 register(Exercise("code_argmax", 4, "CoDe's blockwise loop with argmax selection",
                   "run each state's N candidates for B steps from the shared ε̂, score each by "
                   "r(x̂0) of the prediction at the block end, keep the best, and reuse that "
