@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # the CPU build of torch; a bare `pip install torch` would pull a multi-GB CUDA build
 TORCH  := torch==2.13.0
 
-.PHONY: venv demo test lint figures notebooks docs checkpoints bench dist-check clean leaderboard \
+.PHONY: venv demo test test-fast lint figures notebooks docs checkpoints bench dist-check clean leaderboard \
 	fashion-gates course
 
 # MNIST and Fashion-MNIST: a copy of the official files beside the checkout
@@ -32,10 +32,16 @@ demo: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest
 
+# the edit-test loop: everything but the notebooks, the docs site and tests marked slow
+# (under 90 s on 2 cores); pytest's exit 5 (nothing collected) fails it as it fails `make test`
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" --ignore=tests/test_notebooks.py \
+		--ignore=tests/test_course_notebooks.py --ignore=tests/test_docs.py
+
 # ruff's rules and its formatting on everything, pyright (basic, [tool.pyright]) on the core
-# ruff, and pyright (basic) on toycode/core; `ruff format --check` joins once the tree is formatted
 lint: $(STAMP)
-	$(VENV)/bin/ruff check toycode tests benchmarks
+	$(VENV)/bin/ruff check toycode tests benchmarks docs/hooks.py
+	$(VENV)/bin/ruff format --check toycode tests benchmarks docs/hooks.py
 	$(PY) -m pyright --pythonpath $(PY)
 
 TOYCODE := $(VENV)/bin/toycode
