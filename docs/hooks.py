@@ -28,7 +28,7 @@ from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parents[1]
-HELP_WIDTH = 78   # what a material code block shows without scrolling
+HELP_WIDTH = 78  # what a material code block shows without scrolling
 
 
 def _help(parser: argparse.ArgumentParser) -> str:
@@ -39,12 +39,15 @@ def _help(parser: argparse.ArgumentParser) -> str:
 def cli_reference() -> str:
     """Markdown for the command line: the top-level help, then every command's own help."""
     from toycode.cli import build_parser
+
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    parts = ["# Command line\n",
-             "Generated from `toycode.cli.build_parser()` at every docs build: the text "
-             f"`toycode COMMAND --help` prints, wrapped at {HELP_WIDTH} columns.\n",
-             "```text\n" + _help(parser) + "```\n"]
+    parts = [
+        "# Command line\n",
+        "Generated from `toycode.cli.build_parser()` at every docs build: the text "
+        f"`toycode COMMAND --help` prints, wrapped at {HELP_WIDTH} columns.\n",
+        "```text\n" + _help(parser) + "```\n",
+    ]
     for name, sub in commands.choices.items():
         parts.append(f"## `toycode {name}`\n\n```text\n{_help(sub)}```\n")
     return "\n".join(parts)
@@ -55,8 +58,11 @@ LESSON = re.compile(r"(\d+)_.+\.ipynb")
 
 def lessons(folder: Path = ROOT / "notebooks") -> list[Path]:
     """The course: ``notebooks/NN_*.ipynb`` in numeric order (9 before 10)."""
-    found = [(int(m[1]), nb.name, nb) for nb in folder.glob("*.ipynb")
-             if (m := LESSON.fullmatch(nb.name))]
+    found = [
+        (int(m[1]), nb.name, nb)
+        for nb in folder.glob("*.ipynb")
+        if (m := LESSON.fullmatch(nb.name))
+    ]
     return [nb for *_, nb in sorted(found)]
 
 
@@ -95,11 +101,16 @@ MATHJAX_LAZY = ("ui", "a11y", "sre")
 
 def _mathjax_static() -> Path:
     spec = importlib.util.find_spec("mathjax")
-    static = (Path(next(iter(spec.submodule_search_locations))) / "static"
-              if spec and spec.submodule_search_locations else None)
+    static = (
+        Path(next(iter(spec.submodule_search_locations))) / "static"
+        if spec and spec.submodule_search_locations
+        else None
+    )
     if static is None or not (static / MATHJAX_SCRIPT).is_file():
-        raise RuntimeError(f"{MATHJAX_SCRIPT} not found: the docs need the `docs` extra "
-                           "(pip install -e '.[docs]', which brings django-static-mathjax)")
+        raise RuntimeError(
+            f"{MATHJAX_SCRIPT} not found: the docs need the `docs` extra "
+            "(pip install -e '.[docs]', which brings django-static-mathjax)"
+        )
     return static
 
 
@@ -108,18 +119,30 @@ def mathjax_files(config) -> list[File]:
     static = _mathjax_static()
     es5 = static / "mathjax" / "es5"
     paths = [static / MATHJAX_SCRIPT] + [
-        p for d in MATHJAX_LAZY for p in sorted((es5 / d).rglob("*")) if p.is_file()]
-    return [File(p.relative_to(static).as_posix(), str(static), config["site_dir"],
-                 config["use_directory_urls"]) for p in paths]
+        p for d in MATHJAX_LAZY for p in sorted((es5 / d).rglob("*")) if p.is_file()
+    ]
+    return [
+        File(
+            p.relative_to(static).as_posix(),
+            str(static),
+            config["site_dir"],
+            config["use_directory_urls"],
+        )
+        for p in paths
+    ]
 
 
 # nbconvert's page head: a MathJax 2 loader with an empty URL and its (inert) configuration, and
 # a mermaid loader that imports mermaid from a CDN. The site's own MathJax typesets notebooks
 # too, and no notebook draws a mermaid diagram, so both are dropped from the built page.
 NBCONVERT_MATHJAX = re.compile(
-    r'<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->', re.S)
-NBCONVERT_MERMAID = re.compile(r'<script type="module">(?:(?!</script>).)*?mermaid\.esm'
-                               r'.*?</script>', re.S)
+    r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", re.S
+)
+NBCONVERT_MERMAID = re.compile(
+    r'<script type="module">(?:(?!</script>).)*?mermaid\.esm'
+    r".*?</script>",
+    re.S,
+)
 
 
 LEADERBOARD = ROOT / "figures" / "leaderboard"
@@ -138,31 +161,42 @@ def _heading(page: Path) -> str:
 
 def _leaderboard_rows() -> list[dict]:
     from toycode.experiments.tradeoff import read_results
+
     return read_results(LEADERBOARD)
 
 
 def measured(methods: list[str], rows: list[dict]) -> str:
     """Markdown: every leaderboard row of these methods, mean over seeds per budget."""
     from toycode.leaderboard.board import summary
+
     cells = summary([r for r in rows if r["method"] in methods])
     if not cells:
-        return ("\n## Measured\n\nNot in the committed leaderboard yet "
-                "(`make leaderboard` adds it).\n")
+        return (
+            "\n## Measured\n\nNot in the committed leaderboard yet (`make leaderboard` adds it).\n"
+        )
     kinds = {r["bench"]: r["distance_kind"] for r in rows if "distance_kind" in r}
-    lines = ["", "## Measured", "",
-             "From the committed leaderboard (`make leaderboard`; Tweedie values, equal compute, "
-             "mean over seeds; 1 ≈ an exact sampler of p\\*). See [the leaderboard](../"
-             "leaderboard.md) for every method side by side.", "",
-             "| method | bench | distance to p\\* | budget m | NFE per output | reward |",
-             "|---|---|---|---:|---:|---:|"]
-    for (bench, method), by_budget in sorted(cells.items(), key=lambda kv: (
-            methods.index(kv[0][1]), kv[0][0])):
+    lines = [
+        "",
+        "## Measured",
+        "",
+        "From the committed leaderboard (`make leaderboard`; Tweedie values, equal compute, "
+        "mean over seeds; 1 ≈ an exact sampler of p\\*). See [the leaderboard](../"
+        "leaderboard.md) for every method side by side.",
+        "",
+        "| method | bench | distance to p\\* | budget m | NFE per output | reward |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for (bench, method), by_budget in sorted(
+        cells.items(), key=lambda kv: (methods.index(kv[0][1]), kv[0][0])
+    ):
         for budget, c in by_budget.items():
             if isinstance(c, str):
                 lines.append(f"| {method} | {bench} | skipped: {c} | {budget} | | |")
             else:
-                lines.append(f"| {method} | {bench} | {c['distance']:.3g} ({kinds[bench]}) | "
-                             f"{budget} | {c['nfe']:.0f} | {c['reward']:.3g} |")
+                lines.append(
+                    f"| {method} | {bench} | {c['distance']:.3g} ({kinds[bench]}) | "
+                    f"{budget} | {c['nfe']:.0f} | {c['reward']:.3g} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -188,15 +222,22 @@ budget; each method's page lists its rows. The module is
 
 def leaderboard_page() -> str:
     from toycode.leaderboard.board import table
+
     rows = _leaderboard_rows()
     text = LEADERBOARD_INTRO
     if not rows:
         return text + "\nNo committed results yet: run `make leaderboard`.\n"
     readme = (ROOT / "README.md").read_text()
     start, end = "<!-- leaderboard-summary", "<!-- /leaderboard-summary -->"
-    summary = readme[readme.index("-->", readme.index(start)) + 3:readme.index(end)].strip()
-    return (text + "\n" + table(rows) + "\n\n" + summary
-            + "\n\n![leaderboard](figures/leaderboard.png)\n")
+    summary = readme[readme.index("-->", readme.index(start)) + 3 : readme.index(end)].strip()
+    return (
+        text
+        + "\n"
+        + table(rows)
+        + "\n\n"
+        + summary
+        + "\n\n![leaderboard](figures/leaderboard.png)\n"
+    )
 
 
 def on_config(config):
@@ -205,8 +246,13 @@ def on_config(config):
     course = [{lesson_title(nb): f"notebooks/{nb.name}"} for nb in lessons()]
     if course:
         nav.insert(at, {"Course": course})
-    nav.insert(at, {"Methods": [{"Leaderboard": "leaderboard.md"}]
-                    + [{_heading(p): f"methods/{p.name}"} for p in _method_pages()]})
+    nav.insert(
+        at,
+        {
+            "Methods": [{"Leaderboard": "leaderboard.md"}]
+            + [{_heading(p): f"methods/{p.name}"} for p in _method_pages()]
+        },
+    )
     return config
 
 
@@ -223,8 +269,14 @@ def on_page_markdown(markdown, page, config, files):
 @event_priority(50)
 def on_files(files: Files, config) -> Files:
     for path in [*lessons(), *sorted((ROOT / "figures").glob("*.png"))]:
-        files.append(File(f"{path.parent.name}/{path.name}", str(ROOT), config["site_dir"],
-                          config["use_directory_urls"]))
+        files.append(
+            File(
+                f"{path.parent.name}/{path.name}",
+                str(ROOT),
+                config["site_dir"],
+                config["use_directory_urls"],
+            )
+        )
     for file in mathjax_files(config):
         files.append(file)
     files.append(File.generated(config, "cli.md", content=cli_reference()))

@@ -16,8 +16,11 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 def tagged(nb, tag: str) -> list[int]:
     """Indices of the code cells tagged ``tag``."""
-    return [i for i, c in enumerate(nb.cells)
-            if c.cell_type == "code" and tag in c.metadata.get("tags", [])]
+    return [
+        i
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and tag in c.metadata.get("tags", [])
+    ]
 
 
 def images(cell) -> int:
@@ -27,15 +30,18 @@ def images(cell) -> int:
 
 def printed_lines(cell) -> list[str]:
     """The non-empty lines a cell printed (its stream outputs)."""
-    text = "".join(o.get("text", "") for o in cell.get("outputs", [])
-                   if o.output_type == "stream")
+    text = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
     return [line for line in text.splitlines() if line.strip()]
 
 
 def errors(nb) -> list[str]:
     """'cell i: ename: evalue' for every error output in the notebook."""
-    return [f"cell {i}: {o.ename}: {o.evalue}" for i, c in enumerate(nb.cells)
-            for o in c.get("outputs", []) if o.output_type == "error"]
+    return [
+        f"cell {i}: {o.ename}: {o.evalue}"
+        for i, c in enumerate(nb.cells)
+        for o in c.get("outputs", [])
+        if o.output_type == "error"
+    ]
 
 
 def execute_fresh(nb, folder: Path, monkeypatch, *, allow_errors: bool = False):
@@ -51,6 +57,11 @@ def execute_fresh(nb, folder: Path, monkeypatch, *, allow_errors: bool = False):
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     fresh.metadata.pop("widgets", None)
-    NotebookClient(fresh, timeout=600, kernel_name="python3", allow_errors=allow_errors,
-                   resources={"metadata": {"path": str(folder)}}).execute()
+    NotebookClient(
+        fresh,
+        timeout=600,
+        kernel_name="python3",
+        allow_errors=allow_errors,
+        resources={"metadata": {"path": str(folder)}},
+    ).execute()
     return fresh

@@ -59,12 +59,15 @@ def test_a_solution_block_becomes_the_stub_at_its_indentation():
 
 
 def test_nested_indentation_and_several_blocks_in_one_cell():
-    source = ("def f(x):\n    if x:\n        ### BEGIN SOLUTION\n        return 1\n"
-              "        ### END SOLUTION\n    ### BEGIN SOLUTION\n    return 2\n"
-              "    ### END SOLUTION")
+    source = (
+        "def f(x):\n    if x:\n        ### BEGIN SOLUTION\n        return 1\n"
+        "        ### END SOLUTION\n    ### BEGIN SOLUTION\n    return 2\n"
+        "    ### END SOLUTION"
+    )
     assert strip_solutions(_notebook(source)).cells[1].source == (
         "def f(x):\n    if x:\n        # YOUR CODE HERE\n        raise NotImplementedError()\n"
-        "    # YOUR CODE HERE\n    raise NotImplementedError()")
+        "    # YOUR CODE HERE\n    raise NotImplementedError()"
+    )
 
 
 def test_outputs_and_execution_counts_are_cleared():
@@ -79,11 +82,14 @@ def test_a_notebook_without_markers_is_unchanged():
     assert strip_solutions(nb) == nb
 
 
-@pytest.mark.parametrize("source, says", [
-    ("def f():\n    ### BEGIN SOLUTION\n    return 1\n", "line 2 has no matching"),
-    ("def f():\n    return 1\n    ### END SOLUTION\n", "line 3 has no '### BEGIN SOLUTION'"),
-    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION\n", "inside the one opened"),
-])
+@pytest.mark.parametrize(
+    "source, says",
+    [
+        ("def f():\n    ### BEGIN SOLUTION\n    return 1\n", "line 2 has no matching"),
+        ("def f():\n    return 1\n    ### END SOLUTION\n", "line 3 has no '### BEGIN SOLUTION'"),
+        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION\n", "inside the one opened"),
+    ],
+)
 def test_an_unmatched_marker_names_the_notebook_and_cell(source, says):
     with pytest.raises(ValueError, match=f"lesson.ipynb cell 2: .*{says}"):
         strip_solutions(_notebook("x = 1", source), "lesson.ipynb")
@@ -128,8 +134,12 @@ def _checked_name(source: str) -> tuple[str, str] | None:
     if len(body) != 1 or not isinstance(body[0], ast.Expr):
         return None
     call = body[0].value
-    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
-            and call.func.id == "check" and len(call.args) == 2):
+    if not (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id == "check"
+        and len(call.args) == 2
+    ):
         return None
     name, fn = call.args
     if not (isinstance(name, ast.Constant) and isinstance(fn, ast.Name)):
@@ -144,14 +154,16 @@ def _exercises(nb, name: str) -> list[tuple[int, str]]:
         where = f"{name} cell {i}"
         source = nb.cells[i].source
         fn = _function_name(source, where)
-        assert re.search(r"^\s*### BEGIN SOLUTION$", source, re.M) and \
-            re.search(r"^\s*### END SOLUTION$", source, re.M), f"{where} has no solution markers"
+        assert re.search(r"^\s*### BEGIN SOLUTION$", source, re.M) and re.search(
+            r"^\s*### END SOLUTION$", source, re.M
+        ), f"{where} has no solution markers"
         nxt = nb.cells[i + 1] if i + 1 < len(nb.cells) else None
-        assert nxt is not None and nxt.cell_type == "code" and \
-            "check" in nxt.metadata.get("tags", []), \
-            f"{where}: the next cell must be a code cell tagged check"
-        assert _checked_name(nxt.source) == (fn, fn), \
+        assert (
+            nxt is not None and nxt.cell_type == "code" and "check" in nxt.metadata.get("tags", [])
+        ), f"{where}: the next cell must be a code cell tagged check"
+        assert _checked_name(nxt.source) == (fn, fn), (
             f"{name} cell {i + 1} must be check({fn!r}, {fn}), found {nxt.source!r}"
+        )
         assert fn in EXERCISES, f"{where}: {fn!r} is not registered in toycode.course.EXERCISES"
         found.append((i + 1, fn))
     return found
@@ -166,30 +178,37 @@ def test_every_exercise_is_followed_by_its_check_and_passes_in_the_saved_copy(pa
     nb = nbformat.read(path, as_version=4)
     found = _exercises(nb, path.name)
     for i, name in found:
-        assert EXERCISES[name].lesson == _lesson(path), \
+        assert EXERCISES[name].lesson == _lesson(path), (
             f"{name} is registered for lesson {EXERCISES[name].lesson}, taught in {path.name}"
+        )
         lines = printed_lines(nb.cells[i])
-        assert lines and all(line.startswith("✓") for line in lines), \
+        assert lines and all(line.startswith("✓") for line in lines), (
             f"{path.name} cell {i} is saved without its ✓: {lines}"
+        )
     mine = {n for n, ex in EXERCISES.items() if ex.lesson == _lesson(path)}
-    assert mine <= {n for _, n in found}, \
+    assert mine <= {n for _, n in found}, (
         f"{path.name} never checks the lesson's exercises {sorted(mine - {n for _, n in found})}"
+    )
     first = min(tagged(nb, "check"))
-    assert any("from toycode.course import" in c.source and "check" in c.source
-               for c in nb.cells[:first]), f"{path.name} checks before importing check"
+    assert any(
+        "from toycode.course import" in c.source and "check" in c.source for c in nb.cells[:first]
+    ), f"{path.name} checks before importing check"
 
 
 # -- (c) the student versions run end to end and fail cleanly -------------------------------------
+
 
 @pytest.mark.slow
 @graded
 def test_the_student_version_runs_and_every_check_fails_with_its_hint(path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
     found = _exercises(nb, path.name)
-    student = execute_fresh(strip_solutions(nb, path.name), path.parent, monkeypatch,
-                            allow_errors=True)
+    student = execute_fresh(
+        strip_solutions(nb, path.name), path.parent, monkeypatch, allow_errors=True
+    )
     assert not errors(student), f"student {path.name}: {errors(student)}"
     for i, name in found:
         lines = printed_lines(student.cells[i])
-        assert len(lines) == 1 and lines[0].startswith(f"✗ {name}") and "Hint:" in lines[0], \
+        assert len(lines) == 1 and lines[0].startswith(f"✗ {name}") and "Hint:" in lines[0], (
             f"student {path.name} cell {i}: {lines}"
+        )

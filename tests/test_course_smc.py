@@ -40,34 +40,46 @@ def _argmax(w, g):
     return torch.full((len(w),), int(w.argmax()))
 
 
-def _off_by_one_u(w, g):   # U + j + 1 over K: the last point falls off the CDF
+def _off_by_one_u(w, g):  # U + j + 1 over K: the last point falls off the CDF
     k = len(w)
     u = (torch.rand(1, generator=g, dtype=torch.float64) + torch.arange(k) + 1) / k
     return torch.searchsorted(w.cumsum(0), u).clamp(max=k - 1)
 
 
-def _stratified(w, g):     # one uniform per stratum: unbiased, but not ⌊Kw⌋/⌈Kw⌉ everywhere
+def _stratified(w, g):  # one uniform per stratum: unbiased, but not ⌊Kw⌋/⌈Kw⌉ everywhere
     k = len(w)
     u = (torch.rand(k, generator=g, dtype=torch.float64) + torch.arange(k)) / k
     return torch.searchsorted(w.cumsum(0), u).clamp(max=k - 1)
 
 
-@pytest.mark.parametrize("name, answer, says", [
-    ("ess", lambda lw: 1 / (torch.softmax(lw, 0) ** 2).sum() / len(lw), "exact value"),
-    ("ess", lambda lw: lw.exp().sum() ** 2 / (lw.exp() ** 2).sum(), "not finite"),  # naive e^l
-    ("ess", lambda lw: (lw.exp() / lw.exp().sum()).pow(2).sum(), "exact value"),    # Σ w², no 1/
-    ("systematic_resample", _multinomial, "offspring"),
-    ("systematic_resample", _argmax, "offspring counts"),
-    ("systematic_resample", _off_by_one_u, "offspring"),
-    ("systematic_resample", _stratified, "offspring"),
-    ("systematic_resample", lambda w, g: w, "non-integer"),
-    ("fk_potential", lambda kind, v, s, lp, lam, clean: lesson6.fk_potential(
-        kind, v, s, lp, lam, False), "log G"),                       # no clean-end correction
-    ("fk_potential", lambda kind, v, s, lp, lam, clean: (v, lam * (v - s)),
-     "statistic"),                                                   # diff for every kind
-    ("fk_potential", lambda kind, v, s, lp, lam, clean: lesson6.fk_potential(
-        kind, v, s, lp, 1.0, clean), "log G"),                       # λ forgotten
-])
+@pytest.mark.parametrize(
+    "name, answer, says",
+    [
+        ("ess", lambda lw: 1 / (torch.softmax(lw, 0) ** 2).sum() / len(lw), "exact value"),
+        ("ess", lambda lw: lw.exp().sum() ** 2 / (lw.exp() ** 2).sum(), "not finite"),  # naive e^l
+        ("ess", lambda lw: (lw.exp() / lw.exp().sum()).pow(2).sum(), "exact value"),  # Σ w², no 1/
+        ("systematic_resample", _multinomial, "offspring"),
+        ("systematic_resample", _argmax, "offspring counts"),
+        ("systematic_resample", _off_by_one_u, "offspring"),
+        ("systematic_resample", _stratified, "offspring"),
+        ("systematic_resample", lambda w, g: w, "non-integer"),
+        (
+            "fk_potential",
+            lambda kind, v, s, lp, lam, clean: lesson6.fk_potential(kind, v, s, lp, lam, False),
+            "log G",
+        ),  # no clean-end correction
+        (
+            "fk_potential",
+            lambda kind, v, s, lp, lam, clean: (v, lam * (v - s)),
+            "statistic",
+        ),  # diff for every kind
+        (
+            "fk_potential",
+            lambda kind, v, s, lp, lam, clean: lesson6.fk_potential(kind, v, s, lp, 1.0, clean),
+            "log G",
+        ),  # λ forgotten
+    ],
+)
 def test_an_smc_slip_fails_with_a_message(name, answer, says):
     result = check(name, answer, quiet=True)
     assert not result.passed and says in result.message, result.message
@@ -75,6 +87,7 @@ def test_an_smc_slip_fails_with_a_message(name, answer, says):
 
 def test_systematic_resampling_matches_the_sampler_and_leaves_the_global_generator_alone():
     from toycode.core.steering import SELECTIONS
+
     w = torch.softmax(torch.randn(12, dtype=torch.float64), 0)
     ours = lesson6.systematic_resample(w, torch.Generator().manual_seed(3))
     theirs = SELECTIONS["systematic"](None, w.log()[None], 12, torch.Generator().manual_seed(3))

@@ -28,8 +28,13 @@ _spec.loader.exec_module(hooks)
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
-                          str(out)], cwd=ROOT, capture_output=True, text=True, env=env)
+    run = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     return out
 
@@ -40,7 +45,7 @@ def _page(site: Path, name: str) -> str:
 
 def test_home_has_the_two_commands_and_a_figure(site):
     home = _page(site, "")
-    text = re.sub(r"<[^>]+>", "", home)   # code highlighting puts each word in its own span
+    text = re.sub(r"<[^>]+>", "", home)  # code highlighting puts each word in its own span
     assert "make demo" in text and "make test" in text
     assert 'src="figures/gmm_between_samples.png"' in home
     assert (site / "figures" / "gmm_between_samples.png").stat().st_size > 10_000
@@ -57,8 +62,9 @@ def test_formulas_are_marked_up_for_mathjax(site):
 def test_cli_page_is_the_parsers_help(site):
     """Generated at build time, so a new command or option appears without editing docs/."""
     cli = _page(site, "cli")
-    commands = next(a for a in build_parser()._actions if a.__class__.__name__ ==
-                    "_SubParsersAction").choices
+    commands = next(
+        a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction"
+    ).choices
     for name, sub in commands.items():
         assert f"toycode {name}" in cli, name
         for action in sub._actions:
@@ -70,8 +76,12 @@ def test_lesson_pages_show_their_saved_figures(site):
     """Each lesson page shows every figure its notebook saved (mkdocs-jupyter inlines them)."""
     shown = 0
     for nb in hooks.lessons():
-        saved = sum(1 for cell in json.loads(nb.read_text())["cells"]
-                    for out in cell.get("outputs", []) if "image/png" in out.get("data", {}))
+        saved = sum(
+            1
+            for cell in json.loads(nb.read_text())["cells"]
+            for out in cell.get("outputs", [])
+            if "image/png" in out.get("data", {})
+        )
         page = _page(site, f"notebooks/{nb.stem}")
         images = len(re.findall(r'<img[^>]+src="data:image/png;base64,', page))
         assert images >= saved, (nb.name, images, saved)
@@ -81,8 +91,14 @@ def test_lesson_pages_show_their_saved_figures(site):
 
 def test_api_reference_documents_the_core(site):
     core = _page(site, "reference/core")
-    for anchor in ("sampler.sample_blockwise", "sampler.SampleResult", "diffusion.Process",
-                   "guidance.GuidedBackend", "backend.Backend", "search.beam_search"):
+    for anchor in (
+        "sampler.sample_blockwise",
+        "sampler.SampleResult",
+        "diffusion.Process",
+        "guidance.GuidedBackend",
+        "backend.Backend",
+        "search.beam_search",
+    ):
         assert f'id="toycode.core.{anchor}"' in core, anchor
     assert 'id="toycode.experiments.api.sample"' in _page(site, "reference/tools")
     exact = _page(site, "reference/exact")
@@ -91,6 +107,7 @@ def test_api_reference_documents_the_core(site):
 
 
 # --- offline: every script, stylesheet and the math come from the site itself -----------------
+
 
 class _Assets(HTMLParser):
     """The URLs a page loads (<script src>, <link href>) and its inline scripts' text."""
@@ -128,8 +145,16 @@ def _remote(url: str) -> bool:
 
 
 # what a <link> loads; prev/next/canonical/alternate only name other pages
-LOADING_RELS = {"stylesheet", "preconnect", "preload", "modulepreload", "prefetch", "icon",
-                "dns-prefetch", "manifest"}
+LOADING_RELS = {
+    "stylesheet",
+    "preconnect",
+    "preload",
+    "modulepreload",
+    "prefetch",
+    "icon",
+    "dns-prefetch",
+    "manifest",
+}
 
 
 def test_no_page_loads_a_script_or_stylesheet_from_the_network(site):
@@ -139,8 +164,9 @@ def test_no_page_loads_a_script_or_stylesheet_from_the_network(site):
         found = _assets(page)
         name = page.relative_to(site).as_posix()
         assert not [u for u in found.scripts if _remote(u)], name
-        assert not [u for rel, u in found.links if set(rel.split()) & LOADING_RELS
-                    and _remote(u)], name
+        assert not [
+            u for rel, u in found.links if set(rel.split()) & LOADING_RELS and _remote(u)
+        ], name
         # e.g. nbconvert's mermaid loader, an import("https://...") in an inline module
         assert not re.search(r"""import\(\s*["'](https?:)?//""", "".join(found.inline)), name
         assert "fonts.googleapis" not in page.read_text(), name
@@ -153,10 +179,15 @@ def _math_pages(site: Path) -> list[Path]:
 
 def _lessons_with_math() -> list[Path]:
     """Lessons whose markdown cells have $ $ or $$ $$ math (a \\$ is a plain dollar)."""
-    return [nb for nb in hooks.lessons()
-            if any(cell["cell_type"] == "markdown" and _MATH.search(
-                "".join(cell["source"]).replace(r"\$", ""))
-                for cell in json.loads(nb.read_text())["cells"])]
+    return [
+        nb
+        for nb in hooks.lessons()
+        if any(
+            cell["cell_type"] == "markdown"
+            and _MATH.search("".join(cell["source"]).replace(r"\$", ""))
+            for cell in json.loads(nb.read_text())["cells"]
+        )
+    ]
 
 
 _MATH = re.compile(r"\$[^$\s][^$]*\$")
@@ -164,7 +195,7 @@ _MATH = re.compile(r"\$[^$\s][^$]*\$")
 
 def test_mathjax_is_served_from_the_site_to_every_page_with_math(site):
     script = site / hooks.MATHJAX_SCRIPT
-    assert script.stat().st_size > 1_000_000   # the whole TeX-to-SVG component, not a stub
+    assert script.stat().st_size > 1_000_000  # the whole TeX-to-SVG component, not a stub
     pages = _math_pages(site)
     assert site / "design" / "index.html" in pages
     for page in pages:
@@ -179,15 +210,29 @@ def test_mathjax_is_served_from_the_site_to_every_page_with_math(site):
 
 # --- the course -----------------------------------------------------------------------------
 
+
 def test_lessons_are_numbered_notebooks_in_numeric_order(tmp_path):
     for name in ("10_research.ipynb", "02_b.ipynb", "9_a.ipynb", "scratch.ipynb", "01_x.txt"):
-        (tmp_path / name).write_text(json.dumps({"cells": [
-            {"cell_type": "markdown", "source": ["# Lesson 3 — Kept as written\n"]}]}))
+        (tmp_path / name).write_text(
+            json.dumps(
+                {"cells": [{"cell_type": "markdown", "source": ["# Lesson 3 — Kept as written\n"]}]}
+            )
+        )
     assert [p.name for p in hooks.lessons(tmp_path)] == [
-        "02_b.ipynb", "9_a.ipynb", "10_research.ipynb"]
+        "02_b.ipynb",
+        "9_a.ipynb",
+        "10_research.ipynb",
+    ]
     assert hooks.lesson_title(tmp_path / "9_a.ipynb") == "Lesson 3 — Kept as written"
-    (tmp_path / "04_bare.ipynb").write_text(json.dumps({"cells": [
-        {"cell_type": "markdown", "source": ["Some text\n", "# The tilted target\n"]}]}))
+    (tmp_path / "04_bare.ipynb").write_text(
+        json.dumps(
+            {
+                "cells": [
+                    {"cell_type": "markdown", "source": ["Some text\n", "# The tilted target\n"]}
+                ]
+            }
+        )
+    )
     assert hooks.lesson_title(tmp_path / "04_bare.ipynb") == "Lesson 4 — The tilted target"
 
 
@@ -196,14 +241,17 @@ def test_course_section_lists_the_lessons_in_order(site):
     lessons = hooks.lessons()
     if not lessons:
         pytest.skip("no notebooks/NN_*.ipynb lesson yet")
-    nav = home[:home.index('<div class="md-content"')]
+    nav = home[: home.index('<div class="md-content"')]
     assert re.search(r'<span class="md-ellipsis">\s*Course\s*</span>', nav)
     assert "Notebooks" not in re.sub(r"<[^>]+>", " ", nav)
     where = []
     for nb in lessons:
         title = hooks.lesson_title(nb)
-        link = re.search(rf'<a href="notebooks/{re.escape(nb.stem)}/" class="md-nav__link">'
-                         rf'\s*<span class="md-ellipsis">\s*{re.escape(title)}\s*</span>', nav)
+        link = re.search(
+            rf'<a href="notebooks/{re.escape(nb.stem)}/" class="md-nav__link">'
+            rf'\s*<span class="md-ellipsis">\s*{re.escape(title)}\s*</span>',
+            nav,
+        )
         assert link, (nb.name, title)
         where.append(link.start())
         # the home page's own list, generated from the same lessons
@@ -213,19 +261,36 @@ def test_course_section_lists_the_lessons_in_order(site):
 
 # --- headless Chromium, network off: the formulas are typeset --------------------------------
 
-CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome",
-                                           "google-chrome-stable", "chrome")
-                 if shutil.which(b)), None)
-OFFLINE = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run",
-           # nothing is reachable: every host unresolvable, every request to a closed port
-           "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
-           "--virtual-time-budget=10000"]   # let MathJax finish before the DOM is dumped
+CHROMIUM = next(
+    (
+        shutil.which(b)
+        for b in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+        if shutil.which(b)
+    ),
+    None,
+)
+OFFLINE = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # nothing is reachable: every host unresolvable, every request to a closed port
+    "--proxy-server=127.0.0.1:9",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--virtual-time-budget=10000",
+]  # let MathJax finish before the DOM is dumped
 
 
 def _browse(page: Path, profile: Path, *extra: str) -> str:
-    run = subprocess.run([CHROMIUM, *OFFLINE, f"--user-data-dir={profile}", *extra,
-                          page.as_uri()], capture_output=True, text=True, timeout=180)
+    run = subprocess.run(
+        [CHROMIUM, *OFFLINE, f"--user-data-dir={profile}", *extra, page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     return run.stdout
 
@@ -235,7 +300,8 @@ def _without_math(html: str) -> str:
 
 
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install chromium)")
+    CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install chromium)"
+)
 
 
 @needs_chromium
@@ -247,7 +313,7 @@ def test_design_page_formulas_typeset_offline_in_chromium(site, tmp_path):
     for _, inner in spans:
         assert "<mjx-container" in inner, inner[:200]
         assert not re.search(r"\\[(\[]", _without_math(inner)), inner[:200]
-    assert '<g data-mml-node="merror"' not in dom   # no TeX error boxes
+    assert '<g data-mml-node="merror"' not in dom  # no TeX error boxes
 
 
 @needs_chromium
@@ -257,8 +323,9 @@ def test_lesson_math_typesets_offline_in_chromium(site, tmp_path):
         pytest.skip("no lesson has $ $ math in its markdown yet")
     page = site / "notebooks" / with_math[0].stem / "index.html"
     dom = _browse(page, tmp_path / "profile", "--dump-dom")
-    cells = re.findall(r'<div class="jp-RenderedHTMLCommon jp-RenderedMarkdown[^>]*>(.*?)</div>',
-                       dom, re.S)
+    cells = re.findall(
+        r'<div class="jp-RenderedHTMLCommon jp-RenderedMarkdown[^>]*>(.*?)</div>', dom, re.S
+    )
     typeset = [c for c in cells if "<mjx-container" in c]
     assert typeset, page
     for cell in cells:

@@ -38,8 +38,9 @@ def test_committed_notebook_is_executed_and_small(path):
     nb = nbformat.read(path, as_version=4)
     assert path.stat().st_size < MAX_BYTES, f"{path.name} is {path.stat().st_size} bytes"
     for i in tagged(nb, "figure"):
-        assert images(nb.cells[i]) >= 1, \
+        assert images(nb.cells[i]) >= 1, (
             f"{path.name} cell {i} is saved without its figure; run `make notebooks`"
+        )
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, f"{path.name} is saved with an error output"
 
@@ -51,11 +52,14 @@ def test_notebook_runs_and_shows_its_figures(path, monkeypatch):
     figures = tagged(fresh, "figure")
     assert figures, f"{path.name} has no cell tagged figure"
     shown = {i: images(fresh.cells[i]) for i in figures}
-    assert all(shown.values()), f"{path.name}: figure cells without an image/png output: " \
+    assert all(shown.values()), (
+        f"{path.name}: figure cells without an image/png output: "
         f"{[i for i, k in shown.items() if not k]} of {figures}"
+    )
     # a graded lesson's solutions pass every check when run fresh, not only in the saved copy
     for i in tagged(fresh, "check"):
         lines = printed_lines(fresh.cells[i])
-        assert lines and all(line.startswith("✓") for line in lines), \
+        assert lines and all(line.startswith("✓") for line in lines), (
             f"{path.name} cell {i}: a check does not pass when run fresh: {lines}"
+        )
     assert path.read_bytes() == committed, f"running the test rewrote {path.name}"

@@ -21,9 +21,9 @@ class Exercise:
     name: str
     lesson: int
     title: str
-    hint: str                                  # shown beside every failure
+    hint: str  # shown beside every failure
     checker: Callable[[Callable], str | None]  # None = passed, else the reason
-    reference: Callable                        # the reference answer
+    reference: Callable  # the reference answer
 
 
 @dataclass(frozen=True)
@@ -74,14 +74,14 @@ def check(name: str, fn: Callable, *, quiet: bool = False) -> CheckResult:
             reason = ex.checker(fn)
         except NotImplementedError:
             reason = "the function is not written yet (it raises NotImplementedError)"
-        except Exception as err:   # a learner's bug must not become a traceback here
+        except Exception as err:  # a learner's bug must not become a traceback here
             reason = f"your function raised {type(err).__name__}: {str(err).splitlines()[0]}"
     if reason is None:
         result = CheckResult(name, True, f"✓ {name} (lesson {ex.lesson}): passed — {ex.title}")
     else:
-        result = CheckResult(name, False, f"✗ {name} (lesson {ex.lesson}): {reason}. Hint: "
-                                          f"{ex.hint}")
+        result = CheckResult(
+            name, False, f"✗ {name} (lesson {ex.lesson}): {reason}. Hint: {ex.hint}"
+        )
     if not quiet:
         print(result.message)
     return result
-

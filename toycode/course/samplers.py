@@ -47,8 +47,14 @@ def code_nfe(steps: int, num_candidates: int, block_size: int, value: str = "twe
     return (steps - blocks) * num_candidates + blocks
 
 
-NFE_CASES = ((10, 4, 5, "tweedie"), (12, 3, 1, "tweedie"), (10, 4, 3, "exact"),
-             (12, 3, 12, "exact"), (7, 5, 1, "exact"), (20, 2, 6, "exact"))
+NFE_CASES = (
+    (10, 4, 5, "tweedie"),
+    (12, 3, 1, "tweedie"),
+    (10, 4, 3, "exact"),
+    (12, 3, 12, "exact"),
+    (7, 5, 1, "exact"),
+    (20, 2, 6, "exact"),
+)
 
 
 def _check_code_nfe(fn) -> str | None:
@@ -56,19 +62,36 @@ def _check_code_nfe(fn) -> str | None:
     for steps, big_n, block, value in NFE_CASES:
         backend = analytic_backend(problem.prior, Process.make(steps))
         spec = "tweedie" if value == "tweedie" else ExactValue(problem.target)
-        run = code_sample(backend, problem.reward, 2, num_candidates=big_n, block_size=block,
-                          value=spec, generator=torch.Generator().manual_seed(0))
+        run = code_sample(
+            backend,
+            problem.reward,
+            2,
+            num_candidates=big_n,
+            block_size=block,
+            value=spec,
+            generator=torch.Generator().manual_seed(0),
+        )
         counted = torch.tensor(float(run.nfe_per_sample), dtype=torch.float64)
-        reason = compare(fn(steps, big_n, block, value), counted,
-                         f"code_nfe({steps}, {big_n}, {block}, {value!r}) against the engine's "
-                         f"count", ("the denoiser calls per sample",))
+        reason = compare(
+            fn(steps, big_n, block, value),
+            counted,
+            f"code_nfe({steps}, {big_n}, {block}, {value!r}) against the engine's count",
+            ("the denoiser calls per sample",),
+        )
         if reason:
             return reason
     return None
 
 
-def code_loop(backend, reward, n: int, num_candidates: int, block_size: int,
-              generator: torch.Generator | None = None, lam: float | None = None):
+def code_loop(
+    backend,
+    reward,
+    n: int,
+    num_candidates: int,
+    block_size: int,
+    generator: torch.Generator | None = None,
+    lam: float | None = None,
+):
     """CoDe (arXiv 2502.00968, Alg. 1) with Tweedie values: every ``block_size`` steps each of
     the n states runs ``num_candidates`` continuations and keeps the one whose r(x̂0) is largest
     (``lam`` None) or a draw from softmax(λ·r(x̂0)). Returns the decoded samples."""
@@ -82,7 +105,7 @@ def code_loop(backend, reward, n: int, num_candidates: int, block_size: int,
         xs, es, x0s = (v.repeat_interleave(big_n, 0) for v in (x, eps, x0))
         for t in range(i, j):
             xs = process.step(xs, t, es, generator, x0=x0s)
-            if t + 1 < steps:   # this prediction scores the block end and drives the next step
+            if t + 1 < steps:  # this prediction scores the block end and drives the next step
                 pred = backend.predict(xs, t + 1, generator)
                 es, x0s = pred.eps, pred.x0
         values = reward(backend.decode(xs if j == steps else x0s)).view(n, big_n)
@@ -96,8 +119,15 @@ def code_loop(backend, reward, n: int, num_candidates: int, block_size: int,
     return backend.decode(x)
 
 
-def code_softmax_loop(backend, reward, n: int, num_candidates: int, block_size: int, lam: float,
-                      generator: torch.Generator | None = None):
+def code_softmax_loop(
+    backend,
+    reward,
+    n: int,
+    num_candidates: int,
+    block_size: int,
+    lam: float,
+    generator: torch.Generator | None = None,
+):
     """CoDe with softmax selection: keep a candidate with probability ∝ e^{λ r(x̂0)}."""
     return code_loop(backend, reward, n, num_candidates, block_size, generator, lam=lam)
 
@@ -124,8 +154,12 @@ class _Counting:
 
 
 def _stats(x: torch.Tensor, r: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"the mean reward": r, "the mean of x[0]": x[:, 0], "the mean of x[1]": x[:, 1],
-            "the mean of |x|²": (x ** 2).sum(1)}
+    return {
+        "the mean reward": r,
+        "the mean of x[0]": x[:, 0],
+        "the mean of x[1]": x[:, 1],
+        "the mean of |x|²": (x**2).sum(1),
+    }
 
 
 def _sampler_checker(selection: str):
@@ -146,33 +180,67 @@ def _sampler_checker(selection: str):
         per_sample = backend.calls / N_SAMPLES
         need = 1 + (STEPS - 1) * CANDIDATES
         if per_sample != need:
-            return (f"the loop spent {per_sample:g} denoiser calls per sample where CoDe needs "
-                    f"1 + (T − 1)·N = {need} (T = {STEPS}, N = {CANDIDATES})")
-        ref = sample_blockwise(backend.inner, problem.reward, N_SAMPLES,
-                               num_candidates=CANDIDATES, block_size=BLOCK, selection=selection,
-                               lam=problem.lam, generator=torch.Generator().manual_seed(2))
+            return (
+                f"the loop spent {per_sample:g} denoiser calls per sample where CoDe needs "
+                f"1 + (T − 1)·N = {need} (T = {STEPS}, N = {CANDIDATES})"
+            )
+        ref = sample_blockwise(
+            backend.inner,
+            problem.reward,
+            N_SAMPLES,
+            num_candidates=CANDIDATES,
+            block_size=BLOCK,
+            selection=selection,
+            lam=problem.lam,
+            generator=torch.Generator().manual_seed(2),
+        )
         mine, theirs = _stats(x, problem.reward(x)), _stats(ref.samples, ref.rewards)
         for what in mine:
             a, b = mine[what], theirs[what]
             se = math.sqrt(a.var().item() / len(a) + b.var().item() / len(b))
             z = (a.mean().item() - b.mean().item()) / se
             if abs(z) > Z_MAX:
-                return (f"{what} of your samples is {a.mean().item():.4f}, the engine's "
-                        f"{b.mean().item():.4f}: {z:+.1f} standard errors apart")
+                return (
+                    f"{what} of your samples is {a.mean().item():.4f}, the engine's "
+                    f"{b.mean().item():.4f}: {z:+.1f} standard errors apart"
+                )
         return None
+
     return checker
 
 
-register(Exercise("code_nfe", 4, "CoDe's cost in denoiser calls",
-                  "count one call for x_T, then per block one shared first step and N calls for "
-                  "each later step; with Tweedie values the block-end prediction of every "
-                  "candidate is also needed, and the kept one's is reused for its next step",
-                  _check_code_nfe, code_nfe))
-register(Exercise("code_argmax", 4, "CoDe's blockwise loop with argmax selection",
-                  "run each state's N candidates for B steps from the shared ε̂, score each by "
-                  "r(x̂0) of the prediction at the block end, keep the best, and reuse that "
-                  "prediction for its next step", _sampler_checker("argmax"), code_loop))
-register(Exercise("code_softmax", 4, "CoDe with softmax selection",
-                  "as code_argmax, but draw the kept candidate with probability ∝ e^{λ r(x̂0)} "
-                  "(torch.multinomial on softmax(λ·values))", _sampler_checker("softmax"),
-                  code_softmax_loop))
+register(
+    Exercise(
+        "code_nfe",
+        4,
+        "CoDe's cost in denoiser calls",
+        "count one call for x_T, then per block one shared first step and N calls for "
+        "each later step; with Tweedie values the block-end prediction of every "
+        "candidate is also needed, and the kept one's is reused for its next step",
+        _check_code_nfe,
+        code_nfe,
+    )
+)
+register(
+    Exercise(
+        "code_argmax",
+        4,
+        "CoDe's blockwise loop with argmax selection",
+        "run each state's N candidates for B steps from the shared ε̂, score each by "
+        "r(x̂0) of the prediction at the block end, keep the best, and reuse that "
+        "prediction for its next step",
+        _sampler_checker("argmax"),
+        code_loop,
+    )
+)
+register(
+    Exercise(
+        "code_softmax",
+        4,
+        "CoDe with softmax selection",
+        "as code_argmax, but draw the kept candidate with probability ∝ e^{λ r(x̂0)} "
+        "(torch.multinomial on softmax(λ·values))",
+        _sampler_checker("softmax"),
+        code_softmax_loop,
+    )
+)

@@ -33,13 +33,15 @@ STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 def _strip_source(source: str, where: str) -> str:
     """``source`` with every BEGIN … END block replaced by the stub; ``where`` names the cell."""
     out: list[str] = []
-    begin: int | None = None          # the line number of the open BEGIN marker
+    begin: int | None = None  # the line number of the open BEGIN marker
     for number, line in enumerate(source.splitlines(), 1):
         marker = line.strip()
         if marker == BEGIN:
             if begin is not None:
-                raise ValueError(f"{where}: {BEGIN!r} on line {number} opens a block inside the "
-                                 f"one opened on line {begin}")
+                raise ValueError(
+                    f"{where}: {BEGIN!r} on line {number} opens a block inside the "
+                    f"one opened on line {begin}"
+                )
             begin = number
             indent = line[: len(line) - len(line.lstrip())]
             out.extend(indent + stub for stub in STUB)
@@ -86,16 +88,19 @@ def write_student_versions(src_dir: str | Path, out_dir: str | Path) -> list[Pat
     if not paths:
         raise ValueError(f"no notebooks (*.ipynb) in {str(src)!r}")
     if out.resolve() == src.resolve():
-        raise ValueError(f"the output folder {str(out)!r} is the source folder: the solutions "
-                         "would be overwritten")
+        raise ValueError(
+            f"the output folder {str(out)!r} is the source folder: the solutions "
+            "would be overwritten"
+        )
     students = []
     for path in paths:
         try:
             nb = nbformat.read(path, as_version=4)
-        except Exception as err:   # nbformat raises several kinds for a malformed file
-            raise ValueError(f"{path} is not a readable notebook: "
-                             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
-                             ) from None
+        except Exception as err:  # nbformat raises several kinds for a malformed file
+            raise ValueError(
+                f"{path} is not a readable notebook: "
+                f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+            ) from None
         students.append(strip_solutions(nb, path.name))
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -110,11 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m toycode.course.student",
         description="Write student versions of the course notebooks: solutions between "
-                    f"'{BEGIN}' and '{END}' replaced by a stub, outputs cleared.")
-    parser.add_argument("--src", default="notebooks", help="folder of solution notebooks "
-                        "(default: notebooks)")
-    parser.add_argument("--out", default="course/student", help="folder the student versions "
-                        "are written to (default: course/student)")
+        f"'{BEGIN}' and '{END}' replaced by a stub, outputs cleared.",
+    )
+    parser.add_argument(
+        "--src", default="notebooks", help="folder of solution notebooks (default: notebooks)"
+    )
+    parser.add_argument(
+        "--out",
+        default="course/student",
+        help="folder the student versions are written to (default: course/student)",
+    )
     args = parser.parse_args(argv)
     try:
         written = write_student_versions(args.src, args.out)
