@@ -44,6 +44,7 @@ def test_method_defaults_for_block_size():
     assert get_method("smc").sampler_settings(100, particles=4)["block_size"] == 1
 
 
+@pytest.mark.slow
 def test_gradient_methods_are_marked_and_refuse_a_box_reward(box):
     marked = {n for n, m in METHODS.items() if m.needs_gradient}
     assert marked == {"dps", "dps-detached", "universal", "code-gradient", "tds"}

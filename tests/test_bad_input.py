@@ -295,12 +295,14 @@ def _refused(tmp_path, monkeypatch, capsys, argv, needle) -> float:
     return took
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, needle", CASES, ids=[" ".join(a) or "(none)" for a, _ in CASES])
 def test_bad_input_is_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, needle):
     took = _refused(tmp_path, monkeypatch, capsys, argv, needle)
     assert took < 2.0, f"refusing {argv} took {took:.2f} s: checked after work began?"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, needle", RESULTS_CASES, ids=[" ".join(a) for a, _ in RESULTS_CASES])
 def test_a_results_folder_that_is_not_ours_is_refused_untouched(
     tmp_path, monkeypatch, capsys, argv, needle
@@ -336,6 +338,7 @@ def test_default_knobs_a_method_does_not_read_are_not_applied(tmp_path, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv, needle",
     [

@@ -184,6 +184,7 @@ def test_exact_value_needs_positive_lam(capsys, tmp_path, between):
     assert code == 2 and "lam" in err
 
 
+@pytest.mark.slow
 def test_demo_and_compare_commands(capsys, tmp_path):
     """The demo's table and figures, and compare's gradient columns, on a small run."""
     code, out, _ = run(capsys, "demo", "--n", 64, "--steps", 10, "--out-dir", tmp_path)

@@ -79,6 +79,7 @@ def test_a_correct_ddim_step_with_the_noise_sign_flipped_fails():
     assert not check("ddim_step", flipped, quiet=True).passed
 
 
+@pytest.mark.slow
 def test_the_sampler_references_pass():
     assert check("code_argmax", solution("code_argmax"), quiet=True).passed
     assert check("code_softmax", solution("code_softmax"), quiet=True).passed
@@ -134,11 +135,13 @@ class _WrongSign:
         ("code_argmax", lambda b, r, n, N, B, g: lesson4.code_loop(b, r, n, N, B, g)[:10], "shape"),
     ],
 )
+@pytest.mark.slow
 def test_a_wrong_sampler_fails_with_a_message(name, answer, says):
     result = check(name, answer, quiet=True)
     assert not result.passed and says in result.message, result.message
 
 
+@pytest.mark.slow
 def test_an_extra_scoring_pass_is_caught_by_the_cost_check():
     """The official CoDe code scores each block with an extra UNet pass: correct law, but
     N·T·(1 + 1/B) calls; the lesson asks for 1 + (T − 1)·N."""

@@ -17,6 +17,7 @@ def explorer():
     return toycode.explore("between", method="code", num_candidates=16, selection="argmax", **SMALL)
 
 
+@pytest.mark.slow
 def test_importing_toycode_does_not_import_ipywidgets():
     code = (
         "import sys, toycode; assert 'ipywidgets' not in sys.modules; "
@@ -27,12 +28,14 @@ def test_importing_toycode_does_not_import_ipywidgets():
     assert out.stdout.strip().splitlines()[-1] == "Explorer"
 
 
+@pytest.mark.slow
 def test_menus_list_every_method(explorer):
     assert list(explorer.controls["method"].options) == method_names()
     assert {"base", "bon", "svdd", "code", "smc", "dps", "exact-guidance"} <= set(method_names())
     assert isinstance(explorer, Explorer) and explorer.last["error"] is None
 
 
+@pytest.mark.slow
 def test_changing_n_changes_the_nfe_shown(explorer):
     explorer.set(method="code", N=16, value="tweedie")
     before, text, png = explorer.last["nfe"], explorer.stats.value, explorer.image.value
@@ -46,6 +49,7 @@ def test_changing_n_changes_the_nfe_shown(explorer):
     assert len(scatter.get_offsets()) == SMALL["n"]
 
 
+@pytest.mark.slow
 def test_changing_the_method_changes_the_reward_shown(explorer):
     explorer.set(method="code", N=16, selection="argmax")
     argmax_reward = explorer.last["reward"]
@@ -57,6 +61,7 @@ def test_changing_the_method_changes_the_reward_shown(explorer):
     assert base["exact_reward"] == pytest.approx(load_problem("between").target.reward_mean)
 
 
+@pytest.mark.slow
 def test_lambda_moves_the_exact_target(explorer):
     explorer.set(method="code", lam=0.5)
     exact = load_problem("between").with_lam(0.5).target.reward_mean
@@ -64,6 +69,7 @@ def test_lambda_moves_the_exact_target(explorer):
     assert explorer.last["mmd_floor"] > 0
 
 
+@pytest.mark.slow
 def test_refused_combinations_show_an_error_instead_of_raising():
     ex = Explorer("box", method="code", **SMALL)
     assert ex.last["error"] is None

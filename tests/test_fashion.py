@@ -106,6 +106,7 @@ def test_the_tokenizer_keeps_every_prompt_word_whole():
     assert len(tok(GENERIC_PROMPT).input_ids) <= tok.model_max_length
 
 
+@pytest.mark.slow
 def test_plain_diffusers_loads_the_folder_without_toycode():
     code = (
         "import sys, torch\n"
@@ -138,6 +139,7 @@ def test_committed_weights_are_small():
     assert meta["steps_done"] == meta["steps"]  # the finished run, not a snapshot
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eta, guidance", [(0.0, 7.5), (1.0, 7.5), (0.0, 1.0)])
 def test_one_candidate_reproduces_the_pipeline_latents(pipe, eta, guidance):
     want = pipe(
@@ -155,6 +157,7 @@ def test_one_candidate_reproduces_the_pipeline_latents(pipe, eta, guidance):
     assert torch.allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.slow
 @needs_data
 def test_the_classifier_is_accurate_on_the_test_images(classifier):
     from toycode.sd.fashion.gates import classifier_test_accuracy
@@ -190,6 +193,7 @@ def _sigma(want_fn, pi, pi_se, share_se):
     return math.sqrt(share_se**2 + (slope * pi_se) ** 2)
 
 
+@pytest.mark.slow
 def test_code_softmax_selects_by_its_exact_weights_and_argmax_overshoots(
     pipe, classifier, base_rate
 ):
@@ -228,6 +232,7 @@ def test_code_softmax_selects_by_its_exact_weights_and_argmax_overshoots(
     assert abs(rate - pi) < 3 * math.sqrt(rate_se**2 + pi_se**2)
 
 
+@pytest.mark.slow
 def test_smc_hits_p_star(pipe, classifier, base_rate):
     """SMC (systematic resampling at every block end, potentials e^{λ Δr} of the decoded x̂0)
     targets p* itself: its class share is P*(c) up to O(1/K); the s.e. is the populations'."""

@@ -53,6 +53,7 @@ def _path_sums(blocks):
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("potential", ["diff", "max", "add"])
 @pytest.mark.parametrize("block_size", [1, 3])
 def test_potentials_multiply_to_the_tilt_along_every_path(between, potential, block_size):
@@ -81,6 +82,7 @@ def test_potentials_follow_the_fk_definitions():
     assert torch.equal(_potential("diff", later, v, 0 * v, **kw(False))[1], lam * (later - v))
 
 
+@pytest.mark.slow
 def test_with_resampling_at_every_block_end_both_bookkeepings_agree(between):
     """Weights are uniform after every resampling, so reset and incremental coincide."""
     a, b = (
@@ -90,6 +92,7 @@ def test_with_resampling_at_every_block_end_both_bookkeepings_agree(between):
     assert torch.equal(a.samples, b.samples)
 
 
+@pytest.mark.slow
 def test_incremental_weights_converge_to_p_star_and_reset_weights_do_not(between):
     """Adaptive resampling (ESS < K/2), diff potential: the reset bookkeeping of the FK code
     drops the potential of every block that did not resample, and its limit is not p*."""
@@ -103,6 +106,7 @@ def test_incremental_weights_converge_to_p_star_and_reset_weights_do_not(between
     assert abs(gaps["reset", 128][0]) > 0.5 * abs(gaps["reset", 16][0])  # no sign of closing
 
 
+@pytest.mark.slow
 def test_max_and_add_reach_the_same_limit_under_both_bookkeepings(between):
     """On a 6-step grid K = 8192 is cheap: max and add (incremental or reset) agree with
     incremental diff — the limit of the 6-step tilted path measure — within 3 s.e.; reset diff,
@@ -164,6 +168,7 @@ def _dropped_correction(monkeypatch):
     monkeypatch.setattr(steering, "_twisted_step", uncorrected)
 
 
+@pytest.mark.slow
 def test_tds_converges_to_p_star_where_dps_and_uncorrected_proposals_do_not(between, monkeypatch):
     """DPS-twisted proposals with the p/q correction and the exact twist match p* (reward mean
     within 3 s.e. across populations); the same proposals without the correction, and DPS
@@ -223,6 +228,7 @@ def test_tds_costs_one_guided_call_per_step_and_needs_a_guided_backend(between):
         )
 
 
+@pytest.mark.slow
 def test_tempered_weights_telescope_to_the_full_tilt(between):
     """Σ (λ_t V_t − λ_t' V_t') along every path is λ r(x0): λ_t rises from 0 to λ."""
     seen = []
@@ -233,6 +239,7 @@ def test_tempered_weights_telescope_to_the_full_tilt(between):
     assert _tempered(2.0, 0.05, 3, True) == 2.0
 
 
+@pytest.mark.slow
 def test_das_is_consistent_with_exact_values(between):
     k, pops = 64, 32
     exact = ExactReference.of_sampler(

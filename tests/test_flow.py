@@ -228,6 +228,7 @@ def test_fp16_step_and_tweedie_match_float64_on_sd15_schedule():
 
 
 # -- exact ground truth under any (α, σ) -------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("i", [0, 1, 30, 99])
 def test_analytic_flow_backend_is_the_exact_score_and_velocity(between, gen, i):
     """ε̂ = −σ ∇log p_t (autograd of the noised mixture's density) and v̂ = ε̂ − x̂0 equals the
@@ -248,6 +249,7 @@ def test_analytic_flow_backend_is_the_exact_score_and_velocity(between, gen, i):
         assert torch.allclose(v, -(x + lv.sigma * score) / lv.alpha, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_targets_agree_at_flow_levels(between, gen):
     """Closed form and quadrature give the same log-tilt at rectified-flow levels."""
     closed = MixtureTarget(between.prior, between.reward, between.lam)
@@ -273,6 +275,7 @@ def target_reference(between):
     return ExactReference.of_sampler(between.target.sample, 1000, torch.Generator().manual_seed(0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_flow_base_sampling_reaches_the_prior(between, prior_reference, eta):
     be = analytic_backend(between.prior, Process.make(100, "flow", eta=eta))
@@ -281,6 +284,7 @@ def test_flow_base_sampling_reaches_the_prior(between, prior_reference, eta):
     assert res.nfe == 1000 * 100
 
 
+@pytest.mark.slow
 def test_exact_guidance_under_flow_reaches_the_target(between, target_reference):
     res = api.sample(between, method="exact-guidance", steps=1000, n=1000, seed=3, process="flow")
     assert target_reference.mmd2_over_floor(res.samples) < 4

@@ -25,6 +25,7 @@ def test_exact_guidance_is_the_tilted_score(between, backend, gen):
         assert torch.allclose(rule(backend, x, i).eps, want, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_exact_guidance_reaches_the_target(between):
     """The exact tilted reverse process at T = 1000: within a few noise floors of p*."""
     exact = ExactReference.of_sampler(between.target.sample, 1000, torch.Generator().manual_seed(0))

@@ -146,6 +146,7 @@ def test_bad_bench_or_method_is_a_one_line_error(tmp_path, capsys):
     assert not read_results(tmp_path / "a") and not read_results(tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_mnist_benches_run_at_the_fast_size(tmp_path, capsys):
     """The class tilt refuses gradient and exact-target methods; the mixture (d = 16 when fast)
     scores mode weights; the CLI writes the table and the figure."""

@@ -1,6 +1,8 @@
 """MNIST: rewards, checkpoints, the 784-D exact mixture."""
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,13 @@ from toycode.mnist.gmm import digit_problem, fit_mnist_mixture, project
 from toycode.mnist.models import ClassIndicator, ClassLogProb, Ink, load_classifier, train_unet
 from toycode.utils.images import Compressibility
 
+# the Makefile exports TOYCODE_DATA where a shared MNIST copy exists; tests never download it
+MNIST = Path(os.environ.get("TOYCODE_DATA", "/nonexistent")) / "mnist"
+needs_mnist = pytest.mark.skipif(
+    not (MNIST / "t10k-images-idx3-ubyte.gz").exists(),
+    reason=f"no MNIST copy under {MNIST} (TOYCODE_DATA: {os.environ.get('TOYCODE_DATA', 'not set')})",
+)
+
 
 @pytest.fixture(scope="module")
 def classifier():
@@ -21,14 +30,19 @@ def classifier():
 
 @pytest.fixture(scope="module")
 def heldout():
+    if not MNIST.is_dir():
+        pytest.skip(needs_mnist.kwargs["reason"])
     return load_split("heldout_a")
 
 
 @pytest.fixture(scope="module")
 def fitted():
+    if not MNIST.is_dir():
+        pytest.skip(needs_mnist.kwargs["reason"])
     return fit_mnist_mixture()
 
 
+@needs_mnist
 def test_committed_classifier_accuracy(classifier):
     acc, se, n = classifier_accuracy(classifier)
     assert n == 1000 and acc > 0.95
@@ -59,6 +73,7 @@ def test_tilted_fraction_formulas():
     assert bon_fraction(0.1, 2.0, 4000) == pytest.approx(tilted_fraction(0.1, 2.0), abs=2e-3)
 
 
+@needs_mnist
 def test_unet_checkpoint_round_trip(tmp_path):
     path = tmp_path / "unet.pt"
     train_unet(path, steps=3, batch_size=8, progress=False, checkpoint_every=3)
@@ -77,6 +92,7 @@ def test_unet_checkpoint_round_trip(tmp_path):
     assert runs[0].samples.shape == (3, 1, 28, 28)
 
 
+@pytest.mark.slow
 def test_mixture_fit_is_a_valid_784d_model(fitted):
     mixture, axes, var = fitted
     assert mixture.dim == 784 and mixture.num_components == 10
@@ -94,6 +110,7 @@ def test_784d_exact_score_matches_autograd(fitted):
     assert torch.allclose(noised.score(x.detach()), grad, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("d", [16, 784])
 def test_784d_tilt_matches_importance_sampling(fitted, d):
     """log Z and E_p*[r] in closed form against importance sampling in d dimensions."""
@@ -116,6 +133,7 @@ def test_784d_tilt_matches_importance_sampling(fitted, d):
     assert q.target.reward_mean == pytest.approx(er, abs=5 * se)
 
 
+@pytest.mark.slow
 def test_best_of_n_softmax_matches_the_exact_tilted_fraction(classifier):
     """Softmax best-of-N on 1[class = c] is SNIS: its class-c rate is E[K e^λ/(K e^λ + N − K)],
     K ~ Bin(N, π_c), with π_c the base model's rate, to within the combined standard error."""

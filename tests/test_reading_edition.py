@@ -41,6 +41,7 @@ def between():
     return load_problem("between")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("selection", ["argmax", "softmax"])
 @pytest.mark.parametrize("value", ["tweedie", "exact"])
 @pytest.mark.parametrize("steps, N, B", [(20, 4, 5), (20, 3, 7), (12, 2, 1), (10, 3, 10)])
@@ -65,6 +66,7 @@ def test_reading_edition_is_the_engine_on_a_toy(between, selection, value, steps
     assert not torch.equal(other.samples, reading.samples)
 
 
+@pytest.mark.slow
 def test_reading_edition_is_the_engine_under_flow_and_guidance(between):
     """Rectified flow's grid and a DPS-guided backend (its predict moves no state but costs
     reward gradients) take the same path through both."""
@@ -89,6 +91,7 @@ def test_reading_edition_is_the_engine_under_flow_and_guidance(between):
         )
 
 
+@pytest.mark.slow
 def test_reading_edition_is_the_engine_on_a_tiny_sd_pipeline():
     from toycode.sd import make_sd_backend
     from toycode.sd.tiny import tiny_pipeline

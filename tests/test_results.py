@@ -99,6 +99,7 @@ def test_a_lease_held_by_a_dead_process_is_taken_over(tmp_path):
     assert sorted(r["seed"] for r in read_results(tmp_path)) == [0, 1]
 
 
+@pytest.mark.slow
 def test_two_tradeoff_commands_on_one_folder_write_each_row_once(tmp_path):
     out = tmp_path / "sweep"
     cmd = [
@@ -138,6 +139,7 @@ def test_two_tradeoff_commands_on_one_folder_write_each_row_once(tmp_path):
     assert len(keys) == len(set(keys)) == 2 * 2 * 3
 
 
+@pytest.mark.slow
 def test_two_plain_sd_sweeps_on_one_folder_write_each_row_once(tmp_path):
     pytest.importorskip("diffusers")
     out = tmp_path / "sweep"

@@ -39,6 +39,7 @@ def sweep(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_fresh_sweep_is_strict_json_and_keeps_infinities(sweep):
     rows = _strict_rows(sweep / "results.jsonl")
     assert len(rows) == 4

@@ -41,6 +41,7 @@ def expected_nfe(T, N, B, value):
     return (T - blocks) * N + blocks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "N, B, value",
     [

@@ -76,6 +76,7 @@ def brightness(images):
     return images.mean((1, 2, 3)).double()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("N, B, max_batch", [(1, 5, 8), (3, 5, 8), (4, 2, 3), (3, 10, 2)])
 def test_unet_calls_follow_the_formula(pipe, N, B, max_batch):
     T, n = 10, 2

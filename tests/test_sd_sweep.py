@@ -77,6 +77,7 @@ def test_prompt_sets(tmp_path):
     assert load_prompts("animals", limit=3) == animals[:3]
 
 
+@pytest.mark.slow
 def test_a_sweep_writes_one_row_per_prompt_method_setting_seed(swept, pipe, clip):  # noqa: F811
     out, rows = swept
     assert len(rows) == len(PROMPTS) * SEEDS * 5 == len(_by_key(rows))
@@ -159,6 +160,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_accelerate_processes_give_the_rows_of_one(swept, clip, tmp_path):  # noqa: F811
     """`accelerate launch` on CPU (torchrun + gloo, no config file): each process runs every
     second row; the union equals the one-process rows, image bytes included."""

@@ -167,6 +167,7 @@ def test_dts_spends_its_budget_and_no_more(between):
     assert single.nfe_per_sample == 10 and single.settings["iterations"] == 1
 
 
+@pytest.mark.slow
 def test_dts_converges_to_p_star_as_its_budget_grows(between):
     """DTS on `between` (T = 20, 16 children per node, 256 trees): with 2 rollouts' worth of
     calls it is tens of noise floors from p*; with 64 (1280 NFE per output) its MMD² is within
@@ -190,6 +191,7 @@ def test_dts_converges_to_p_star_as_its_budget_grows(between):
     assert floors[64] < 4 < 20 < floors[2]
 
 
+@pytest.mark.slow
 def test_dts_bias_comes_from_its_adaptive_descent(between):
     """Same tree, backups and final draw, 32 rollouts' worth, 4 children: with the descent made
     uniform (the shape no longer depends on the values) the output matches p* (MMD² < 3 floors,

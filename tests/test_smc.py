@@ -59,6 +59,7 @@ def test_smc_costs_one_denoiser_call_per_step(between):
     assert res.ess.shape == (30, 4)
 
 
+@pytest.mark.slow
 def test_smc_with_exact_values_converges_as_particles_grow(between):
     """64 populations each: the reward bias shrinks with K, and K = 128 matches p*."""
     t = between.target

@@ -51,6 +51,7 @@ def test_grid_samples_are_exact(name, request, gen):
     assert torch.allclose(masses, t.mode_weights, atol=5 * 0.5 / 316)
 
 
+@pytest.mark.slow
 def test_grid_log_tilt_matches_direct_quadrature(box):
     """E[e^{λr(x0)} | x_t] by brute-force quadrature of the posterior at a few points."""
     t = box.target
