@@ -19,7 +19,8 @@ from toycode.utils.images import Compressibility
 MNIST = Path(os.environ.get("TOYCODE_DATA", "/nonexistent")) / "mnist"
 needs_mnist = pytest.mark.skipif(
     not (MNIST / "t10k-images-idx3-ubyte.gz").exists(),
-    reason=f"no MNIST copy under {MNIST} (TOYCODE_DATA: {os.environ.get('TOYCODE_DATA', 'not set')})",
+    reason=f"no MNIST copy under {MNIST} (TOYCODE_DATA: "
+    f"{os.environ.get('TOYCODE_DATA', 'not set')})",
 )
 
 
