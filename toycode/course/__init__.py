@@ -10,7 +10,7 @@ message, never a traceback. :func:`solution` returns the reference answer, so in
 tests can check the checkers.
 """
 
-from . import closed_forms, samplers  # noqa: F401  (they register the exercises)
+from . import closed_forms, flow, research, samplers, text_to_image  # noqa: F401  (they register)
 from .grading import EXERCISES, CheckResult, Exercise, check, solution
 
 __all__ = ["EXERCISES", "CheckResult", "Exercise", "check", "solution"]
