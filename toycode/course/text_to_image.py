@@ -67,15 +67,18 @@ def cfg_eps(eps_uncond: torch.Tensor, eps_text: torch.Tensor, w: float) -> torch
 def _pipeline():
     """A private copy of the Fashion-MNIST pipeline (its scheduler is mutated by __call__)."""
     from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
     from ..sd.backend import load_pipeline
-    was_enabled = diffusers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()   # the loader's bar, not the learner's business
+    bars = [lib for lib in (diffusers_logging, transformers_logging)
+            if lib.is_progress_bar_enabled()]
+    for lib in bars:   # the loaders' progress bars are not the learner's business
+        lib.disable_progress_bar()
     try:
         pipe = load_pipeline("tiny:fashion", device="cpu")
     finally:
-        if was_enabled:
-            diffusers_logging.enable_progress_bar()
+        for lib in bars:
+            lib.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
