@@ -33,24 +33,29 @@ def test_a_wrong_answer_fails_with_a_message(name, how):
     assert "Hint:" in result.message and "\n" not in result.message
 
 
-def _vp_velocity(w, m, c, x, t):   # the VP level (√(1−t²)...) in place of the flow path's
+def _vp_velocity(w, m, c, x, t):  # the VP level (√(1−t²)...) in place of the flow path's
     a, s = (1 - t * t) ** 0.5, t
     eps = -s * mixture_score(w, m, c, x, a, s)
     return eps - (x - s * eps) / a
 
 
-@pytest.mark.parametrize("name, answer", [
-    ("velocity_from_eps", lambda x, e, t: -lesson8.velocity_from_eps(x, e, t)),   # x0 − ε
-    ("velocity_from_eps", lambda x, e, t: e),                                      # ε̂ itself
-    ("velocity_from_eps", lambda x, e, t: e - (x - t * e)),                        # no 1/(1−t)
-    ("exact_velocity", lambda w, m, c, x, t: -lesson8.exact_velocity(w, m, c, x, t)),
-    ("exact_velocity", lambda w, m, c, x, t: -t * mixture_score(w, m, c, x, 1 - t, t)),
-    ("exact_velocity", _vp_velocity),
-    ("euler_flow_step", lambda x, v, t, t2: x - (t2 - t) * v),                     # wrong sign
-    ("euler_flow_step", lambda x, v, t, t2: x + t2 * v),                           # wrong length
-    ("euler_flow_step", lambda x, v, t, t2: x + (t2 - t) * v
-     + 0.01 * torch.randn_like(x)),                                                # not the ODE
-])
+@pytest.mark.parametrize(
+    "name, answer",
+    [
+        ("velocity_from_eps", lambda x, e, t: -lesson8.velocity_from_eps(x, e, t)),  # x0 − ε
+        ("velocity_from_eps", lambda x, e, t: e),  # ε̂ itself
+        ("velocity_from_eps", lambda x, e, t: e - (x - t * e)),  # no 1/(1−t)
+        ("exact_velocity", lambda w, m, c, x, t: -lesson8.exact_velocity(w, m, c, x, t)),
+        ("exact_velocity", lambda w, m, c, x, t: -t * mixture_score(w, m, c, x, 1 - t, t)),
+        ("exact_velocity", _vp_velocity),
+        ("euler_flow_step", lambda x, v, t, t2: x - (t2 - t) * v),  # wrong sign
+        ("euler_flow_step", lambda x, v, t, t2: x + t2 * v),  # wrong length
+        (
+            "euler_flow_step",
+            lambda x, v, t, t2: x + (t2 - t) * v + 0.01 * torch.randn_like(x),
+        ),  # not the ODE
+    ],
+)
 def test_a_flow_slip_fails_with_a_message(name, answer):
     result = check(name, answer, quiet=True)
     assert not result.passed and "exact value" in result.message, result.message
@@ -66,6 +71,7 @@ def test_a_step_with_the_sign_flipped_fails_and_the_right_one_passes():
 def test_the_euler_step_is_the_libraries_eta_zero_step_and_diffusers_flow_euler():
     """The reference answer is diffusers' FlowMatchEulerDiscreteScheduler.step on its own grid."""
     from diffusers import FlowMatchEulerDiscreteScheduler
+
     sched = FlowMatchEulerDiscreteScheduler()
     sched.set_timesteps(8)
     g = torch.Generator().manual_seed(0)

@@ -40,16 +40,18 @@ def test_a_wrong_answer_fails_with_a_message(name, how):
 
 def _u_statistic(x, y, h, floor):
     def k(a, b, drop_diagonal):
-        m = torch.exp(-torch.cdist(a, b) ** 2 / (2 * h ** 2))
+        m = torch.exp(-(torch.cdist(a, b) ** 2) / (2 * h**2))
         if drop_diagonal:
             return (m.sum() - m.diagonal().sum()) / (len(a) * (len(a) - 1))
         return m.mean()
+
     return float(k(x, x, True) + k(y, y, True) - 2 * k(x, y, False)) / floor
 
 
 def _no_two(x, y, h, floor):
     def k(a, b):
-        return torch.exp(-torch.cdist(a, b) ** 2 / h ** 2).mean()
+        return torch.exp(-(torch.cdist(a, b) ** 2) / h**2).mean()
+
     return float(k(x, x) + k(y, y) - 2 * k(x, y)) / floor
 
 
@@ -63,19 +65,25 @@ def _top_k(values, lam, g, k=8):
     return top.indices.gather(1, pick).squeeze(1)
 
 
-@pytest.mark.parametrize("name, answer, says", [
-    ("mmd_in_floors", _u_statistic, "exact value"),
-    ("mmd_in_floors", _no_two, "exact value"),
-    ("mmd_in_floors", lambda x, y, h, f: lesson10.mmd_in_floors(x, y, h, 1.0), "exact value"),
-    ("my_selection", lambda v, lam, g: v.argmax(1), "standard errors"),            # argmax
-    ("my_selection", lambda v, lam, g: _softmax(v, 2 * lam, g), "standard errors"),  # tempered
-    ("my_selection", lambda v, lam, g: _softmax(v, 0.8 * lam, g), "standard errors"),
-    ("my_selection", _top_k, "standard errors"),
-    ("my_selection", lambda v, lam, g: torch.randint(v.shape[1], (len(v),), generator=g),
-     "standard errors"),                                                             # the base
-    ("my_selection", lambda v, lam, g: _softmax(v, lam, g).float(), "integer"),
-    ("my_selection", lambda v, lam, g: _softmax(v, lam, g)[:10], "indices for"),
-])
+@pytest.mark.parametrize(
+    "name, answer, says",
+    [
+        ("mmd_in_floors", _u_statistic, "exact value"),
+        ("mmd_in_floors", _no_two, "exact value"),
+        ("mmd_in_floors", lambda x, y, h, f: lesson10.mmd_in_floors(x, y, h, 1.0), "exact value"),
+        ("my_selection", lambda v, lam, g: v.argmax(1), "standard errors"),  # argmax
+        ("my_selection", lambda v, lam, g: _softmax(v, 2 * lam, g), "standard errors"),  # tempered
+        ("my_selection", lambda v, lam, g: _softmax(v, 0.8 * lam, g), "standard errors"),
+        ("my_selection", _top_k, "standard errors"),
+        (
+            "my_selection",
+            lambda v, lam, g: torch.randint(v.shape[1], (len(v),), generator=g),
+            "standard errors",
+        ),  # the base
+        ("my_selection", lambda v, lam, g: _softmax(v, lam, g).float(), "integer"),
+        ("my_selection", lambda v, lam, g: _softmax(v, lam, g)[:10], "indices for"),
+    ],
+)
 def test_a_research_slip_fails_with_a_message(name, answer, says):
     result = check(name, answer, quiet=True)
     assert not result.passed and says in result.message, result.message
@@ -91,15 +99,32 @@ def test_code_with_a_softmax_rule_is_the_engines_code_softmax():
     problem = load_problem("between")
     backend = analytic_backend(problem.prior, Process.make(20))
     n, big_n, block = 2048, 4, 5
-    mine = lesson10.code_with_rule(backend, problem.reward, n, num_candidates=big_n,
-                                   block_size=block, rule=solution("my_selection"),
-                                   lam=problem.lam, generator=torch.Generator().manual_seed(0))
+    mine = lesson10.code_with_rule(
+        backend,
+        problem.reward,
+        n,
+        num_candidates=big_n,
+        block_size=block,
+        rule=solution("my_selection"),
+        lam=problem.lam,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert mine.nfe_per_sample == 1 + 19 * big_n
-    ref = sample_blockwise(backend, problem.reward, n, num_candidates=big_n, block_size=block,
-                           selection="softmax", lam=problem.lam,
-                           generator=torch.Generator().manual_seed(1))
+    ref = sample_blockwise(
+        backend,
+        problem.reward,
+        n,
+        num_candidates=big_n,
+        block_size=block,
+        selection="softmax",
+        lam=problem.lam,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert torch.allclose(mine.rewards, problem.reward(mine.samples))
-    for a, b in ((mine.rewards, ref.rewards), (mine.samples[:, 0], ref.samples[:, 0]),
-                 (mine.samples[:, 1], ref.samples[:, 1])):
+    for a, b in (
+        (mine.rewards, ref.rewards),
+        (mine.samples[:, 0], ref.samples[:, 0]),
+        (mine.samples[:, 1], ref.samples[:, 1]),
+    ):
         se = math.sqrt(a.var() / n + b.var() / n)
         assert abs(float(a.mean() - b.mean())) < 4 * se

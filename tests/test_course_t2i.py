@@ -34,18 +34,22 @@ def test_a_wrong_answer_fails_with_a_message(name, how):
     assert "Hint:" in result.message and "\n" not in result.message
 
 
-@pytest.mark.parametrize("name, answer", [
-    ("class_tilt", lambda pi, lam: pi * math.exp(lam)),                       # not normalised
-    ("class_tilt", lambda pi, lam: pi * math.exp(lam) / (1 + pi * math.exp(lam))),   # odds
-    ("class_tilt", lambda pi, lam: 1.0 if pi > 0 else 0.0),                    # argmax's limit
-    ("cfg_eps", lambda u, c, w: c + w * (u - c)),                              # reversed
-    ("cfg_eps", lambda u, c, w: c + w * (c - u)),                              # Imagen's w + 1
-    ("cfg_eps", lambda u, c, w: w * c),                                        # no anchor
-])
+@pytest.mark.parametrize(
+    "name, answer",
+    [
+        ("class_tilt", lambda pi, lam: pi * math.exp(lam)),  # not normalised
+        ("class_tilt", lambda pi, lam: pi * math.exp(lam) / (1 + pi * math.exp(lam))),  # odds
+        ("class_tilt", lambda pi, lam: 1.0 if pi > 0 else 0.0),  # argmax's limit
+        ("cfg_eps", lambda u, c, w: c + w * (u - c)),  # reversed
+        ("cfg_eps", lambda u, c, w: c + w * (c - u)),  # Imagen's w + 1
+        ("cfg_eps", lambda u, c, w: w * c),  # no anchor
+    ],
+)
 def test_a_tilt_or_guidance_slip_fails_with_a_message(name, answer):
     result = check(name, answer, quiet=True)
-    assert not result.passed and ("exact value" in result.message
-                                  or "diffusers has" in result.message), result.message
+    assert not result.passed and (
+        "exact value" in result.message or "diffusers has" in result.message
+    ), result.message
 
 
 def test_the_exact_check_catches_an_answer_right_only_on_the_formulas_cases():

@@ -19,13 +19,15 @@ from .closed_forms import compare, mixture_score
 from .grading import Exercise, register
 
 _F64 = torch.float64
-_TIMES = (0.95, 0.6, 0.25, 0.02)   # flow times inside (0, 1): x̂0 from ε̂ needs 1 − t > 0
+_TIMES = (0.95, 0.6, 0.25, 0.02)  # flow times inside (0, 1): x̂0 from ε̂ needs 1 − t > 0
 
 
 def _states(seed: int, n: int = 6, d: int = 2):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, d, generator=g, dtype=_F64) * 1.5,
-            torch.randn(n, d, generator=g, dtype=_F64))
+    return (
+        torch.randn(n, d, generator=g, dtype=_F64) * 1.5,
+        torch.randn(n, d, generator=g, dtype=_F64),
+    )
 
 
 def velocity_from_eps(x: torch.Tensor, eps: torch.Tensor, t: float) -> torch.Tensor:
@@ -46,8 +48,9 @@ def _check_velocity_from_eps(fn) -> str | None:
     return None
 
 
-def exact_velocity(weights: torch.Tensor, means: torch.Tensor, covs: torch.Tensor,
-                   x: torch.Tensor, t: float) -> torch.Tensor:
+def exact_velocity(
+    weights: torch.Tensor, means: torch.Tensor, covs: torch.Tensor, x: torch.Tensor, t: float
+) -> torch.Tensor:
     """E[ε − x0 | x_t = x] for x0 ~ Σ_k w_k N(μ_k, Σ_k) on the path x_t = (1 − t) x0 + t ε:
     ε̂ = −t ∇log p_t(x) (the noised mixture's score), x̂0 = (x − t ε̂)/(1 − t), v̂ = ε̂ − x̂0."""
     eps = -t * mixture_score(weights, means, covs, x, 1 - t, t)
@@ -75,11 +78,11 @@ def euler_flow_step(x: torch.Tensor, v: torch.Tensor, t: float, t_next: float) -
 
 def _check_euler_flow_step(fn) -> str | None:
     process = Process.make(12, "flow", eta=0.0)
-    for k, i in enumerate((0, 3, 7, 11)):   # i = 0 is t = 1 (pure noise), 11 the last step
+    for k, i in enumerate((0, 3, 7, 11)):  # i = 0 is t = 1 (pure noise), 11 the last step
         x, v = _states(20 + k)
         a, b = process.level(i), process.level(i + 1)
         eps, x0 = to_eps_x0(v, "flow", x, a.alpha, a.sigma)
-        want = process.step(x, i, eps, x0=x0)   # DDIM(η = 0) on the flow grid
+        want = process.step(x, i, eps, x0=x0)  # DDIM(η = 0) on the flow grid
         got = fn(x.clone(), v.clone(), a.sigma, b.sigma)
         reason = compare(got, want, f"euler_flow_step from t={a.sigma:.3f} to t={b.sigma:.3f}")
         if reason:
@@ -87,13 +90,34 @@ def _check_euler_flow_step(fn) -> str | None:
     return None
 
 
-register(Exercise("velocity_from_eps", 8, "the flow velocity from an ε-prediction",
-                  "x_t = (1 − t) x0 + t ε: solve for x̂0 with ε̂ in place of ε, then v̂ = ε̂ − x̂0",
-                  _check_velocity_from_eps, velocity_from_eps))
-register(Exercise("exact_velocity", 8, "the exact velocity of a Gaussian mixture",
-                  "the noised mixture at level (α, σ) = (1 − t, t) has the score of lesson 2 "
-                  "(mixture_score); ε̂ = −t·score, x̂0 from Tweedie, v̂ = ε̂ − x̂0",
-                  _check_exact_velocity, exact_velocity))
-register(Exercise("euler_flow_step", 8, "the Euler step of the probability-flow ODE",
-                  "dx/dt = v, and sampling runs t downwards: x' = x + (t' − t) v̂ with t' < t",
-                  _check_euler_flow_step, euler_flow_step))
+register(
+    Exercise(
+        "velocity_from_eps",
+        8,
+        "the flow velocity from an ε-prediction",
+        "x_t = (1 − t) x0 + t ε: solve for x̂0 with ε̂ in place of ε, then v̂ = ε̂ − x̂0",
+        _check_velocity_from_eps,
+        velocity_from_eps,
+    )
+)
+register(
+    Exercise(
+        "exact_velocity",
+        8,
+        "the exact velocity of a Gaussian mixture",
+        "the noised mixture at level (α, σ) = (1 − t, t) has the score of lesson 2 "
+        "(mixture_score); ε̂ = −t·score, x̂0 from Tweedie, v̂ = ε̂ − x̂0",
+        _check_exact_velocity,
+        exact_velocity,
+    )
+)
+register(
+    Exercise(
+        "euler_flow_step",
+        8,
+        "the Euler step of the probability-flow ODE",
+        "dx/dt = v, and sampling runs t downwards: x' = x + (t' − t) v̂ with t' < t",
+        _check_euler_flow_step,
+        euler_flow_step,
+    )
+)

@@ -45,8 +45,10 @@ Rule = Callable[[torch.Tensor, float, "torch.Generator | None"], torch.Tensor]
 def mmd_in_floors(x: torch.Tensor, y: torch.Tensor, bandwidth: float, floor: float) -> float:
     """MMD²(x, y) / floor: the biased (V-statistic) MMD² with the kernel
     k(a, b) = exp(−‖a − b‖² / (2 h²)), h = ``bandwidth``, in units of the noise ``floor``."""
+
     def k(a, b):
-        return torch.exp(-torch.cdist(a, b) ** 2 / (2 * bandwidth ** 2)).mean()
+        return torch.exp(-(torch.cdist(a, b) ** 2) / (2 * bandwidth**2)).mean()
+
     return float(k(x, x) + k(y, y) - 2 * k(x, y)) / floor
 
 
@@ -54,17 +56,20 @@ def mmd_in_floors(x: torch.Tensor, y: torch.Tensor, bandwidth: float, floor: flo
 def _referee() -> ExactReference:
     """400 exact samples of the ``between`` target, their bandwidth and MMD² floor."""
     target = load_problem("between").target
-    return ExactReference.of_sampler(target.sample, 400, torch.Generator().manual_seed(0),
-                                     replicates=4)
+    return ExactReference.of_sampler(
+        target.sample, 400, torch.Generator().manual_seed(0), replicates=4
+    )
 
 
 def _check_mmd_in_floors(fn) -> str | None:
     problem = load_problem("between")
     target, exact = problem.target, _referee()
     g = torch.Generator().manual_seed(1)
-    samples = {"exact samples of p*": target.sample(300, g),
-               "samples of the base p": problem.prior.sample(300, g),
-               "p* samples shifted by (0.3, 0)": target.sample(300, g) + torch.tensor([0.3, 0.])}
+    samples = {
+        "exact samples of p*": target.sample(300, g),
+        "samples of the base p": problem.prior.sample(300, g),
+        "p* samples shifted by (0.3, 0)": target.sample(300, g) + torch.tensor([0.3, 0.0]),
+    }
     for what, x in samples.items():
         want = torch.tensor(exact.mmd2_over_floor(x), dtype=_F64)
         got = fn(x.clone(), exact.sample.clone(), exact.bandwidth, exact.floor)
@@ -74,8 +79,9 @@ def _check_mmd_in_floors(fn) -> str | None:
     return None
 
 
-def my_selection(values: torch.Tensor, lam: float,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def my_selection(
+    values: torch.Tensor, lam: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """One kept index per row of the (n, N) ``values``, drawn with probability ∝ e^{λ v}: here by
     the Gumbel-max trick, argmax_j (λ v_j + G_j) with G_j i.i.d. standard Gumbel, whose law is
     exactly softmax(λ v) (so CoDe with it is self-normalised importance sampling)."""
@@ -116,9 +122,11 @@ def _check_my_selection(fn) -> str | None:
     for what, stat, exact in (("mean", kept, LAM), ("variance", (kept - LAM) ** 2, 1.0)):
         z = _z(stat, exact)
         if abs(z) > Z_MAX:
-            return (f"on the Gaussian toy (v ~ N(0, 1), λ = {LAM}, N = {CANDIDATES}) the kept "
-                    f"values' {what} is {float(stat.mean()):.3f} where p* = N(λ, 1) has "
-                    f"{exact:.3f}: {z:+.1f} standard errors")
+            return (
+                f"on the Gaussian toy (v ~ N(0, 1), λ = {LAM}, N = {CANDIDATES}) the kept "
+                f"values' {what} is {float(stat.mean()):.3f} where p* = N(λ, 1) has "
+                f"{exact:.3f}: {z:+.1f} standard errors"
+            )
     classes = (torch.rand(ROWS, CANDIDATES, generator=g, dtype=_F64) < PI).double()
     lam = 1.5
     kept, reason = _picked(fn, classes, lam, 2)
@@ -128,15 +136,25 @@ def _check_my_selection(fn) -> str | None:
     share = float(kept.mean())
     z = (share - exact) / math.sqrt(exact * (1 - exact) / ROWS)
     if abs(z) > Z_MAX:
-        return (f"on the class toy (v ~ Bernoulli({PI}), λ = {lam}, N = {CANDIDATES}) the kept "
-                f"share of class c is {share:.3f} where P*(c) = {exact:.3f}: {z:+.1f} "
-                f"standard errors")
+        return (
+            f"on the class toy (v ~ Bernoulli({PI}), λ = {lam}, N = {CANDIDATES}) the kept "
+            f"share of class c is {share:.3f} where P*(c) = {exact:.3f}: {z:+.1f} "
+            f"standard errors"
+        )
     return None
 
 
-def code_with_rule(backend: Backend, reward: Callable, n: int, *, num_candidates: int,
-                   block_size: int, rule: Rule, lam: float,
-                   generator: torch.Generator | None = None) -> SampleResult:
+def code_with_rule(
+    backend: Backend,
+    reward: Callable,
+    n: int,
+    *,
+    num_candidates: int,
+    block_size: int,
+    rule: Rule,
+    lam: float,
+    generator: torch.Generator | None = None,
+) -> SampleResult:
     """CoDe (arXiv 2502.00968, Alg. 1) with Tweedie values and the selection ``rule(values, lam,
     generator)`` → one index per row of the (n, N) values; costs 1 + (T − 1)·N NFE per sample,
     counted in a :class:`~toycode.core.ledger.Ledger` as :func:`toycode.code_sample` does."""
@@ -151,7 +169,7 @@ def code_with_rule(backend: Backend, reward: Callable, n: int, *, num_candidates
             xs, eps_s, x0_s = (t.repeat_interleave(big_n, 0) for t in (x, eps, x0))
             for t in range(i, j):
                 xs = process.step(xs, t, eps_s, generator, x0=x0_s)
-                if t + 1 < steps:   # scores this block's end and drives the next step
+                if t + 1 < steps:  # scores this block's end and drives the next step
                     pred = ledger.predict(backend, xs, t + 1, generator)
                     eps_s, x0_s = pred.eps, pred.x0
             decoded = backend.decode(xs if j == steps else x0_s)
@@ -159,17 +177,40 @@ def code_with_rule(backend: Backend, reward: Callable, n: int, *, num_candidates
             pick = torch.as_tensor(rule(values, lam, generator)).reshape(n).long()
             keep = torch.arange(n) * big_n + pick
             x, eps, x0, kept = xs[keep], eps_s[keep], x0_s[keep], values.view(-1)[keep]
-    return SampleResult.from_ledger(backend.decode(x), kept, ledger,
-                                    settings={"num_candidates": big_n, "block_size": block_size,
-                                              "lam": lam, "rule": getattr(rule, "__name__", "")})
+    return SampleResult.from_ledger(
+        backend.decode(x),
+        kept,
+        ledger,
+        settings={
+            "num_candidates": big_n,
+            "block_size": block_size,
+            "lam": lam,
+            "rule": getattr(rule, "__name__", ""),
+        },
+    )
 
 
-register(Exercise("mmd_in_floors", 10, "a sample's distance to p* in noise floors",
-                  "k(a, b) = exp(−|a − b|²/(2h²)); the V-statistic averages k over all pairs, "
-                  "diagonal included: mean k(x, x) + mean k(y, y) − 2 mean k(x, y); then divide "
-                  "by the floor", _check_mmd_in_floors, mmd_in_floors))
-register(Exercise("my_selection", 10, "a consistent selection rule of your own",
-                  "keep candidate j with probability ∝ e^{λ v_j} (any way of drawing it: "
-                  "torch.multinomial on softmax(λ·values), or argmax of λ·values plus Gumbel "
-                  "noise); argmax, or any other temperature, targets another law",
-                  _check_my_selection, my_selection))
+register(
+    Exercise(
+        "mmd_in_floors",
+        10,
+        "a sample's distance to p* in noise floors",
+        "k(a, b) = exp(−|a − b|²/(2h²)); the V-statistic averages k over all pairs, "
+        "diagonal included: mean k(x, x) + mean k(y, y) − 2 mean k(x, y); then divide "
+        "by the floor",
+        _check_mmd_in_floors,
+        mmd_in_floors,
+    )
+)
+register(
+    Exercise(
+        "my_selection",
+        10,
+        "a consistent selection rule of your own",
+        "keep candidate j with probability ∝ e^{λ v_j} (any way of drawing it: "
+        "torch.multinomial on softmax(λ·values), or argmax of λ·values plus Gumbel "
+        "noise); argmax, or any other temperature, targets another law",
+        _check_my_selection,
+        my_selection,
+    )
+)

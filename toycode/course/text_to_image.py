@@ -25,7 +25,7 @@ from .closed_forms import _as_parts, compare
 from .grading import Exercise, register
 
 _F64 = torch.float64
-_CASES = ((0.1, 1.5), (0.5, 1.0), (0.02, 4.0), (0.9, 0.3), (0.3, 0.0))   # (π, λ)
+_CASES = ((0.1, 1.5), (0.5, 1.0), (0.02, 4.0), (0.9, 0.3), (0.3, 0.0))  # (π, λ)
 
 
 def class_tilt(pi: float, lam: float) -> float:
@@ -36,9 +36,13 @@ def class_tilt(pi: float, lam: float) -> float:
 
 def _check_class_tilt(fn) -> str | None:
     from ..mnist.eval import tilted_fraction  # the library's closed form (imports scipy)
+
     for pi, lam in _CASES:
-        reason = compare(fn(pi, lam), torch.tensor(tilted_fraction(pi, lam), dtype=_F64),
-                         f"class_tilt({pi}, {lam})")
+        reason = compare(
+            fn(pi, lam),
+            torch.tensor(tilted_fraction(pi, lam), dtype=_F64),
+            f"class_tilt({pi}, {lam})",
+        )
         if reason:
             return reason
     # the exact check: a box indicator on the 2-D "box" mixture, p* by quadrature
@@ -46,8 +50,12 @@ def _check_class_tilt(fn) -> str | None:
     pi = _grid(problem, 0.0).reward_mean
     for lam in (0.5, 3.0):
         want = torch.tensor(_grid(problem, lam).reward_mean, dtype=_F64)
-        reason = compare(fn(pi, lam), want, f"class_tilt({pi:.4f}, {lam}) against the box "
-                         f"problem's quadrature target (E_p*[r] = {float(want):.4f})")
+        reason = compare(
+            fn(pi, lam),
+            want,
+            f"class_tilt({pi:.4f}, {lam}) against the box "
+            f"problem's quadrature target (E_p*[r] = {float(want):.4f})",
+        )
         if reason:
             return reason
     return None
@@ -70,9 +78,11 @@ def _pipeline():
     from transformers.utils import logging as transformers_logging
 
     from ..sd.backend import load_pipeline
-    bars = [lib for lib in (diffusers_logging, transformers_logging)
-            if lib.is_progress_bar_enabled()]
-    for lib in bars:   # the loaders' progress bars are not the learner's business
+
+    bars = [
+        lib for lib in (diffusers_logging, transformers_logging) if lib.is_progress_bar_enabled()
+    ]
+    for lib in bars:  # the loaders' progress bars are not the learner's business
         lib.disable_progress_bar()
     try:
         pipe = load_pipeline("tiny:fashion", device="cpu")
@@ -107,8 +117,13 @@ def diffusers_cfg(w: float, seed: int = 0) -> list[tuple[torch.Tensor, torch.Ten
     hook = pipe.unet.register_forward_hook(fake_unet)
     pipe.scheduler.step = recording_step
     try:
-        pipe("a photo of a bag", num_inference_steps=2, guidance_scale=w, output_type="latent",
-             generator=torch.Generator().manual_seed(seed))
+        pipe(
+            "a photo of a bag",
+            num_inference_steps=2,
+            guidance_scale=w,
+            output_type="latent",
+            generator=torch.Generator().manual_seed(seed),
+        )
     finally:
         hook.remove()
         del pipe.scheduler.step
@@ -128,13 +143,15 @@ def _compare_float32(got, want: torch.Tensor, what: str) -> str | None:
     err = (g - w).abs()
     k = int(err.flatten().argmax())
     if err.flatten()[k] > 1e-5 * (1 + float(w.abs().max())):
-        return (f"{what}: an entry is {g.flatten()[k].item():.6g} where diffusers has "
-                f"{w.flatten()[k].item():.6g}")
+        return (
+            f"{what}: an entry is {g.flatten()[k].item():.6g} where diffusers has "
+            f"{w.flatten()[k].item():.6g}"
+        )
     return None
 
 
 def _check_cfg_eps(fn) -> str | None:
-    g = torch.Generator().manual_seed(5)   # first the two ends of the line, then diffusers
+    g = torch.Generator().manual_seed(5)  # first the two ends of the line, then diffusers
     u, c = (torch.randn(2, 4, 8, 8, generator=g, dtype=_F64) for _ in range(2))
     for w, want, what in ((1.0, c, "the text-conditional ε_c"), (0.0, u, "the unconditional ε_u")):
         reason = compare(fn(u.clone(), c.clone(), w), want, f"cfg_eps at w={w} (must be {what})")
@@ -142,17 +159,34 @@ def _check_cfg_eps(fn) -> str | None:
             return reason
     for w in (7.5, 2.0):
         for k, (u, c, want) in enumerate(diffusers_cfg(w, seed=int(w))):
-            reason = _compare_float32(fn(u.double(), c.double(), w), want,
-                                      f"cfg_eps at w={w}, step {k} (diffusers' "
-                                      f"StableDiffusionPipeline)")
+            reason = _compare_float32(
+                fn(u.double(), c.double(), w),
+                want,
+                f"cfg_eps at w={w}, step {k} (diffusers' StableDiffusionPipeline)",
+            )
             if reason:
                 return reason
     return None
 
 
-register(Exercise("class_tilt", 9, "the class share under an indicator tilt",
-                  "e^{λ r} multiplies the mass π of class c by e^λ and the rest (1 − π) by 1; "
-                  "divide by the new total", _check_class_tilt, class_tilt))
-register(Exercise("cfg_eps", 9, "classifier-free guidance in diffusers' convention",
-                  "start from the unconditional ε_u and move w times along (ε_c − ε_u); "
-                  "w = 1 must give ε_c", _check_cfg_eps, cfg_eps))
+register(
+    Exercise(
+        "class_tilt",
+        9,
+        "the class share under an indicator tilt",
+        "e^{λ r} multiplies the mass π of class c by e^λ and the rest (1 − π) by 1; "
+        "divide by the new total",
+        _check_class_tilt,
+        class_tilt,
+    )
+)
+register(
+    Exercise(
+        "cfg_eps",
+        9,
+        "classifier-free guidance in diffusers' convention",
+        "start from the unconditional ε_u and move w times along (ε_c − ε_u); w = 1 must give ε_c",
+        _check_cfg_eps,
+        cfg_eps,
+    )
+)
