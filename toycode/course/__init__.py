@@ -10,7 +10,8 @@ message, never a traceback. :func:`solution` returns the reference answer, so in
 tests can check the checkers.
 """
 
-from . import closed_forms, guidance, samplers, smc, values  # noqa: F401  (they register the exercises)
+# the lesson modules register their exercises on import
+from . import closed_forms, flow, guidance, research, samplers, smc, text_to_image, values  # noqa: F401
 from .grading import EXERCISES, CheckResult, Exercise, check, solution
 
 __all__ = ["EXERCISES", "CheckResult", "Exercise", "check", "solution"]
