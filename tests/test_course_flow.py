@@ -68,6 +68,7 @@ def test_a_step_with_the_sign_flipped_fails_and_the_right_one_passes():
     assert not check("euler_flow_step", flipped, quiet=True).passed
 
 
+@pytest.mark.slow
 def test_the_euler_step_is_the_libraries_eta_zero_step_and_diffusers_flow_euler():
     """The reference answer is diffusers' FlowMatchEulerDiscreteScheduler.step on its own grid."""
     from diffusers import FlowMatchEulerDiscreteScheduler

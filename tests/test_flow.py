@@ -290,6 +290,7 @@ def test_exact_guidance_under_flow_reaches_the_target(between, target_reference)
     assert target_reference.mmd2_over_floor(res.samples) < 4
 
 
+@pytest.mark.slow
 def test_code_softmax_exact_values_under_flow_reaches_the_target(between, target_reference):
     be = analytic_backend(between.prior, Process.make(100, "flow"))
     res = sample_blockwise(

@@ -117,6 +117,7 @@ def test_softmax_variants_run_the_parent_record_with_softmax(between_bench):
     assert a["nfe"] == b["nfe"] and a["reward_mean"] != b["reward_mean"]
 
 
+@pytest.mark.slow
 def test_a_fast_run_is_complete_resumable_and_marks_skips(tmp_path):
     out = tmp_path / "lb"
     rows = run_leaderboard(out, benches=["box"], size="fast", progress=False)

@@ -165,6 +165,7 @@ def test_best_of_n_softmax_matches_the_exact_tilted_fraction(classifier):
     assert abs(frac - want) < 4 * sigma
 
 
+@pytest.mark.slow
 def test_mnist_demo_with_lookahead_values_counts_its_rollouts(tmp_path):
     """The demo's selecting methods take a look-ahead value on the UNet: CoDe's NFE per image
     is 1 + (T − 1)·N + (interior block ends)·N·M·(k − 1); an unavailable value is refused."""

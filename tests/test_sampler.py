@@ -174,6 +174,7 @@ def target_reference(between):
     return ExactReference.of_sampler(between.target.sample, 1000, torch.Generator().manual_seed(0))
 
 
+@pytest.mark.slow
 def test_softmax_with_exact_values_converges_to_the_target(between, target_reference):
     """Blockwise SNIS of the optimal policy: N = 64 is within a few floors of p*."""
     be = analytic_backend(between.prior, Process.make(100))
@@ -194,6 +195,7 @@ def test_softmax_with_exact_values_converges_to_the_target(between, target_refer
     assert 0.5 * float((masses - t.mode_weights).abs().sum()) < 0.05
 
 
+@pytest.mark.slow
 def test_argmax_collapses_onto_the_reward_mode(between, target_reference):
     """Argmax is the λ → ∞ limit: reward far above E_{p*}[r], distribution far from p*."""
     be = analytic_backend(between.prior, Process.make(100))

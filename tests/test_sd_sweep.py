@@ -320,6 +320,7 @@ def _sweep_args(out, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_the_cli_sweeps_with_a_score_decoder_and_plots(swept, tmp_path, capsys):
     out = tmp_path / "cli"
     taesd = _tiny_taesd(tmp_path / "taesd")

@@ -69,6 +69,7 @@ def test_sweep_is_resumable_and_loses_at_most_the_row_in_flight(tmp_path, monkey
         assert key in row
 
 
+@pytest.mark.slow
 def test_plots_and_cli(tmp_path, capsys):
     assert (
         main(
