@@ -198,13 +198,29 @@ def test_every_exercise_is_followed_by_its_check_and_passes_in_the_saved_copy(pa
 # -- (c) the student versions run end to end and fail cleanly -------------------------------------
 
 
+@graded
+def test_a_lesson_has_one_install_cell_before_it_imports_toycode(path):
+    """A lesson opens in a fresh kernel outside the repository: its one install cell (a no-op
+    where toycode imports) comes before the first cell that imports toycode."""
+    cells = nbformat.read(path, as_version=4).cells
+    installs = [i for i, c in enumerate(cells) if "install" in c.metadata.get("tags", [])]
+    imports = [
+        i
+        for i, c in enumerate(cells)
+        if c.cell_type == "code" and re.search(r"^\s*(from|import) toycode", c.source, re.M)
+    ]
+    assert len(installs) == 1 and imports and installs[0] < imports[0], (installs, imports[:1])
+    assert 'find_spec("toycode") is None' in cells[installs[0]].source
+
+
 @pytest.mark.slow
 @graded
-def test_the_student_version_runs_and_every_check_fails_with_its_hint(path, monkeypatch):
+def test_the_student_version_runs_and_every_check_fails_with_its_hint(path, monkeypatch, tmp_path):
+    """As a student meets it: the stripped notebook alone in a folder outside the repository."""
     nb = nbformat.read(path, as_version=4)
     found = _exercises(nb, path.name)
     student = execute_fresh(
-        strip_solutions(nb, path.name), path.parent, monkeypatch, allow_errors=True
+        strip_solutions(nb, path.name), tmp_path, monkeypatch, allow_errors=True
     )
     assert not errors(student), f"student {path.name}: {errors(student)}"
     for i, name in found:
