@@ -250,3 +250,16 @@ def test_the_engine_reads_as_the_reading_edition_plus_one_steering_call():
         if node.name in ("sample_blockwise", "code_sample")
     }
     assert sizes["sample_blockwise"] <= 70 and sizes["code_sample"] <= 40, sizes
+
+
+def test_private_helpers_past_four_parameters_take_the_rest_by_keyword():
+    """A helper with many inputs is called with their names: f(x, y, *, lam=..., steps=...)."""
+    positional = [
+        f"{path}:{node.lineno} {node.name}"
+        for path, node in _functions()
+        if node.name.startswith("_")
+        and not node.name.startswith("__")
+        and len([a for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")])
+        > 4
+    ]
+    assert not positional, positional

@@ -159,11 +159,11 @@ def _rows(pair, idx=None, repeat=1):
 def _child_values(
     ledger: Ledger,
     backend: Backend,
-    reward: Callable,
-    value_fn: Value,
     xs: torch.Tensor,
     x0: torch.Tensor | None,
     *,
+    reward: Callable,
+    value_fn: Value,
     j: int,
     steps: int,
     generator: torch.Generator | None,
@@ -245,8 +245,9 @@ def sample_blockwise(backend: Backend, reward: Callable, n: int, *, num_candidat
             if steer.weighted:
                 # 4. value the children: r itself at the clean end (decoded once: the output)
                 x0_v = steer.value_x0(x0_s, base_s) if reuse and j < steps else None
-                values, decoded = _child_values(ledger, backend, reward, value_fn, xs, x0_v,
-                                                j=j, steps=steps, generator=generator)
+                values, decoded = _child_values(ledger, backend, xs, x0_v, reward=reward,
+                                                value_fn=value_fn, j=j, steps=steps,
+                                                generator=generator)
                 # 5. the one steering call: weigh the children, keep K per population
                 end = steer.block_end(values, i=i, j=j, clean=j == steps, log_pq=log_pq,
                                       generator=generator)

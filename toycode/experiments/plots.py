@@ -53,7 +53,16 @@ def exact_frontier(problem: Problem, lams=None) -> tuple[np.ndarray, np.ndarray,
 
 
 def _panel(
-    ax, title, xs=None, ys=None, image=None, points=None, contour=None, extent=4.5, cmap="viridis"
+    ax,
+    title,
+    *,
+    xs=None,
+    ys=None,
+    image=None,
+    points=None,
+    contour=None,
+    extent=4.5,
+    cmap="viridis",
 ):
     if image is not None:
         ax.pcolormesh(xs, ys, image, cmap=cmap, shading="auto")
@@ -85,25 +94,27 @@ def plot_samples_sheet(
     fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.2 * rows))
     axes = np.atleast_2d(axes)
     xs, ys, prior = density_grid(lambda x: problem.prior.log_prob(x).exp(), extent)
-    _panel(axes[0, 0], "prior p", xs, ys, prior, extent=extent)
+    _panel(axes[0, 0], "prior p", xs=xs, ys=ys, image=prior, extent=extent)
     _, _, rew = density_grid(lambda x: problem.reward(x), extent)
     _panel(
         axes[0, 1],
         f"reward r ({problem.reward.to_dict()['type']})",
-        xs,
-        ys,
-        rew,
+        xs=xs,
+        ys=ys,
+        image=rew,
         extent=extent,
         cmap="magma",
     )
     _, _, tgt = density_grid(lambda x: target.log_prob(x).exp(), extent)
-    _panel(axes[0, 2], f"exact p* (λ={problem.lam:g})", xs, ys, tgt, extent=extent)
-    _panel(axes[0, 3], "exact samples of p*", xs, ys, points=exact, contour=tgt, extent=extent)
+    _panel(axes[0, 2], f"exact p* (λ={problem.lam:g})", xs=xs, ys=ys, image=tgt, extent=extent)
+    _panel(
+        axes[0, 3], "exact samples of p*", xs=xs, ys=ys, points=exact, contour=tgt, extent=extent
+    )
     for ax in axes[0, 4:]:
         ax.axis("off")
     for k, (label, pts) in enumerate(runs):
         ax = axes[1 + k // columns, k % columns]
-        _panel(ax, label, xs, ys, points=pts, contour=tgt, extent=extent)
+        _panel(ax, label, xs=xs, ys=ys, points=pts, contour=tgt, extent=extent)
     for ax in axes.flat[columns + len(runs) :]:
         ax.axis("off")
     fig.suptitle(

@@ -64,7 +64,7 @@ def image_grid(ax, images: torch.Tensor, title: str, cols: int = 8):
     ax.set_title(title, fontsize=9)
 
 
-def _sample_methods(config: MnistDemoConfig, backend, indicator, logprob, gen) -> dict:
+def _sample_methods(config: MnistDemoConfig, backend, *, indicator, logprob, gen) -> dict:
     """Every method's run at the demo's N and B (each method reads the knobs it uses)."""
     # (label, method, options): DPS ascends log p(c | x), the others score the indicator
     runs = [
@@ -127,7 +127,8 @@ def run_mnist_demo(config: MnistDemoConfig | None = None) -> dict:
     )
     rates, se = class_rates(classifier, base.samples)
     pi, pi_se = float(rates[c]), float(se[c])
-    results = _sample_methods(config, backend, indicator, ClassLogProb(c, classifier), gen)
+    logprob = ClassLogProb(c, classifier)
+    results = _sample_methods(config, backend, indicator=indicator, logprob=logprob, gen=gen)
     rows = [_fraction_row(label, res) for label, res in results.items()]
     exact = tilted_fraction(pi, lam)
     # the exact fraction's uncertainty comes from π's: dP*/dπ = e^λ / (π e^λ + 1 − π)²

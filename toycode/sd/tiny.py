@@ -60,7 +60,7 @@ TINY_KINDS = ("sd", "sd-v", "sdxl", "sd3", "flux")
 FLUX."""
 
 
-def _pipeline(unet, vae, text_encoder, tokenizer, scheduler):
+def _pipeline(unet, vae, text_encoder, tokenizer, *, scheduler):
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(
@@ -174,7 +174,7 @@ def tiny_pipeline(kind: str = "sd", seed: int = 0):
             torch.manual_seed(seed)
             text = CLIPTextModel(_tiny_text_config())
             prediction = "v_prediction" if kind == "sd-v" else "epsilon"
-            return _pipeline(unet, vae, text, tiny_tokenizer(), _scheduler(prediction))
+            return _pipeline(unet, vae, text, tiny_tokenizer(), scheduler=_scheduler(prediction))
         unet = _tiny_unet(
             cross_attention_dim=16,
             addition_embed_type="text_time",
@@ -356,4 +356,4 @@ def sd15_random_pipeline(seed: int = 0):
                 hidden_act="quick_gelu",
             )
         )
-    return _pipeline(unet, vae, text, tiny_tokenizer(), _scheduler())
+    return _pipeline(unet, vae, text, tiny_tokenizer(), scheduler=_scheduler())

@@ -343,11 +343,13 @@ def train_unet(
                 "unet step %d/%d loss %.4f (%.0f s)", step, steps, loss.item(), time.time() - start
             )
         if (step + 1) % save_every == 0 or step == steps - 1:
-            _save(out, vae, text, tokenizer, unet, {"steps_done": step + 1, **meta})
+            _save(out, (vae, text, tokenizer, unet), {"steps_done": step + 1, **meta})
     return unet
 
 
-def _save(out, vae, text, tokenizer, unet, meta: dict) -> None:
+def _save(out, modules: tuple, meta: dict) -> None:
+    """The pipeline of ``modules`` (VAE, text encoder, tokenizer, UNet) saved with its record."""
+    vae, text, tokenizer, unet = modules
     unet.eval()
     text.eval()
     pipe = assemble(vae, text, tokenizer, unet)
