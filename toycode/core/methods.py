@@ -16,6 +16,7 @@ all read :data:`METHODS`; adding a method is adding one record to it.
     fk-diff         1          B (20)     K   systematic   —            FK steering, λ(V − V')
     fk-max          1          B (20)     K   systematic   —            FK steering, λ max V
     fk-add          1          B (20)     K   systematic   —            FK steering, λ Σ V
+    fk-rt           1          B (20)     K   systematic   —            FK steering, λ V ("rt")
     das             1          B (1)      K   systematic   —            tempered SMC (DAS)
     dps             1          T          1   —            DPS          Chung et al. 2023
     dps-detached    1          T          1   —            DPS, ε̂ held fixed (the CoDe code's)
@@ -280,7 +281,7 @@ METHODS: dict[str, Method] = {
             knobs=("K", "B", "lam", "T", "M", "k"),
             budget=lambda m, steps: {"K": m},
         ),
-        *(_fk(potential) for potential in ("diff", "max", "add")),
+        *(_fk(potential) for potential in ("diff", "max", "add", "rt")),
         Method(
             "das",
             "tempered SMC (DAS): λ_t rises from 0 to λ over the steps, K particles",
