@@ -16,9 +16,11 @@ all read :data:`METHODS`; adding a method is adding one record to it.
     fk-diff         1          B (20)     K   systematic   —            FK steering, λ(V − V')
     fk-max          1          B (20)     K   systematic   —            FK steering, λ max V
     fk-add          1          B (20)     K   systematic   —            FK steering, λ Σ V
+    fk-rt           1          B (20)     K   systematic   —            FK steering, λ V ("rt")
     das             1          B (1)      K   systematic   —            tempered SMC (DAS)
     dps             1          T          1   —            DPS          Chung et al. 2023
     dps-detached    1          T          1   —            DPS, ε̂ held fixed (the CoDe code's)
+    dps-damped      1          T          1   —            DPS, λ_t = λ/(1 + λpσ²_{0|t}) (damped)
     universal       1          T          1   —            universal    Bansal et al. 2023
     exact-guidance  1          T          1   —            exact twisted score (gold standard)
     code-gradient   N          B (10)     1   argmax       DPS          CoDe on guided proposals
@@ -37,7 +39,7 @@ from typing import Callable
 
 from ..utils.checks import check_choice, check_range
 from .backend import Backend
-from .guidance import DPS, ExactGuidance, GuidedBackend, Universal
+from .guidance import DPS, DampedDPS, ExactGuidance, GuidedBackend, Universal
 from .sampler import SampleResult, sample_blockwise
 from .search import (
     beam_nfe,
@@ -280,7 +282,7 @@ METHODS: dict[str, Method] = {
             knobs=("K", "B", "lam", "T", "M", "k"),
             budget=lambda m, steps: {"K": m},
         ),
-        *(_fk(potential) for potential in ("diff", "max", "add")),
+        *(_fk(potential) for potential in ("diff", "max", "add", "rt")),
         Method(
             "das",
             "tempered SMC (DAS): λ_t rises from 0 to λ over the steps, K particles",
@@ -304,6 +306,13 @@ METHODS: dict[str, Method] = {
             "dps-detached",
             "DPS with ε̂ held fixed (the official CoDe code's gradient baseline)",
             guidance=lambda g: DPS(g.reward, g.scale, detach=True),
+            needs_gradient=True,
+            knobs=("scale", "T"),
+        ),
+        Method(
+            "dps-damped",
+            "damped guidance: DPS with λ_t = λ/(1 + λ p σ²_{0|t}), exact on a Gaussian base",
+            guidance=lambda g: DampedDPS(g.reward, g.scale),
             needs_gradient=True,
             knobs=("scale", "T"),
         ),

@@ -5,11 +5,11 @@
 weights. For CoDe (K = 1 particle per population) that is argmax or a softmax draw among a state's
 N candidates (:func:`toycode.code_sample` spells it out); for SMC (K > 1, N = 1) the children
 carry log-weights between resamplings. The relatives (docs/methods/): other FK potentials (λ·max
-or λ·sum of V along the path, corrected at the clean end) and the official FK code's "reset"
-weights (``potential``, ``weight_mode``; Singhal et al. 2025, arXiv 2501.06848); twisted SMC, whose
-particles move by a guided backend's proposal and are reweighted by log p/q (``twisted``; TDS, Wu
-et al. 2023, arXiv 2306.17775); and tempered SMC, λ_t V_t − λ_t' V_t' with λ_t rising to λ
-(``tempering``; DAS, Kim et al. 2025, arXiv 2501.05803).
+or λ·sum of V along the path, or λ·V alone, "rt"; corrected at the clean end) and the official
+FK code's "reset" weights (``potential``, ``weight_mode``; Singhal et al. 2025, arXiv
+2501.06848); twisted SMC, whose particles move by a guided backend's proposal and are reweighted
+by log p/q (``twisted``; TDS, Wu et al. 2023, arXiv 2306.17775); and tempered SMC,
+λ_t V_t − λ_t' V_t' with λ_t rising to λ (``tempering``; DAS, Kim et al. 2025, arXiv 2501.05803).
 
     code name     paper symbol
     ---------     ------------
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 Selection = Literal["argmax", "softmax", "systematic"]
-Potential = Literal["diff", "max", "add"]
+Potential = Literal["diff", "max", "add", "rt"]
 WeightMode = Literal["incremental", "reset"]
 
 
@@ -76,12 +76,13 @@ of values/logits holding a population's K·N children; logits = log w + λ(V_chi
 argmax keeps the best K by value (λ-free); softmax draws K with replacement ∝ e^{logits};
 systematic does so with one uniform per population (lower variance)."""
 
-POTENTIALS = ("diff", "max", "add")
+POTENTIALS = ("diff", "max", "add", "rt")
 """Feynman–Kac steering potentials (Singhal et al. 2025, arXiv 2501.06848, §3) on the values
 V_1, V_2, … a particle's path meets at its block ends: log G = λ(V − V_parent) ("diff"),
-λ·max of V so far ("max"), λ·sum of V so far ("add"). At the clean end max and add take
-G = e^{λ r(x0)} / Π G (the potentials the path's weights took up), so every path's potentials
-multiply to e^{λ r(x0)}; diff telescopes to it by itself (V starts at 0)."""
+λ·max of V so far ("max"), λ·sum of V so far ("add"), λ·V itself ("rt", the current value
+r_t alone; added to the official FK code after the paper, PotentialType.RT). At the clean end
+max, add and rt take G = e^{λ r(x0)} / Π G (the potentials the path's weights took up), so every
+path's potentials multiply to e^{λ r(x0)}; diff telescopes to it by itself (V starts at 0)."""
 
 WEIGHT_MODES = ("incremental", "reset")
 """SMC weight bookkeeping between resamplings: "incremental" multiplies the carried weight by
@@ -129,12 +130,16 @@ def _select(
 def _potential(kind, values, stat, logprod, *, lam, lam_prev, clean):
     """(the children's path statistic, their log-potential log G); ``stat`` and ``logprod``
     are the parents', one per child. ``lam_prev`` is the λ of the parent's block end (it
-    differs from λ only under tempering, where diff is λ_t V − λ_{t'} V_parent)."""
+    differs from λ only under tempering, where diff is λ_t V − λ_{t'} V_parent). max, add and
+    rt give λ·(running max | running sum | V) before the clean end and λ r(x0) − log Π G there."""
     if kind == "diff":
         return values, (
             lam * (values - stat) if lam_prev == lam else lam * values - lam_prev * stat
         )
-    stat = torch.maximum(stat, values) if kind == "max" else stat + values
+    if kind == "rt":  # the current value alone: G = e^{λ V}
+        stat = values
+    else:
+        stat = torch.maximum(stat, values) if kind == "max" else stat + values
     return stat, (lam * values - logprod if clean else lam * stat)
 
 
@@ -142,7 +147,7 @@ class _Carry(NamedTuple):
     """What each kept particle carries from block end to block end (gathered on resampling)."""
 
     v: torch.Tensor  # its value at the last block end (the reward at the clean end)
-    stat: torch.Tensor  # the potential's path statistic: last V, running max or sum of V
+    stat: torch.Tensor  # the potential's path statistic: last V (diff, rt), running max or sum
     logprod: torch.Tensor  # log Π G over the potentials its weights took up
     logw: torch.Tensor  # SMC log-weight (0 after a resampling)
 
