@@ -120,9 +120,9 @@ fashion-gates: $(STAMP)
 	$(PY) -m toycode.sd.fashion gates
 
 # reward (JPEG compressibility) vs prompt fidelity vs UNet calls on the Fashion-MNIST pipeline:
-# base, bon, code, svdd, smc over the ten class prompts, 4 seeds (~8 min on 2 cores, resumable)
+# base, bon, code, svdd, smc over the ten class prompts, 4 seeds, N = K = 4, 8 (resumable)
 fashion-tradeoff: $(STAMP)
-	$(PY) -m toycode.sd.fashion tradeoff --out figures/fashion-sweep --seeds 4
+	$(PY) -m toycode.sd.fashion tradeoff --out figures/fashion-sweep --seeds 4 --budgets 4 8
 
 bench: $(STAMP)
 	$(PY) benchmarks/code_overhead.py

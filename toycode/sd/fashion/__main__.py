@@ -84,7 +84,7 @@ def _add_tradeoff(sub) -> None:
     t.add_argument("--figure", default="figures/fashion_tradeoff.png", help="the PNG to draw")
     t.add_argument("--seeds", type=int, default=4, help="images per prompt and setting")
     t.add_argument("--steps", type=int, default=20, help="DDIM steps")
-    t.add_argument("--budgets", type=int, nargs="+", default=[2, 4, 8], help="N (and K) values")
+    t.add_argument("--budgets", type=int, nargs="+", default=[4, 8], help="N (and K) values")
     t.add_argument("--block", type=int, default=5, help="CoDe's and SMC's block size B")
     t.add_argument("--smc-lam", type=float, default=50.0, help="SMC's λ (reward in −kB)")
 

@@ -47,7 +47,7 @@ def expected_nfe(method: str, settings: dict, steps: int) -> int:
     return 1 + (steps - 1) * settings["N"]
 
 
-def method_grids(budgets=(2, 4, 8), block: int = 5, smc_lam: float = 50.0) -> dict:
+def method_grids(budgets=(4, 8), block: int = 5, smc_lam: float = 50.0) -> dict:
     """Each method's sd-sweep grid: N (K for SMC) over ``budgets``, CoDe's and SMC's B."""
     budgets = [int(n) for n in budgets]
     if not budgets or min(budgets) < 2:
@@ -66,7 +66,7 @@ def run_fashion_tradeoff(
     *,
     seeds: int = 4,
     steps: int = 20,
-    budgets=(2, 4, 8),
+    budgets=(4, 8),
     block: int = 5,
     smc_lam: float = 50.0,
     classes=range(10),
@@ -118,6 +118,8 @@ def run_fashion_tradeoff(
             describe={"model": "tiny:fashion", "reward": "jpeg", "fidelity": "classifier"},
             progress=progress,
         )
+    # this study's rows only: a folder run with more seeds or classes before keeps its rows
+    rows = [r for r in rows if r["seed"] < seeds and r["prompt"] in label and _in(r, grids)]
     for r in rows:
         want = expected_nfe(r["method"], r["settings"], r["steps"])
         if r["nfe"] != want:
@@ -125,6 +127,12 @@ def run_fashion_tradeoff(
     if figure is not None:
         plot_fashion_tradeoff(rows, figure)
     return rows
+
+
+def _in(row: dict, grids: dict) -> bool:
+    """Whether a row's method and settings are on this study's grids."""
+    grid = grids.get(row["method"])
+    return grid is not None and all(v in grid.get(k, ()) for k, v in row["settings"].items())
 
 
 def _mean_se(values) -> tuple[float, float]:
@@ -164,12 +172,13 @@ def format_summary(rows: list[dict]) -> str:
     head = f"{'method':<10} {'settings':<18} {'NFE':>5} {'n':>4} {'reward (−kB)':>17}"
     lines = [head + f" {'fidelity':>15} {'gain over base':>18}"]
     seen_base = False
-    for method, pts in summarize(rows).items():
+    for curve, pts in summarize(rows).items():
         for p in pts:
-            if not p["settings"]:  # the base point opens every method's list: print it once
+            method = curve if p["settings"] else "base"  # the base opens every curve
+            if method == "base":
                 if seen_base:
                     continue
-                seen_base, method = True, "base"
+                seen_base = True
             gain = _mean_se(
                 [
                     r["reward"] - base[r["prompt"], r["seed"]]
@@ -198,17 +207,23 @@ def plot_fashion_tradeoff(rows: list[dict], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    for method, pts in summarize(rows).items():
-        nfe = [p["nfe"] for p in pts]
+    marks = dict(zip(LABELS, "osD^v"))
+    for i, (method, pts) in enumerate(summarize(rows).items()):
+        nfe = [p["nfe"] * 1.03**i for p in pts]  # nudged apart so overlapping bars show
         rm, rs = zip(*[p["reward"] for p in pts])
         fm, fs = zip(*[p["fidelity"] for p in pts])
-        style = {"marker": "o", "capsize": 3, "label": LABELS.get(method, method)}
+        style = {"marker": marks.get(method, "o"), "capsize": 3, "alpha": 0.85}
+        style.update(label=LABELS.get(method, method), linestyle=("-", "--", "-.", ":")[i % 4])
         axes[0].errorbar(nfe, rm, yerr=rs, **style)
         axes[1].errorbar(nfe, fm, yerr=fs, **style)
         axes[2].errorbar(fm, rm, xerr=fs, yerr=rs, **style)
     n = max((p["n"] for pts in summarize(rows).values() for p in pts), default=0)
+    nfes = [p["nfe"] for pts in summarize(rows).values() for p in pts] or [1]
+    ticks = [min(nfes) * 2**k for k in range(math.ceil(math.log2(max(nfes) / min(nfes))) + 1)]
     for ax in axes[:2]:
-        ax.set_xscale("log", base=2)
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("UNet calls per image (NFE)")
     axes[0].set_ylabel("JPEG compressibility (−kB)")
     axes[0].set_title("reward vs compute")
