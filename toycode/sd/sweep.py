@@ -296,18 +296,16 @@ def run_sd_sweep(
     ``reward_for(prompt)`` is the reward of that prompt's images (the same callable for a
     prompt-free reward such as JPEG size); ``fidelity`` is a :class:`~toycode.sd.rewards.Clip`
     whose text–image cosine is each row's prompt fidelity, or ``fidelity_for(prompt)`` a scorer
-    of that prompt's images ((n, 3, H, W) → (n,), e.g. a classifier's 1[label = prompted
-    class]) that replaces CLIP's; ``score_decoder`` an
-    ``AutoencoderTiny`` for block-end scoring. ``describe`` (e.g. model and reward names) is
-    stored with the fixed settings in ``out/sweep.json``. ``shard`` defaults to
-    :func:`process_shard`'s.
-    """
+    of its images ((n, 3, H, W) → (n,): a classifier's 1[label = prompted class]) instead;
+    ``score_decoder`` an ``AutoencoderTiny`` for block-end scoring. ``describe`` (e.g. model and
+    reward names) is stored with the fixed settings in ``out/sweep.json``; ``shard`` defaults to
+    :func:`process_shard`'s."""
     if not prompts or not all(isinstance(p, str) and p for p in prompts):
         raise ValueError("prompts must be a non-empty list of non-empty strings")
     jobs = sweep_jobs(list(dict.fromkeys(prompts)), methods, grid, seeds)
     shard = shard or process_shard()
     config = {"steps": steps, "eta": eta, "guidance_scale": guidance_scale}
-    judged = fidelity is not None or fidelity_for is not None
+    judged = fidelity is not None or fidelity_for is not None  # CLIP's or the caller's
     config.update(scheduler=scheduler, selection=selection, fidelity=judged)
     config.update({"score_decoder": score_decoder is not None, **(describe or {})})
     model = (describe or {}).get("model") or getattr(pipe, "name_or_path", "") or "pipeline"
