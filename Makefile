@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
 .PHONY: venv demo test test-fast lint figures notebooks docs checkpoints bench dist-check clean leaderboard \
-	fashion-gates course
+	fashion-gates fashion-tradeoff course
 
 # MNIST and Fashion-MNIST: a copy of the official files beside the checkout
 # (../shared/data/mnist, ../shared/data/fashion-mnist) is used when there is one; otherwise
@@ -118,6 +118,11 @@ checkpoints: $(STAMP)
 # the Fashion-MNIST pipeline's quality gates: classifier accuracy, prompt fidelity, Fréchet
 fashion-gates: $(STAMP)
 	$(PY) -m toycode.sd.fashion gates
+
+# reward (JPEG compressibility) vs prompt fidelity vs UNet calls on the Fashion-MNIST pipeline:
+# base, bon, code, svdd, smc over the ten class prompts, 4 seeds, N = K = 4, 8 (resumable)
+fashion-tradeoff: $(STAMP)
+	$(PY) -m toycode.sd.fashion tradeoff --out figures/fashion-sweep --seeds 4 --budgets 4 8
 
 bench: $(STAMP)
 	$(PY) benchmarks/code_overhead.py

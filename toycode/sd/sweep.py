@@ -261,6 +261,13 @@ def _checked_backends(pipe, jobs: list, *, steps: int, options: dict) -> dict:
     return backends
 
 
+def _fidelity(prompt: str, clip, fidelity_for: Callable | None):
+    """A prompt's fidelity scorer: ``fidelity_for``'s, CLIP's text–image cosine, or none."""
+    if fidelity_for is not None:
+        return fidelity_for(prompt)
+    return None if clip is None else ClipTextScore(prompt, clip)
+
+
 def run_sd_sweep(
     pipe,
     prompts: list[str],
@@ -277,6 +284,7 @@ def run_sd_sweep(
     selection: str | None = None,
     max_batch: int = 8,
     fidelity=None,
+    fidelity_for: Callable[[str], Callable] | None = None,
     score_decoder=None,
     describe: dict | None = None,
     shard: Shard | None = None,
@@ -287,17 +295,18 @@ def run_sd_sweep(
 
     ``reward_for(prompt)`` is the reward of that prompt's images (the same callable for a
     prompt-free reward such as JPEG size); ``fidelity`` is a :class:`~toycode.sd.rewards.Clip`
-    whose text–image cosine is each row's prompt fidelity; ``score_decoder`` an
-    ``AutoencoderTiny`` for block-end scoring. ``describe`` (e.g. model and reward names) is
-    stored with the fixed settings in ``out/sweep.json``. ``shard`` defaults to
-    :func:`process_shard`'s.
-    """
+    whose text–image cosine is each row's prompt fidelity, or ``fidelity_for(prompt)`` a scorer
+    of its images ((n, 3, H, W) → (n,): a classifier's 1[label = prompted class]) instead;
+    ``score_decoder`` an ``AutoencoderTiny`` for block-end scoring. ``describe`` (e.g. model and
+    reward names) is stored with the fixed settings in ``out/sweep.json``; ``shard`` defaults to
+    :func:`process_shard`'s."""
     if not prompts or not all(isinstance(p, str) and p for p in prompts):
         raise ValueError("prompts must be a non-empty list of non-empty strings")
     jobs = sweep_jobs(list(dict.fromkeys(prompts)), methods, grid, seeds)
     shard = shard or process_shard()
     config = {"steps": steps, "eta": eta, "guidance_scale": guidance_scale}
-    config.update(scheduler=scheduler, selection=selection, fidelity=fidelity is not None)
+    judged = fidelity is not None or fidelity_for is not None  # CLIP's or the caller's
+    config.update(scheduler=scheduler, selection=selection, fidelity=judged)
     config.update({"score_decoder": score_decoder is not None, **(describe or {})})
     model = (describe or {}).get("model") or getattr(pipe, "name_or_path", "") or "pipeline"
     options = {"eta": eta, "guidance_scale": guidance_scale, "max_batch": max_batch}
@@ -322,7 +331,7 @@ def run_sd_sweep(
             backends[prompt, t] = make_sd_backend(pipe, prompt, steps=t, **options)
         if prompt not in rewards:
             rewards[prompt] = reward_for(prompt)
-            scores[prompt] = None if fidelity is None else ClipTextScore(prompt, fidelity)
+            scores[prompt] = _fidelity(prompt, fidelity, fidelity_for)
         row, image = sweep_row(
             backends[prompt, t],
             method,

@@ -9,7 +9,8 @@ UNet trained with prompt dropout (classifier-free guidance works) and a DDIM sch
 
 Modules: :mod:`.data` (the idx files, checksummed), :mod:`.prompts` (templates, tokenizer),
 :mod:`.train` (``python -m toycode.sd.fashion train``), :mod:`.rewards` (the classifier on
-decoded images), :mod:`.gates` (``python -m toycode.sd.fashion gates``).
+decoded images), :mod:`.gates` (``python -m toycode.sd.fashion gates``), :mod:`.tradeoff` (reward
+vs prompt fidelity vs UNet calls, ``python -m toycode.sd.fashion tradeoff``).
 """
 
 from pathlib import Path

@@ -1,9 +1,11 @@
-"""``python -m toycode.sd.fashion train|gates``: reproduce the pipeline, print its quality gates."""
+"""``python -m toycode.sd.fashion train|gates|tradeoff``: reproduce the pipeline, print its quality
+gates, run the reward-vs-prompt-fidelity study."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 
 def main(argv=None) -> int:
@@ -38,7 +40,10 @@ def main(argv=None) -> int:
         help="classifier-free guidance scale (default: the pipeline's)",
     )
     gates.add_argument("--data-dir")
+    _add_tradeoff(sub)
     args = parser.parse_args(argv)
+    if args.command == "tradeoff":
+        return _tradeoff(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.command == "train":
         from . import CLASSIFIER_PATH, PIPELINE_DIR
@@ -65,6 +70,46 @@ def main(argv=None) -> int:
         data_dir=args.data_dir,
     )
     print(format_gates(gates))
+    return 0
+
+
+def _add_tradeoff(sub) -> None:
+    """The ``tradeoff`` subcommand's options."""
+    t = sub.add_parser(
+        "tradeoff",
+        help="reward (JPEG compressibility) vs prompt fidelity vs UNet calls: base, bon, code, "
+        "svdd, smc over the ten class prompts",
+    )
+    t.add_argument("--out", default="figures/fashion-sweep", help="sweep folder (resumable)")
+    t.add_argument("--figure", default="figures/fashion_tradeoff.png", help="the PNG to draw")
+    t.add_argument("--seeds", type=int, default=4, help="images per prompt and setting")
+    t.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    t.add_argument("--budgets", type=int, nargs="+", default=[4, 8], help="N (and K) values")
+    t.add_argument("--block", type=int, default=5, help="CoDe's and SMC's block size B")
+    t.add_argument("--smc-lam", type=float, default=50.0, help="SMC's λ (reward in −kB)")
+
+
+def _tradeoff(args) -> int:
+    """Run the study, print its summary; a bad option is a one-line error."""
+    from .tradeoff import format_summary, run_fashion_tradeoff
+
+    try:
+        if args.seeds < 1 or args.steps < 1 or args.block < 1:
+            raise ValueError("--seeds, --steps and --block must be ≥ 1")
+        rows = run_fashion_tradeoff(
+            args.out,
+            seeds=args.seeds,
+            steps=args.steps,
+            budgets=args.budgets,
+            block=args.block,
+            smc_lam=args.smc_lam,
+            figure=args.figure,
+        )
+    except ValueError as err:
+        print(f"python -m toycode.sd.fashion tradeoff: error: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(rows))
+    print(f"wrote {args.out}/results.jsonl and {args.figure}")
     return 0
 
 

@@ -1,0 +1,77 @@
+"""The Fashion-MNIST reward-vs-prompt-fidelity study at a tiny size: rows, costs, the figure."""
+
+import pytest
+
+from toycode.sd.fashion.__main__ import main
+from toycode.sd.fashion.prompts import class_prompt
+from toycode.sd.fashion.tradeoff import (
+    expected_nfe,
+    format_summary,
+    method_grids,
+    run_fashion_tradeoff,
+    summarize,
+)
+
+T = 4
+
+
+def test_expected_nfe_is_the_cost_formula():
+    assert expected_nfe("base", {}, 20) == 20
+    assert expected_nfe("bon", {"N": 8}, 20) == 1 + 19 * 8
+    assert expected_nfe("code", {"N": 4, "B": 5}, 20) == 1 + 19 * 4
+    assert expected_nfe("svdd", {"N": 2}, 20) == 1 + 19 * 2
+    assert expected_nfe("smc", {"K": 8, "B": 5, "lam": 50.0}, 20) == 160
+
+
+def test_bad_options_are_one_line_errors(capsys):
+    with pytest.raises(ValueError, match="budgets"):
+        method_grids((1, 2))
+    assert main(["tradeoff", "--seeds", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("python -m toycode.sd.fashion tradeoff: error:") and "\n" not in err
+
+
+@pytest.mark.slow
+def test_tiny_tradeoff_rows_and_figure(tmp_path):
+    figure = tmp_path / "tradeoff.png"
+    rows = run_fashion_tradeoff(
+        tmp_path / "sweep",
+        seeds=1,
+        steps=T,
+        budgets=(2,),
+        classes=[0, 7],
+        figure=figure,
+        progress=False,
+    )
+    # base + four methods at N = 2, two prompts, one seed
+    assert len(rows) == 5 * 2
+    assert {r["prompt"] for r in rows} == {class_prompt(0), class_prompt(7)}
+    for r in rows:
+        assert isinstance(r["reward"], float) and r["reward"] < 0  # −kB
+        assert r["fidelity"] in (0.0, 1.0)
+        assert r["nfe"] == expected_nfe(r["method"], r["settings"], T)
+        assert (tmp_path / "sweep" / r["image"]).is_file()
+    assert {r["method"]: r["nfe"] for r in rows} == {
+        "base": T,
+        "bon": 7,
+        "code": 7,
+        "svdd": 7,
+        "smc": 8,
+    }
+    assert (tmp_path / "sweep" / ".gitignore").read_text() == "images/\n"
+    assert figure.is_file() and figure.stat().st_size > 10_000
+    summary = summarize(rows)
+    assert set(summary) == {"bon", "code", "svdd", "smc"}
+    assert all(pts[0]["nfe"] == T and pts[0]["n"] == 2 for pts in summary.values())
+    assert "SVDD" in format_summary(rows)
+    # resuming computes nothing new: the same rows come back
+    again = run_fashion_tradeoff(
+        tmp_path / "sweep",
+        seeds=1,
+        steps=T,
+        budgets=(2,),
+        classes=[0, 7],
+        figure=None,
+        progress=False,
+    )
+    assert sorted(r["image"] for r in again) == sorted(r["image"] for r in rows)
