@@ -31,6 +31,22 @@ def test_bad_options_are_one_line_errors(capsys):
     assert err.startswith("python -m toycode.sd.fashion tradeoff: error:") and "\n" not in err
 
 
+def test_an_output_that_is_a_file_or_a_figure_that_is_a_folder_is_refused_untouched(
+    tmp_path, capsys
+):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    for argv, says in (
+        (["--out", str(taken)], "existing file, not a folder"),
+        (["--out", str(taken / "x")], "which is a file"),
+        (["--out", str(tmp_path / "new"), "--figure", str(tmp_path)], "not a file"),
+    ):
+        assert main(["tradeoff", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and "\n" not in err, err
+    assert taken.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
 @pytest.mark.slow
 def test_tiny_tradeoff_rows_and_figure(tmp_path):
     figure = tmp_path / "tradeoff.png"

@@ -91,11 +91,14 @@ def _add_tradeoff(sub) -> None:
 
 def _tradeoff(args) -> int:
     """Run the study, print its summary; a bad option is a one-line error."""
+    from ...utils.checks import check_out_dir, check_out_file
     from .tradeoff import format_summary, run_fashion_tradeoff
 
     try:
         if args.seeds < 1 or args.steps < 1 or args.block < 1:
             raise ValueError("--seeds, --steps and --block must be ≥ 1")
+        check_out_dir("--out", args.out)  # before any model is loaded or row computed
+        check_out_file("--figure", args.figure)
         rows = run_fashion_tradeoff(
             args.out,
             seeds=args.seeds,
