@@ -30,6 +30,7 @@ all read :data:`METHODS`; adding a method is adding one record to it.
     dts             N·T NFE    —          —   softmax      —            DTS (Jain et al. 2025)
     dts-star        N·T NFE    —          —   argmax       —            DTS* (search), tree
     dsearch         N          B (5)      W   top-W        —            DSearch (Li et al. 2025)
+    evosearch       N runs     T          1   argmax       —            EvoSearch (He et al. 2025)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Callable
 
 from ..utils.checks import check_choice, check_range
 from .backend import Backend
+from .evolution import evolutionary_search
 from .guidance import DPS, DampedDPS, ExactGuidance, GuidedBackend, Universal
 from .sampler import SampleResult, sample_blockwise
 from .search import (
@@ -406,6 +408,16 @@ METHODS: dict[str, Method] = {
             loop=beam_search,
             options=("beam_width", "schedule", "final_width"),
             budget=beam_budget,
+        ),
+        Method(
+            "evosearch",
+            "EvoSearch: a population of noises, elites kept, tournament parents mutated, "
+            "N trajectories in all",
+            uses_candidates=True,
+            knobs=("N", "T"),
+            loop=evolutionary_search,
+            options=("population", "elites", "mutation_rate", "tournament_share"),
+            budget=lambda m, steps: {"N": m},
         ),
     )
 }
