@@ -64,6 +64,8 @@ figures: $(STAMP)
 	$(TOYCODE) plot figures/sweeps/between --kind genealogy --out figures/between_genealogy.png
 	$(TOYCODE) mnist-demo --out-dir figures
 	$(TOYCODE) mnist-gmm --out-dir figures
+	# genealogy collapse per resampling rule (SMC on between, about 15 s)
+	$(TOYCODE) lineages --out figures/lineages.png
 	# value estimators against the exact V_t, and CoDe with each value at matched compute
 	for p in between box ring; do \
 		$(TOYCODE) values --problem $$p --out figures/values_$$p.png || exit 1; \

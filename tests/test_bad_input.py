@@ -148,6 +148,13 @@ CASES = [
     (["values", *B, "--n", "0"], "n"),
     (["values", *B, "--process", "banana"], "banana"),
     (["values", *B, "--out", "adir"], "adir"),
+    # lineages: rules, sizes, paths
+    (["lineages", "--selections", "argmax"], "selection"),
+    (["lineages", "--selections", "banana"], "banana"),
+    (["lineages", "--particles", "1"], "particles"),
+    (["lineages", "--seeds", "0"], "seeds"),
+    (["lineages", "--problem", "nope"], "nope"),
+    (["lineages", "--out", "adir"], "adir"),
     (["values", *B, "--steps", "0"], "steps"),
     (["values", *B, "--only", "banana"], "banana"),
     (["values", *B, "--n", "100000000"], "limit"),

@@ -95,7 +95,7 @@ def test_smc_with_exact_values_converges_as_particles_grow(between):
         ({"particles": 0}, "particles"),
         ({"particles": 3}, "multiple"),
         ({"particles": 4, "selection": "argmax"}, "resamples"),
-        ({"particles": 4, "selection": "stratified"}, "selection"),
+        ({"particles": 4, "selection": "residual"}, "selection"),
         ({"particles": 4, "ess_threshold": 1.5}, "ess_threshold"),
         ({"particles": 4, "ess_threshold": -0.1}, "ess_threshold"),
         ({"particles": 4, "num_candidates": 2}, "not both"),

@@ -284,3 +284,59 @@ def run_plot(args) -> None:
     else:
         fig = plot_sweep(rows, args.kind, problem)
     print(f"wrote {save(fig, out)}")
+
+
+def add_lineages(sub) -> None:
+    """`toycode lineages`."""
+    li = sub.add_parser(
+        "lineages",
+        help="genealogy collapse: SMC's surviving lineages and distance to p* per "
+        "resampling rule (table and figure)",
+    )
+    li.add_argument("--problem", default="between")
+    li.add_argument(
+        "--selections",
+        nargs="+",
+        default=["softmax", "systematic", "stratified", "ssp"],
+        help="resampling rules (softmax = multinomial)",
+    )
+    li.add_argument("--particles", type=int, default=16, help="K particles per population")
+    li.add_argument("--populations", type=int, default=64)
+    li.add_argument("--steps", type=int, default=50)
+    li.add_argument("--seeds", type=int, default=8)
+    li.add_argument("--out", default="figures/lineages.png", help="PNG path")
+    li.set_defaults(func=run_lineages)
+
+
+def run_lineages(args) -> None:
+    from ..core.steering import SELECTIONS
+    from ..experiments.genealogy import lineage_study, plot_lineages, summarize_lineages
+    from ..experiments.plots import save
+
+    problem = check_problem(args.problem)
+    for s in args.selections:
+        check_choice("selection", s, [k for k in SELECTIONS if k != "argmax"])
+    check_count("particles", args.particles, 2)
+    check_count("populations", args.populations)
+    check_count("steps", args.steps, 1, MAX_STEPS)
+    check_count("seeds", args.seeds)
+    check_out_file("out", args.out)
+    rows = lineage_study(
+        problem,
+        tuple(args.selections),
+        particles=args.particles,
+        populations=args.populations,
+        steps=args.steps,
+        seeds=args.seeds,
+    )
+    print(
+        f"problem {problem.name}: SMC, K = {args.particles}, B = 1, T = {args.steps}, "
+        f"{args.populations} populations, {args.seeds} seeds (mean ± s.e.)"
+    )
+    print(f"{'selection':<12} {'lineages left':>16} {'MMD²/floor':>16}")
+    for s in summarize_lineages(rows):
+        print(
+            f"{s['selection']:<12} {100 * s['surviving']:>9.1f} ± {100 * s['surviving_se']:.1f} %"
+            f" {s['distance']:>9.2f} ± {s['distance_se']:.2f}"
+        )
+    print(f"wrote {save(plot_lineages(rows, args.particles), args.out)}")

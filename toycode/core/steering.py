@@ -42,7 +42,7 @@ __all__ = [
     "Steering",
 ]
 
-Selection = Literal["argmax", "softmax", "systematic"]
+Selection = Literal["argmax", "softmax", "systematic", "stratified", "ssp"]
 Potential = Literal["diff", "max", "add", "rt"]
 WeightMode = Literal["incremental", "reset"]
 
@@ -66,15 +66,81 @@ def _systematic(values, logits, k, generator):
     return idx.clamp(max=cdf.shape[1] - 1)
 
 
+def _stratified(values, logits, k, generator):
+    """Stratified resampling: one uniform in each of the K strata [j/K, (j+1)/K) of the CDF."""
+    cdf = torch.softmax(logits, 1).cumsum(1)
+    u = (torch.rand(cdf.shape[0], k, generator=generator, dtype=cdf.dtype) + torch.arange(k)) / k
+    idx = torch.searchsorted(cdf, u.clamp(max=cdf[:, -1:] * (1 - 1e-12)))
+    return idx.clamp(max=cdf.shape[1] - 1)
+
+
+def ssp_counts(expected: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Offspring counts of the Srinivasan sampling process (SSP; Gerber, Chopin & Whiteley 2019,
+    arXiv 1707.01845, Alg. 4) for each row of expected counts e (rows summing to K): every count
+    is ⌊e_i⌋ or ⌈e_i⌉, E[count_i] = e_i, and the counts are negatively associated whatever the
+    order of the particles (systematic resampling's are not). The fractional parts are settled
+    in pairs, one column at a time, for all rows at once."""
+    counts = expected.floor()
+    frac = expected - counts
+    rows = torch.arange(len(expected))
+    cur, f_cur = torch.zeros(len(expected), dtype=torch.long), frac[:, 0].clone()
+    for j in range(1, expected.shape[1]):
+        f_j, total = frac[:, j], f_cur + frac[:, j]
+        u = torch.rand(len(expected), generator=generator, dtype=expected.dtype)
+        low = total < 1
+        # below 1: the pair's mass goes to one of them (the current one w.p. f_cur / total);
+        # at or above 1: one of them gains a child and the other carries total − 1 on (the
+        # current one gains w.p. (1 − f_j)/(2 − total)); both keep E[count] exact
+        p = torch.where(low, f_cur / total.clamp(min=1e-300), (1 - f_j) / (2 - total))
+        first = u < p
+        counts[rows, cur] += (~low & first).to(counts.dtype)
+        counts[:, j] += (~low & ~first).to(counts.dtype)
+        stays = low == first  # the current one carries the remainder on
+        cur = torch.where(stays, cur, torch.full_like(cur, j))
+        f_cur = torch.where(low, total, total - 1)
+    counts[rows, cur] += (f_cur > 0.5).to(
+        counts.dtype
+    )  # the last remainder is 0 or 1 up to rounding
+    return counts.long()
+
+
+def _in_place(counts: torch.Tensor) -> torch.Tensor:
+    """K slots from offspring counts (rows of K parents): a parent with a child keeps its own
+    slot and its extra children fill the slots of parents without any, so a survivor's line
+    stays in its place (the genealogy reads as lines, not as a shuffle)."""
+    k = counts.shape[1]
+    slots = torch.arange(k).expand_as(counts)
+    extra = (counts - 1).clamp(min=0)
+    copies = torch.searchsorted(extra.cumsum(1), slots.contiguous(), right=True).clamp(max=k - 1)
+    free = (counts > 0).int().argsort(dim=1, stable=True)  # the childless slots first
+    n_free = (counts == 0).sum(1, keepdim=True)
+    return slots.clone().scatter_(1, free, torch.where(slots < n_free, copies, free))
+
+
+def _ssp(values, logits, k, generator):
+    """SSP resampling (see :func:`ssp_counts`); with one child per particle (N = 1) survivors
+    keep their slots (:func:`_in_place`)."""
+    counts = ssp_counts(k * torch.softmax(logits, 1), generator)
+    if counts.shape[1] == k:
+        return _in_place(counts)
+    ends = counts.cumsum(1)
+    return torch.searchsorted(ends, torch.arange(k).expand(len(ends), k).contiguous(), right=True)
+
+
 SELECTIONS: dict[str, Callable] = {
     "argmax": _argmax,
     "softmax": _multinomial,
     "systematic": _systematic,
+    "stratified": _stratified,
+    "ssp": _ssp,
 }
 """Selection rules: (values, logits, K, generator) → K kept indices per population, each row
 of values/logits holding a population's K·N children; logits = log w + λ(V_child − V_parent).
 argmax keeps the best K by value (λ-free); softmax draws K with replacement ∝ e^{logits};
-systematic does so with one uniform per population (lower variance)."""
+systematic does so with one uniform per population (lower variance); stratified with one
+uniform per stratum; ssp (the Srinivasan sampling process) gives each child ⌊K w⌋ or ⌈K w⌉
+copies, negatively associated, and keeps survivors in their own slots (lineage-preserving;
+docs/methods/resampling.md)."""
 
 POTENTIALS = ("diff", "max", "add", "rt")
 """Feynman–Kac steering potentials (Singhal et al. 2025, arXiv 2501.06848, §3) on the values

@@ -236,15 +236,18 @@ VARIANTS = {
     "bon-softmax": ("bon", {"selection": "softmax"}),
     "svdd-softmax": ("svdd", {"selection": "softmax"}),
     "code-softmax": ("code", {"selection": "softmax"}),
+    "smc-multinomial": ("smc", {"selection": "softmax"}),
+    "smc-ssp": ("smc", {"selection": "ssp"}),
 }
 """Entries that are a record with another selection rule: softmax at λ makes each block
 self-normalised importance sampling of the optimal policy (see :mod:`toycode.core.sampler`), the
-consistent counterpart of the papers' argmax."""
+consistent counterpart of the papers' argmax; SMC with multinomial or SSP resampling instead of
+systematic measures what the resampling rule costs (docs/methods/resampling.md)."""
 
 
 def entries(methods=None) -> list[str]:
-    """Entry names to rank: every record (in table order), each followed by its softmax
-    variant, unless named."""
+    """Entry names to rank: every record (in table order), each followed by its variants
+    (:data:`VARIANTS`), unless named."""
     if methods is None:
         names = []
         for m in METHODS:
