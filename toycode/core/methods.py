@@ -24,6 +24,7 @@ all read :data:`METHODS`; adding a method is adding one record to it.
     universal       1          T          1   —            universal    Bansal et al. 2023
     exact-guidance  1          T          1   —            exact twisted score (gold standard)
     code-gradient   N          B (10)     1   argmax       DPS          CoDe on guided proposals
+    unicode         N          B (10)     1   argmax       x̂0 step     UniCoDe (Goyal et al. 2025)
     tds             1          B (1)      K   systematic   DPS          twisted SMC (Wu et al. 2023)
     noise-random    N noises   T          1   argmax       —            Ma et al. 2025, own loop
     noise-zero-order N runs    T          1   argmax       —            Ma et al. 2025, own loop
@@ -41,7 +42,7 @@ from typing import Callable
 from ..utils.checks import check_choice, check_range
 from .backend import Backend
 from .evolution import evolutionary_search
-from .guidance import DPS, DampedDPS, ExactGuidance, GuidedBackend, Universal
+from .guidance import DPS, DampedDPS, ExactGuidance, GuidedBackend, ManifoldStep, Universal
 from .sampler import SampleResult, sample_blockwise
 from .search import (
     beam_nfe,
@@ -338,6 +339,18 @@ METHODS: dict[str, Method] = {
             block="given",
             selection="argmax",
             guidance=lambda g: DPS(g.reward, g.scale),
+            needs_gradient=True,
+            knobs=("N", "B", "lam", "scale", "T"),
+            budget=lambda m, steps: {"N": m},
+        ),
+        # UniCoDe: Goyal, Singh, Jamali-Rad 2025 (arXiv 2512.12339); docs/methods/unicode.md
+        Method(
+            "unicode",
+            "UniCoDe: CoDe whose steps move x̂0 along ∇r (no backprop through the denoiser)",
+            uses_candidates=True,
+            block="given",
+            selection="argmax",
+            guidance=lambda g: ManifoldStep(g.reward, g.scale),
             needs_gradient=True,
             knobs=("N", "B", "lam", "scale", "T"),
             budget=lambda m, steps: {"N": m},
