@@ -35,6 +35,7 @@ COMMANDS = (
     studies.add_train_value,
     studies.add_plot,
     studies.add_lineages,
+    studies.add_compositions,
     toy.add_train,
 )
 """Each subcommand's parser, in the order `toycode --help` lists them; each sets its runner as

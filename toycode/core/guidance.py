@@ -19,6 +19,7 @@ one shifted along a score correction g ≈ ∇_{x_t} log E[e^{λ r(x0)} | x_t]:
                     (self-recurrence; Bansal et al. 2023)
     Exact           λ ∇V_t = ∇ log_tilt(x_t) of the exact target               1 NFE
     Manifold        x̂0 += s σ²_{0|t} ∇r(x̂0), ε̂ kept (MPGD-style; UniCoDe)      1 NFE
+    ScoreSum        Σ_k c_k ε̂_k: the score of Π_k p_k,t^{c_k} (annealing, products)  K NFE
 
 Where α_t = 0 (a flow grid's first point) x_t carries nothing of x0, so the correction
 ∇ log E[e^{λr(x0)} | x_t] vanishes and no rule moves ε̂ or x̂0. With the exact denoiser and the
@@ -41,6 +42,7 @@ __all__ = [
     "Universal",
     "ExactGuidance",
     "ManifoldStep",
+    "ScoreSum",
     "posterior_variance",
     "require_differentiable",
 ]
@@ -272,3 +274,38 @@ class ManifoldStep:
             x0 = pred.x0.detach().requires_grad_(True)
             g = torch.autograd.grad(self.reward(backend.decode(x0)).sum(), x0)[0]
         return Prediction(pred.eps, pred.x0 + _coef(self.scale * v, g) * g, reward_grads=1)
+
+
+class ScoreSum:
+    """The score of a geometric composition Π_k p_{k,t}^{c_k}: ε̂ = c_0 ε̂_0 + Σ_k c_k ε̂_k, the
+    wrapped backend's ε̂_0 and those of ``others`` (one per extra model) — annealing p^β
+    (no others, c_0 = β) or a product of experts p_1·p_2 (c = (1, 1)), as Feynman–Kac
+    correctors propose (Skreta et al. 2025, arXiv 2503.02819). x̂0 is Tweedie's of the composed
+    ε̂. Sampling with it alone does not reach the composition (the noised composition is not
+    the composition of noised densities); twisted SMC weighs it against the wrapped model's own
+    (ε̂_0, x̂0_0), returned as ``unguided``.
+    """
+
+    def __init__(self, others=(), weights=(1.0,)):
+        if len(weights) != 1 + len(others):
+            raise ValueError(
+                f"a score sum needs one weight per model: {1 + len(others)} models, "
+                f"{len(weights)} weights"
+            )
+        for c in weights:
+            check_range("composition weight", c, 0.0, None, low_open=True)
+        self.others, self.weights = tuple(others), tuple(float(c) for c in weights)
+
+    def __call__(self, backend: Backend, x, i: int, generator=None) -> Prediction:
+        lv = backend.process.level(i)
+        if lv.alpha == 0:
+            raise ValueError(
+                "a score sum forms x̂0 by Tweedie's formula, which needs alpha > 0: "
+                "use a grid whose first point is not pure noise (a VP process)"
+            )
+        pred = backend.predict(x, i, generator)
+        eps = _coef(self.weights[0], pred.eps) * pred.eps
+        for other, c in zip(self.others, self.weights[1:]):
+            eps = eps + _coef(c, pred.eps) * other.predict(x, i, generator).eps
+        x0 = (x - _coef(lv.sigma, x) * eps) / _coef(lv.alpha, x)
+        return Prediction(eps, x0, nfe=1 + len(self.others), unguided=(pred.eps, pred.x0))
