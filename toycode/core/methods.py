@@ -30,6 +30,7 @@ all read :data:`METHODS`; adding a method is adding one record to it.
     dts             N·T NFE    —          —   softmax      —            DTS (Jain et al. 2025)
     dts-star        N·T NFE    —          —   argmax       —            DTS* (search), tree
     dsearch         N          B (5)      W   top-W        —            DSearch (Li et al. 2025)
+    rbf             N·T NFE    —          1   argmax       —            RBF (Kim et al. 2025)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Callable
 from ..utils.checks import check_choice, check_range
 from .backend import Backend
 from .guidance import DPS, DampedDPS, ExactGuidance, GuidedBackend, Universal
+from .rollover import rollover_sample
 from .sampler import SampleResult, sample_blockwise
 from .search import (
     beam_nfe,
@@ -406,6 +408,18 @@ METHODS: dict[str, Method] = {
             loop=beam_search,
             options=("beam_width", "schedule", "final_width"),
             budget=beam_budget,
+        ),
+        # Kim, Yoon, Hwang, Sung 2025 (arXiv 2503.19385); docs/methods/rbf.md
+        Method(
+            "rbf",
+            "rollover budget forcing: N·T NFE, a candidate quota per step, unused quota "
+            "rolled over; flow models on the VP-SDE",
+            uses_candidates=True,
+            selection="argmax",
+            knobs=("N", "T"),
+            loop=rollover_sample,
+            options=("sde",),
+            budget=lambda m, steps: {"N": m},
         ),
     )
 }
