@@ -47,7 +47,15 @@ def test_method_defaults_for_block_size():
 @pytest.mark.slow
 def test_gradient_methods_are_marked_and_refuse_a_box_reward(box):
     marked = {n for n, m in METHODS.items() if m.needs_gradient}
-    assert marked == {"dps", "dps-damped", "dps-detached", "universal", "code-gradient", "tds"}
+    assert marked == {
+        "dps",
+        "dps-damped",
+        "dps-detached",
+        "universal",
+        "code-gradient",
+        "tds",
+        "psi",
+    }
     for name in marked:
         with pytest.raises(ValueError, match="differentiable"):
             api.sample(box, method=name, n=4, steps=5)
