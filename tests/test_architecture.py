@@ -55,6 +55,7 @@ def test_gradient_methods_are_marked_and_refuse_a_box_reward(box):
         "code-gradient",
         "unicode",
         "tds",
+        "psi",
     }
     for name in marked:
         with pytest.raises(ValueError, match="differentiable"):

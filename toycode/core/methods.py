@@ -32,6 +32,9 @@ all read :data:`METHODS`; adding a method is adding one record to it.
     dts-star        N·T NFE    —          —   argmax       —            DTS* (search), tree
     dsearch         N          B (5)      W   top-W        —            DSearch (Li et al. 2025)
     evosearch       N runs     T          1   argmax       —            EvoSearch (He et al. 2025)
+    rbf             N·T NFE    —          1   argmax       —            RBF (Kim et al. 2025)
+    psi             N chain    —          K   systematic   ∇(r∘Φ)       Ψ-Sampler (Yoon et al. 2025)
+    psi-pcn         N chain    —          K   systematic   —            Ψ-Sampler with pCN (no ∇r)
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from ..utils.checks import check_choice, check_range
 from .backend import Backend
 from .evolution import evolutionary_search
 from .guidance import DPS, DampedDPS, ExactGuidance, GuidedBackend, ManifoldStep, Universal
+from .noise_mcmc import psi_sample
+from .rollover import rollover_sample
 from .sampler import SampleResult, sample_blockwise
 from .search import (
     beam_nfe,
@@ -243,6 +248,35 @@ def beam_budget(m: int, steps: int) -> dict:
     return {"N": 2, "W": w, "B": b}
 
 
+def psi_budget(m: int, steps: int) -> dict:
+    """Ψ-Sampler's knobs for m·T forward NFE per output: half the budget to the chain (N ODE
+    solves), half to K SMC particles (N = K = m/2, measured best of the splits tried on the toy
+    benches at m = 16 and 32); m = 1 is one ODE solve, the base model's deterministic sampler."""
+    k = max(1, m // 2)
+    return {"N": m - k if k > 1 else m, "K": k}
+
+
+def _psi(name: str, langevin: bool) -> Method:
+    """Ψ-Sampler (Yoon, Min, Yeo, Sung 2025, arXiv 2506.01320): an MCMC chain per population on
+    the noise posterior N(x_T; 0, I) e^{λ r(Φ(x_T))} (pCNL, or pCN with ``langevin`` off, which
+    needs no reward gradient), K particles thinned from it, then SMC. Options ``step_size``
+    (h, the paper's 0.5) and ``burn_in``. docs/methods/psi-sampler.md."""
+    kind = "pCNL (∇ of r∘Φ through the ODE)" if langevin else "pCN (gradient-free)"
+    return Method(
+        name,
+        f"Ψ-Sampler: {kind} on the initial noise, then SMC from K of its states",
+        uses_candidates=True,
+        uses_particles=True,
+        selection="systematic",
+        needs_gradient=langevin,
+        knobs=("N", "K", "lam", "T"),
+        loop=psi_sample,
+        fixed=(("langevin", langevin),),
+        options=("step_size", "burn_in"),
+        budget=psi_budget,
+    )
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
@@ -432,6 +466,20 @@ METHODS: dict[str, Method] = {
             options=("population", "elites", "mutation_rate", "tournament_share"),
             budget=lambda m, steps: {"N": m},
         ),
+        # Kim, Yoon, Hwang, Sung 2025 (arXiv 2503.19385); docs/methods/rbf.md
+        Method(
+            "rbf",
+            "rollover budget forcing: N·T NFE, a candidate quota per step, unused quota "
+            "rolled over; flow models on the VP-SDE",
+            uses_candidates=True,
+            selection="argmax",
+            knobs=("N", "T"),
+            loop=rollover_sample,
+            options=("sde",),
+            budget=lambda m, steps: {"N": m},
+        ),
+        # Yoon, Min, Yeo, Sung 2025 (arXiv 2506.01320); docs/methods/psi-sampler.md
+        *(_psi(name, langevin) for name, langevin in (("psi", True), ("psi-pcn", False))),
     )
 }
 """Every method by name, in the order tables list them."""
