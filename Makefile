@@ -66,6 +66,8 @@ figures: $(STAMP)
 	$(TOYCODE) mnist-gmm --out-dir figures
 	# genealogy collapse per resampling rule (SMC on between, about 15 s)
 	$(TOYCODE) lineages --out figures/lineages.png
+	# annealed and product targets: composed scores, SMC, FK correctors (about 90 s)
+	$(TOYCODE) compositions --out figures/compositions.png
 	# value estimators against the exact V_t, and CoDe with each value at matched compute
 	for p in between box ring; do \
 		$(TOYCODE) values --problem $$p --out figures/values_$$p.png || exit 1; \
