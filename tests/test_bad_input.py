@@ -155,6 +155,11 @@ CASES = [
     (["lineages", "--seeds", "0"], "seeds"),
     (["lineages", "--problem", "nope"], "nope"),
     (["lineages", "--out", "adir"], "adir"),
+    # compositions: exponent, sizes, paths
+    (["compositions", "--beta", "0"], "beta"),
+    (["compositions", "--particles", "1"], "particles"),
+    (["compositions", "--n", "0"], "n"),
+    (["compositions", "--out", "adir"], "adir"),
     (["values", *B, "--steps", "0"], "steps"),
     (["values", *B, "--only", "banana"], "banana"),
     (["values", *B, "--n", "100000000"], "limit"),
