@@ -181,3 +181,68 @@ def test_mnist_benches_run_at_the_fast_size(tmp_path, capsys):
     assert all(r["mode_tv_floor"] > 0 and r["distance"] >= 0 for r in gmm)
     assert (out / "leaderboard.png").stat().st_size > 10_000
     assert (out / "leaderboard.md").read_text().startswith("| method | mnist-class | mnist-gmm |")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_accelerate_processes_give_the_rows_of_one(tmp_path):
+    """`accelerate launch` on CPU (gloo, no config file): each process takes every second job
+    of each bench into one file-locked table, and the rows equal the one-process rows bit for
+    bit but for their wall time."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = ["--fast", "--benches", "between", "box", "--methods", "base", "bon", "code"]
+    args += ["smc", "smc-ssp", "evosearch", "--no-progress"]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "ACCELERATE_USE_CPU": "1",
+    }
+    root = Path(__file__).resolve().parents[1]
+    one = subprocess.run(
+        [sys.executable, "-m", "toycode", "leaderboard", *args, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    launch += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    launch += ["--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    two = subprocess.run(
+        [*launch, "-m", "toycode", "leaderboard", *args, "--out", str(tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "(2 processes)" in two.stdout
+
+    def by_key(folder):
+        rows = read_results(folder)
+        return {(r["bench"], r["method"], r["budget"], r["seed"]): r for r in rows}
+
+    want, got = by_key(tmp_path / "one"), by_key(tmp_path / "two")
+    assert got.keys() == want.keys() and len(want) > 20
+    for k, r in want.items():
+        assert {f: v for f, v in got[k].items() if f != "wall_s"} == {
+            f: v for f, v in r.items() if f != "wall_s"
+        }, k
+    assert (tmp_path / "two" / "leaderboard.md").read_text() == (
+        tmp_path / "one" / "leaderboard.md"
+    ).read_text()

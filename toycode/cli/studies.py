@@ -119,19 +119,26 @@ def run_leaderboard(args) -> None:
     out = check_out_dir("out", args.out)
     check_out_file("table", out / "leaderboard.md")
     check_out_file("figure", args.figure or out / "leaderboard.png")
+    from ..experiments.shards import process_shard
+
+    shard = process_shard("cpu")
     rows = run_leaderboard(
         args.out,
         benches=args.benches or BENCHES,
         methods=args.methods,
         size="fast" if args.fast else "default",
         progress=not args.no_progress,
+        shard=shard,
     )
+    if shard.index > 0:  # the first process writes the table and the figure
+        return
     text = table(rows)
     (Path(args.out) / "leaderboard.md").write_text(text + "\n")
     print(text)
     figure = args.figure or str(Path(args.out) / "leaderboard.png")
     saved = save(plot_leaderboard(rows), figure)
-    print(f"{len(rows)} rows in {args.out}/results.jsonl; wrote {saved}")
+    procs = f" ({shard.count} processes)" if shard.count > 1 else ""
+    print(f"{len(rows)} rows in {args.out}/results.jsonl{procs}; wrote {saved}")
 
 
 def add_values(sub) -> None:

@@ -47,6 +47,7 @@ from ..core.methods import KNOBS, METHODS, GuidanceInputs, Method
 from ..exact.problems import load_problem
 from ..exact.reference import ExactReference
 from ..experiments.results import ResultsTable
+from ..experiments.shards import Shard, process_shard
 from ..experiments.tradeoff import read_results
 
 __all__ = [
@@ -353,10 +354,14 @@ def run_leaderboard(
     size: str = "default",
     progress: bool = True,
     dim: int | None = None,
+    shard: Shard | None = None,
 ) -> list[dict]:
     """Run every (bench, method, budget, seed) not yet in ``out/results.jsonl``; return all
-    rows. ``size`` is a key of :data:`SIZES`; ``dim`` the MNIST mixture's dimension (784,
-    16 at the fast size)."""
+    rows once every process is done. ``size`` is a key of :data:`SIZES`; ``dim`` the MNIST
+    mixture's dimension (784, 16 at the fast size); ``shard`` this process's share of the
+    rows (default :func:`~toycode.experiments.shards.process_shard`'s: under ``accelerate
+    launch`` every ``count``-th job of each bench; alone, all). Every row's draws come from
+    its own seed, so the table does not depend on how many processes wrote it."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
     for b in benches:
@@ -364,6 +369,7 @@ def run_leaderboard(
             raise ValueError(f"bench must be one of {list(BENCHES)}, got {b!r}")
     names = entries(methods)
     dim = dim or (16 if size == "fast" else 784)
+    shard = shard or process_shard()
     out = Path(out)
     table = ResultsTable(out, key=_key)
     table.claim(
@@ -374,19 +380,22 @@ def run_leaderboard(
     done = table.done()
     for bench_name in benches:
         sz = SIZES[size]["toy" if bench_name in ("between", "box", "ring") else bench_name]
-        jobs = [
+        every = [
             (m, b, s)
             for m in names
             for b in (sz.budgets if _record(m)[0].budget is not None else (1,))
             for s in range(sz.seeds)
-            if (bench_name, m, b, s) not in done
-        ]
+        ]  # sharded before the done rows are dropped, so every process cuts the same list
+        jobs = [j for j in every[shard.index :: shard.count] if (bench_name, *j) not in done]
         if not jobs:
             continue
         bench = make_bench(bench_name, sz, dim=dim)
         claimed = table.claimed(jobs, lambda j, b=bench_name: (b, *j))
+        desc = f"leaderboard {bench_name}" + (
+            f" {shard.index + 1}/{shard.count}" if shard.count > 1 else ""
+        )
         for method, budget, seed in tqdm(
-            claimed, total=len(jobs), desc=f"leaderboard {bench_name}", disable=not progress
+            claimed, total=len(jobs), desc=desc, disable=not progress, position=shard.index
         ):
             record = _record(method)[0]
             reason = _skip_reason(record, bench)
@@ -402,6 +411,7 @@ def run_leaderboard(
                     "needs_gradient": record.needs_gradient,
                 }
             table.append(row)
+    shard.wait()
     return read_results(out)
 
 

@@ -44,13 +44,14 @@ import re
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from ..core.methods import get_method
 from ..experiments.results import ResultsTable
+from ..experiments.shards import Shard, process_shard
 from ..experiments.tradeoff import expand, read_results
 from ..utils.checks import check_range
 from .backend import make_sd_backend
@@ -215,35 +216,6 @@ def sweep_row(
         },
     }
     return row, image
-
-
-class Shard(NamedTuple):
-    """This process's share of a sweep: every ``count``-th job from ``index``, on ``device``;
-    ``wait`` returns when every process has reached it."""
-
-    index: int = 0
-    count: int = 1
-    device: str | None = None
-    wait: Callable[[], None] = lambda: None
-
-
-def process_shard(device: str | None = None) -> Shard:
-    """This process's shard from accelerate's ``PartialState`` (one process, ``device`` or the
-    default, where accelerate is not installed). A CPU-only machine, ``device="cpu"`` or
-    ``ACCELERATE_USE_CPU=1`` make the processes CPU ones (gloo)."""
-    try:
-        from accelerate import PartialState
-        from accelerate.utils import parse_flag_from_env
-    except ImportError:
-        return Shard(device=device)
-    cpu = (
-        str(device).startswith("cpu")
-        or parse_flag_from_env("ACCELERATE_USE_CPU")
-        or not torch.cuda.is_available()
-    )
-    state = PartialState(cpu=cpu)
-    mine = device or ("cpu" if state.device.type == "cpu" else str(state.device))
-    return Shard(state.process_index, state.num_processes, mine, state.wait_for_everyone)
 
 
 def _checked_backends(pipe, jobs: list, *, steps: int, options: dict) -> dict:
