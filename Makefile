@@ -64,6 +64,8 @@ figures: $(STAMP)
 	$(TOYCODE) plot figures/sweeps/between --kind genealogy --out figures/between_genealogy.png
 	$(TOYCODE) mnist-demo --out-dir figures
 	$(TOYCODE) mnist-gmm --out-dir figures
+	# classifier-free guidance against its target and the reward tilt (about a minute)
+	$(PY) -m toycode.experiments.cfg_study --out figures/cfg_vs_tilt.png
 	# value estimators against the exact V_t, and CoDe with each value at matched compute
 	for p in between box ring; do \
 		$(TOYCODE) values --problem $$p --out figures/values_$$p.png || exit 1; \
