@@ -68,6 +68,8 @@ figures: $(STAMP)
 	$(TOYCODE) lineages --out figures/lineages.png
 	# annealed and product targets: composed scores, SMC, FK correctors (about 90 s)
 	$(TOYCODE) compositions --out figures/compositions.png
+	# classifier-free guidance against its target and the reward tilt (about a minute)
+	$(PY) -m toycode.experiments.cfg_study --out figures/cfg_vs_tilt.png
 	# value estimators against the exact V_t, and CoDe with each value at matched compute
 	for p in between box ring; do \
 		$(TOYCODE) values --problem $$p --out figures/values_$$p.png || exit 1; \

@@ -4,9 +4,12 @@
 
 Each row is one (problem, method, settings, seed): NFE, reward calls, gradient evaluations,
 reward mean, MMD² to an exact sample of p* (and in units of the floor), KL estimates to p* and
-to the base, mode-weight TV, wall time. Rows are appended to ``results.jsonl`` one at a time
-(flushed and fsynced), so a killed run loses at most the row in flight, and a rerun skips every
-row already there.
+to the base, mode-weight TV, the distances published toy tables report (sliced W₂², exact W₂²
+and W₁ = EMD between the samples, each with its floor; the covariance trace beside the
+target's: :data:`toycode.exact.reference.PAPER_METRICS`), wall time. Rows written before those
+existed lack their keys and still load (missing values in :func:`load`). Rows are appended to
+``results.jsonl`` one at a time (flushed and fsynced), so a killed run loses at most the row in
+flight, and a rerun skips every row already there.
 
 Every line is strict JSON (RFC 8259 has no Infinity or NaN). A metric that is not a finite
 number is written as ``null`` and named in the row's ``nonfinite`` field with what it was:
@@ -220,6 +223,7 @@ def _sweep_row(
         "kl_to_target": m["kl_to_target"],
         "kl_to_base": m["kl_to_base"],
         "mode_tv": m["mode_tv"],
+        **exact.paper_metrics(m),  # sw2, w2, emd, cov_trace…, each distance with its floor
         "distinct": m["distinct"],
         "wall_s": wall,
         "exact_reward": target.reward_mean,

@@ -12,6 +12,11 @@ Each *bench* is a model, a reward, λ and an exact referee:
     mnist-gmm       the MNIST mixture in d = 784 mode-weight TV / its noise floor
                     (analytic denoiser)
 
+A toy bench's row also carries the distances published toy tables report, each beside its
+floor (sliced W₂², exact W₂², W₁ = EMD, the covariance trace against the target's:
+:meth:`toycode.exact.reference.ExactReference.paper_metrics`); rows written before them lack
+those keys, and :func:`summary` and :func:`table` read neither.
+
 Each method runs at budgets m ∈ ``budgets``: its record's ``budget(m)`` says which knobs spend
 about m·T denoiser calls per output sample (a method without one runs at m = 1 only).
 Blockwise methods whose block size is the caller's act every B = T/5 steps, five times per
@@ -132,6 +137,7 @@ def _toy_bench(name: str, size: Size) -> Bench:
             "reward_se": m["reward_se"],
             "kl_to_base": m["kl_to_base"],
             "mode_tv": m["mode_tv"],
+            **exact.paper_metrics(m),  # sw2, w2, emd, cov_trace…, with their floors
             "exact_reward": target.reward_mean,
         }
 
