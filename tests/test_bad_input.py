@@ -160,6 +160,13 @@ CASES = [
     (["compositions", "--particles", "1"], "particles"),
     (["compositions", "--n", "0"], "n"),
     (["compositions", "--out", "adir"], "adir"),
+    # dimensions: dimensions, methods, sizes, paths
+    (["dimensions", "--dims", "0"], "dims"),
+    (["dimensions", "--dims", "785"], "dims"),
+    (["dimensions", "--methods", "banana"], "banana"),
+    (["dimensions", "--n", "0"], "n"),
+    (["dimensions", "--out", "afile"], "afile"),
+    (["dimensions", "--figure", "adir"], "adir"),
     (["values", *B, "--steps", "0"], "steps"),
     (["values", *B, "--only", "banana"], "banana"),
     (["values", *B, "--n", "100000000"], "limit"),

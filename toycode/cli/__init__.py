@@ -36,6 +36,7 @@ COMMANDS = (
     studies.add_plot,
     studies.add_lineages,
     studies.add_compositions,
+    studies.add_dimensions,
     toy.add_train,
 )
 """Each subcommand's parser, in the order `toycode --help` lists them; each sets its runner as

@@ -396,3 +396,58 @@ def run_compositions(args) -> None:
             f"{s['distance']:>9.2f} ± {s['se']:.2f}"
         )
     print(f"wrote {save(plot_compositions(comps, rows), args.out)}")
+
+
+def add_dimensions(sub) -> None:
+    """`toycode dimensions`."""
+    di = sub.add_parser(
+        "dimensions",
+        help="the curse of dimension: each sampler family's distance to p* on the MNIST "
+        "mixture projected to d = 2 … 784 (resumable table + figure)",
+    )
+    di.add_argument("--out", default="figures/dimensions", help="folder of results.jsonl")
+    di.add_argument("--dims", type=int, nargs="+", default=[2, 8, 32, 128, 784])
+    di.add_argument("--methods", nargs="+", help="entries (default: one per family)")
+    di.add_argument("--budgets", type=int, nargs="+", default=[4, 16])
+    di.add_argument("--n", type=int, default=256, help="outputs per row")
+    di.add_argument("--steps", type=int, default=20)
+    di.add_argument("--seeds", type=int, default=2)
+    di.add_argument("--figure", default="figures/dimensions.png", help="PNG path")
+    di.add_argument("--no-progress", action="store_true")
+    di.set_defaults(func=run_dimensions)
+
+
+def run_dimensions(args) -> None:
+    from ..experiments.plots import save
+    from ..experiments.shards import process_shard
+    from ..leaderboard.board import Size, entries
+    from ..leaderboard.dimensions import dimension_table, plot_dimensions
+    from ..leaderboard.dimensions import run_dimensions as run
+
+    for d in args.dims:
+        check_count("dims", d, 1, 784)
+    entries(args.methods)
+    for b in args.budgets:
+        check_count("budgets", b, 1, 256)
+    check_count("n", args.n)
+    check_count("steps", args.steps, 1, MAX_STEPS)
+    check_count("seeds", args.seeds)
+    out = check_out_dir("out", args.out)
+    check_out_file("table", out / "dimensions.md")
+    check_out_file("figure", args.figure)
+    shard = process_shard("cpu")
+    rows = run(
+        args.out,
+        dims=tuple(args.dims),
+        methods=args.methods,
+        size=Size(args.steps, args.n, tuple(args.budgets), args.seeds),
+        shard=shard,
+        progress=not args.no_progress,
+    )
+    if shard.index > 0:
+        return
+    text = dimension_table(rows)
+    (Path(args.out) / "dimensions.md").write_text(text + "\n")
+    print(text)
+    saved = save(plot_dimensions(rows), args.figure)
+    print(f"{len(rows)} rows in {args.out}/results.jsonl; wrote {saved}")
