@@ -167,6 +167,11 @@ CASES = [
     (["dimensions", "--n", "0"], "n"),
     (["dimensions", "--out", "afile"], "afile"),
     (["dimensions", "--figure", "adir"], "adir"),
+    # routes: benches, budgets, paths
+    (["routes", "--benches", "mnist-class"], "mnist-class"),
+    (["routes", "--budgets", "0"], "budgets"),
+    (["routes", "--out", "afile"], "afile"),
+    (["routes", "--figure", "adir"], "adir"),
     (["values", *B, "--steps", "0"], "steps"),
     (["values", *B, "--only", "banana"], "banana"),
     (["values", *B, "--n", "100000000"], "limit"),

@@ -37,6 +37,7 @@ COMMANDS = (
     studies.add_lineages,
     studies.add_compositions,
     studies.add_dimensions,
+    studies.add_routes,
     toy.add_train,
 )
 """Each subcommand's parser, in the order `toycode --help` lists them; each sets its runner as

@@ -451,3 +451,48 @@ def run_dimensions(args) -> None:
     print(text)
     saved = save(plot_dimensions(rows), args.figure)
     print(f"{len(rows)} rows in {args.out}/results.jsonl; wrote {saved}")
+
+
+def add_routes(sub) -> None:
+    """`toycode routes`."""
+    ro = sub.add_parser(
+        "routes",
+        help="the cheapest route to p*: method × value × allocation at equal budgets, tuned "
+        "on some seeds and reported on fresh ones (resumable table + figure)",
+    )
+    ro.add_argument("--out", default="figures/routes", help="folder of results.jsonl")
+    ro.add_argument("--benches", nargs="+", default=["between", "box", "ring"])
+    ro.add_argument("--budgets", type=int, nargs="+", default=[4, 16, 32])
+    ro.add_argument("--figure", default="figures/routes.png", help="PNG path")
+    ro.add_argument("--no-progress", action="store_true")
+    ro.set_defaults(func=run_routes_cli)
+
+
+def run_routes_cli(args) -> None:
+    from ..experiments.plots import save
+    from ..experiments.shards import process_shard
+    from ..leaderboard.routes import ROUTE_BENCHES, plot_routes, reported, routes_table, run_routes
+
+    for b in args.benches:
+        check_choice("bench", b, ROUTE_BENCHES)
+    for m in args.budgets:
+        check_count("budgets", m, 1, 256)
+    out = check_out_dir("out", args.out)
+    check_out_file("table", out / "routes.md")
+    check_out_file("figure", args.figure)
+    shard = process_shard("cpu")
+    rows = run_routes(
+        args.out,
+        benches=tuple(args.benches),
+        budgets=tuple(args.budgets),
+        shard=shard,
+        progress=not args.no_progress,
+    )
+    if shard.index > 0:
+        return
+    lines = reported(rows)
+    text = routes_table(lines)
+    (Path(args.out) / "routes.md").write_text(text + "\n")
+    print(text)
+    saved = save(plot_routes(lines), args.figure)
+    print(f"{len(rows)} rows in {args.out}/results.jsonl; wrote {saved}")

@@ -304,13 +304,27 @@ def one_per_population(samples, rewards, k: int, generator: torch.Generator):
     return samples[pick], rewards[pick]
 
 
-def run_row(bench: Bench, method: str, budget: int, seed: int, n: int) -> dict:
-    """One (bench, method, budget, seed) row: the method's n outputs scored by the referee."""
+def run_row(
+    bench: Bench,
+    method: str,
+    budget: int,
+    seed: int,
+    n: int,
+    *,
+    value="tweedie",
+    knobs: dict | None = None,
+) -> dict:
+    """One (bench, method, budget, seed) row: the method's n outputs scored by the referee.
+
+    ``knobs`` (as in :data:`~toycode.core.methods.KNOBS`) replace the record's default
+    allocation of the budget; ``value`` is the block-end value ("tweedie" or a value object,
+    whose own denoiser and reward calls the Ledger counts into the row's cost)."""
     record, overrides = _record(method)
     steps = bench.backend.process.num_steps
-    knobs = record.budget(budget, steps) if record.budget is not None else {}
-    if record.block == "given" and record.default_block_size > 1 and "B" not in knobs:
-        knobs = {**knobs, "B": max(1, steps // 5)}  # five selections per trajectory
+    if knobs is None:
+        knobs = record.budget(budget, steps) if record.budget is not None else {}
+        if record.block == "given" and record.default_block_size > 1 and "B" not in knobs:
+            knobs = {**knobs, "B": max(1, steps // 5)}  # five selections per trajectory
     settings, options = _split_knobs(record, steps, knobs)
     settings.update(overrides)
     k = settings.get("particles", 1)
@@ -323,7 +337,7 @@ def run_row(bench: Bench, method: str, budget: int, seed: int, n: int) -> dict:
         n * k,
         generator=gen,
         lam=settings.pop("lam", bench.lam),
-        value="tweedie",
+        value=value,
         options=options,
         **settings,
     )

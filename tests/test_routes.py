@@ -1,0 +1,97 @@
+"""The route study: every allocation tuned on some seeds, the best reported on fresh ones, the
+cheapest route read off the report seeds only."""
+
+import pytest
+
+from toycode.leaderboard.board import Size
+from toycode.leaderboard.routes import (
+    REPORT_SEEDS,
+    TUNING_SEEDS,
+    cheapest,
+    reported,
+    routes_table,
+    run_routes,
+    settings_grid,
+)
+
+
+def test_the_grid_spends_the_budget_every_way():
+    grid = settings_grid(50, 4, differentiable=False)
+    code = {tuple(sorted(k.items())) for e, v, k in grid if e == "code-softmax" and v == "tweedie"}
+    assert code == {(("B", b), ("N", 4)) for b in (1, 5, 10, 50)}
+    assert not any(e in ("tds", "code-gradient") for e, _, _ in grid)
+    assert {v for _, v, _ in grid} == {"tweedie", "posterior", "learned", "lookahead"}
+    assert any(e == "tds" for e, _, _ in settings_grid(50, 4, differentiable=True))
+
+
+@pytest.mark.slow
+def test_a_small_study_tunes_then_reports_on_fresh_seeds(tmp_path):
+    rows = run_routes(
+        tmp_path / "r", benches=("ring",), budgets=(2,), size=Size(6, 32, (2,), 1), progress=False
+    )
+    tuning = [r for r in rows if r["phase"] == "tuning"]
+    report = [r for r in rows if r["phase"] == "report"]
+    assert {r["seed"] for r in tuning} == set(TUNING_SEEDS)
+    assert {r["seed"] for r in report} == set(REPORT_SEEDS)
+    lines = reported(rows)
+    for line in lines:  # the reported knobs are the tuning seeds' best of their group
+        group = [
+            r
+            for r in tuning
+            if (r["method"], r["value"], r["budget"]) == (line["entry"], line["value"], 2)
+        ]
+        means = {}
+        for r in group:
+            means.setdefault(str(r["settings"]), []).append(r["distance"])
+        assert line["tuning"] == pytest.approx(min(sum(v) / len(v) for v in means.values()))
+    assert len(
+        run_routes(
+            tmp_path / "r",
+            benches=("ring",),
+            budgets=(2,),
+            size=Size(6, 32, (2,), 1),
+            progress=False,
+        )
+    ) == len(rows)  # resumed
+    assert "| ring |" in routes_table(lines)
+
+
+def test_the_cheapest_route_is_the_least_cost_within_two_floors():
+    lines = [
+        {
+            "bench": "b",
+            "entry": "smc",
+            "value": "tweedie",
+            "family": "smc",
+            "distance": 1.5,
+            "se": 0.2,
+            "nfe": 800.0,
+            "knobs": {"K": 16},
+            "budget": 16,
+        },
+        {
+            "bench": "b",
+            "entry": "code-softmax",
+            "value": "tweedie",
+            "family": "blockwise",
+            "distance": 2.5,
+            "se": 0.2,
+            "nfe": 200.0,
+            "knobs": {"N": 4},
+            "budget": 4,
+        },
+        {
+            "bench": "b",
+            "entry": "tds",
+            "value": "tweedie",
+            "family": "gradient",
+            "distance": 1.0,
+            "se": 0.1,
+            "nfe": 100.0,
+            "knobs": {"K": 2},
+            "budget": 2,
+        },
+    ]
+    assert cheapest(lines)["b"]["entry"] == "smc"
+    assert cheapest(lines, gradient=True)["b"]["entry"] == "tds"
+    assert cheapest(lines, floors=1.2)["b"] is None
