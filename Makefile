@@ -70,6 +70,9 @@ figures: $(STAMP)
 	$(TOYCODE) compositions --out figures/compositions.png
 	# classifier-free guidance against its target and the reward tilt (about a minute)
 	$(PY) -m toycode.experiments.cfg_study --out figures/cfg_vs_tilt.png
+	# the cheapest route to p*: method × value × allocation, tuned then reported (about 8 min)
+	rm -f figures/routes/results.jsonl
+	$(TOYCODE) routes --out figures/routes --figure figures/routes.png
 	# value estimators against the exact V_t, and CoDe with each value at matched compute
 	for p in between box ring; do \
 		$(TOYCODE) values --problem $$p --out figures/values_$$p.png || exit 1; \
