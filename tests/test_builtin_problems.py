@@ -33,7 +33,7 @@ def uneven():
     checkerboard's equal unit squares cannot tell apart (weights against volumes)."""
     return BoxMixture(
         [0.5, 0.3, 0.2],
-        [[-2.0, -1.0], [-0.5, 0.0], [0.5, 1.5]],
+        [[-2.0, -1.0], [-1.0, 0.0], [0.5, 1.5]],
         [[-0.5, 1.0], [1.5, 0.4], [1.0, 3.0]],
     )
 
@@ -171,7 +171,9 @@ def test_a_box_prior_in_three_dimensions_has_no_grid_target(capsys, tmp_path):
 
 
 # -- the box prior's closed forms --------------------------------------------------------------
-@pytest.mark.parametrize("level", [*_levels(), NoiseLevel(0.0, 1.0), NoiseLevel(1.0, 0.1)])
+@pytest.mark.parametrize(
+    "level", [*_levels(), NoiseLevel(0.0, 1.0), NoiseLevel(1e-3, 1.0), NoiseLevel(1.0, 0.1)]
+)
 @pytest.mark.parametrize("which", ["checkerboard", "uneven"])
 def test_noised_density_integrates_to_one(request, which, level):
     prior = request.getfixturevalue(which)
@@ -231,7 +233,9 @@ def test_exact_denoiser_matches_self_normalised_importance(request, which, level
     assert bool(((exact - est).abs() <= 5 * se).all()), ((exact - est) / se).abs().max()
 
 
-@pytest.mark.parametrize("level", [*_levels(), NoiseLevel(1.0, 0.02), NoiseLevel(0.05, 0.95)])
+@pytest.mark.parametrize(
+    "level", [*_levels(), NoiseLevel(1.0, 0.02), NoiseLevel(0.05, 0.95), NoiseLevel(1e-3, 1.0)]
+)
 @pytest.mark.parametrize("which", ["checkerboard", "uneven"])
 def test_denoiser_and_score_are_tweedie_to_float64(request, which, level):
     """E[x0 | x_t] = (x_t + σ² ∇ log p_t)/α and the closed-form score equal autograd of the
@@ -289,8 +293,8 @@ def test_responsibilities_are_square_masses_on_and_off_the_support(checkerboard)
 @pytest.mark.parametrize("which", ["checkerboard", "uneven"])
 def test_analytic_base_sampler_reproduces_the_box_prior(request, which, kind):
     """200 steps of the exact denoiser (DDPM η = 1 under VP, η = 1 under flow): per-box masses
-    by a χ² test at level 1e-3 (the boxes of `uneven` that overlap are merged), and MMD² to an
-    exact prior sample within 4 of its noise floor."""
+    by a χ² test at level 1e-3 (the boxes of `uneven` that overlap are merged), MMD² to an
+    exact prior sample within 4 of its noise floor, and uniformity inside the boxes."""
     prior = request.getfixturevalue(which)
     prior = prior.prior if which == "checkerboard" else prior
     n = 4000
@@ -307,22 +311,39 @@ def test_analytic_base_sampler_reproduces_the_box_prior(request, which, kind):
     assert chi2.sf(stat, len(want) - 1) > 1e-3, stat
     ref = ExactReference.of_sampler(prior.sample, 1000, torch.Generator().manual_seed(0))
     assert ref.mmd2_over_floor(x) < 4
+    # within its box a sample is uniform: each coordinate falls in the box's middle half with
+    # probability ½ (binomial s.e.; the kernel above is too wide to see a squeeze inside a box)
+    side = torch.minimum(prior.high[:, None], prior.high) - torch.maximum(
+        prior.low[:, None], prior.low
+    )
+    alone = (side.clamp(min=0).prod(-1) > 0).sum(1) == 1  # a box overlapping only itself
+    k = prior.responsibilities(x).argmax(1)
+    u = ((x - prior.low[k]) / prior.widths[k])[alone[k]]
+    middle = ((u - 0.5).abs() < 0.25).double().mean(0)
+    assert bool(((middle - 0.5).abs() < 5 * math.sqrt(0.25 / len(u))).all()), middle
 
 
 # -- exact targets ------------------------------------------------------------------------------
-def test_checkerboard_target_matches_monte_carlo(checkerboard):
-    """Quadrature's E_p*[r], log Z and per-square masses against exact samples and importance
-    sampling from the prior, within 5 standard errors."""
-    t = checkerboard.target
+@pytest.mark.parametrize("which", ["checkerboard", "uneven"])
+def test_box_target_matches_monte_carlo(request, which):
+    """Quadrature's E_p*[r], log Z and per-box masses against exact samples and importance
+    sampling from the prior, within 5 standard errors (`uneven` under the checkerboard's
+    reward: unequal widths and weights test the exact cell masses)."""
+    if which == "checkerboard":
+        problem = request.getfixturevalue("checkerboard")
+    else:
+        cb = request.getfixturevalue("checkerboard")
+        problem = Problem(request.getfixturevalue("uneven"), cb.reward, 3.0, "uneven")
+    t, prior = problem.target, problem.prior
     assert isinstance(t, GridTarget)
     gen = torch.Generator().manual_seed(11)
     x = t.sample(40_000, gen)
-    r = checkerboard.reward(x)
+    r = problem.reward(x)
     assert float(r.mean()) == pytest.approx(t.reward_mean, abs=5 * float(r.std()) / 200)
-    masses = checkerboard.prior.responsibilities(x).mean(0)
+    masses = prior.responsibilities(x).mean(0)
     se = (t.mode_weights * (1 - t.mode_weights) / len(x)).sqrt()
     assert bool(((masses - t.mode_weights).abs() <= 5 * se + 1e-4).all())
-    z = torch.exp(checkerboard.lam * checkerboard.reward(checkerboard.prior.sample(400_000, gen)))
+    z = torch.exp(problem.lam * problem.reward(prior.sample(400_000, gen)))
     se_log_z = float(z.std() / z.mean()) / math.sqrt(len(z))
     assert t.log_z == pytest.approx(math.log(float(z.mean())), abs=5 * se_log_z)
     assert float(t.mode_weights.sum()) == pytest.approx(1.0, abs=1e-12)
