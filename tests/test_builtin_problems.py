@@ -120,9 +120,11 @@ def test_target_command_prints_each_builtins_target(capsys, tmp_path, name):
     assert code == 0 and summary["log_z"] == pytest.approx(load_problem(name).target.log_z)
 
 
-def test_sample_command_runs_the_checkerboard(capsys):
+@pytest.mark.parametrize("value", ["tweedie", "posterior"])
+def test_sample_command_runs_the_checkerboard(capsys, value):
     argv = ["sample", "--problem", "checkerboard", "--n", "16", "--steps", "10", "--process"]
-    assert main([*argv, "flow", "--num-candidates", "4", "--block-size", "5"]) == 0
+    argv += ["flow", "--num-candidates", "4", "--block-size", "5", "--value", value]
+    assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert 0 <= result["reward_mean"] <= 1 and result["nfe"] > 0
 
@@ -386,3 +388,54 @@ def test_das_targets_match_monte_carlo(name):
     z = torch.exp(p.lam * p.reward(p.prior.sample(400_000, gen)))
     se_log_z = float(z.std() / z.mean()) / math.sqrt(len(z))
     assert t.log_z == pytest.approx(math.log(float(z.mean())), abs=5 * se_log_z)
+
+
+# -- exact posterior draws x0 | x_t ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "a, b",
+    [(-1.0, 2.0), (0.3, 0.31), (-0.5, 40.0), (4.0, 4.5), (8.0, 9.0), (30.0, 1e3), (-12.0, -11.9)],
+)
+def test_truncated_normal_draws_have_scipys_moments(a, b):
+    """Mean and variance of 200 000 draws against scipy's truncnorm, within 5 s.e. (the
+    variance's s.e. from the fourth central moment), in the body and both far tails."""
+    from scipy.stats import truncnorm
+
+    from toycode.exact.boxes import truncated_normal
+
+    n = 200_000
+    lo, hi = torch.full((n,), a, dtype=F64), torch.full((n,), b, dtype=F64)
+    z = truncated_normal(lo, hi, torch.Generator().manual_seed(2))
+    assert bool(((z >= a) & (z <= b)).all())
+    mean, var = (float(v) for v in truncnorm.stats(a, b, moments="mv"))
+    c = z - mean
+    assert float(z.mean()) == pytest.approx(mean, abs=5 * math.sqrt(var / n))
+    se_var = math.sqrt(max(float((c**4).mean()) - var**2, 1e-300) / n)
+    assert float((c**2).mean()) == pytest.approx(var, abs=5 * se_var + 1e-12 * var)
+
+
+@pytest.mark.parametrize("level", [NoiseLevel.vp(0.5), NoiseLevel.flow(0.1), NoiseLevel(1.0, 0.01)])
+@pytest.mark.parametrize("which", ["checkerboard", "uneven"])
+def test_posterior_draws_match_the_exact_denoiser(request, which, level):
+    """Draws of x0 | x_t (the posterior value's) lie in the boxes, average to E[x0 | x_t]
+    within 5 s.e., and fall in each box as often as the noised responsibilities say."""
+    from toycode.exact.posterior import posterior_sample
+
+    prior = request.getfixturevalue(which)
+    prior = prior.prior if which == "checkerboard" else prior
+    gen = torch.Generator().manual_seed(9)
+    far = torch.tensor([[9.0, -8.0], [-20.0, 0.3]], dtype=F64)
+    xt = torch.cat([prior.noised(level).sample(6, gen), far])
+    m = 20_000
+    draws = posterior_sample(prior, xt, level, m, gen)  # (8, M, 2)
+    assert bool(torch.isfinite(prior.log_prob(draws.reshape(-1, 2))).all())
+    se = draws.std(1) / math.sqrt(m)
+    err = (draws.mean(1) - prior.posterior_mean(xt, level)).abs()
+    assert bool((err <= 5 * se + 1e-12).all()), (err / se).max()
+    if which == "checkerboard":  # disjoint boxes: the draw's box is its responsibility's argmax
+        counts = prior.responsibilities(draws.reshape(-1, 2)).view(8, m, -1).sum(1)
+        for obs, want in zip(counts, m * prior.noised(level).responsibilities(xt)):
+            big = want >= 5  # a χ² test per state at level 1e-4, boxes expecting < 5 pooled
+            obs = torch.cat([obs[big], obs[~big].sum()[None]])
+            want = torch.cat([want[big], want[~big].sum()[None]])
+            stat = float(((obs - want) ** 2 / want.clamp(min=1e-12)).sum())
+            assert chi2.sf(stat, max(int(big.sum()), 1)) > 1e-4, stat
