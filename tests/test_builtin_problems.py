@@ -439,3 +439,30 @@ def test_posterior_draws_match_the_exact_denoiser(request, which, level):
             want = torch.cat([want[big], want[~big].sum()[None]])
             stat = float(((obs - want) ** 2 / want.clamp(min=1e-12)).sum())
             assert chi2.sf(stat, max(int(big.sum()), 1)) > 1e-4, stat
+
+
+@pytest.mark.parametrize("which", ["checkerboard", "uneven"])
+def test_box_prior_moments_match_its_samples(request, which):
+    """mean and covariance (the learned value's Gaussian baseline) within 5 s.e. of 10⁶ draws."""
+    prior = request.getfixturevalue(which)
+    prior = prior.prior if which == "checkerboard" else prior
+    x = prior.sample(1_000_000, torch.Generator().manual_seed(4))
+    assert torch.allclose(prior.mean, x.mean(0), atol=5 * float(x.std(0).max()) / 1000)
+    c = x - x.mean(0)
+    outer = c[:, :, None] * c[:, None, :]
+    se = outer.std(0) / 1000
+    assert bool(((prior.covariance - outer.mean(0)).abs() <= 5 * se).all())
+
+
+def test_a_box_prior_checkpoint_is_found_for_it_only(tmp_path, uneven, between):
+    """train_mlp records the prior's own description; find_mlp_checkpoint matches it by type and
+    arrays, so neither kind of prior picks up the other's checkpoint."""
+    from toycode.training.train import find_mlp_checkpoint, train_mlp
+
+    train_mlp(uneven, tmp_path / "boxes.pt", steps=2, batch_size=16, progress=False)
+    assert find_mlp_checkpoint(uneven, tmp_path) == tmp_path / "boxes.pt"
+    with pytest.raises(ValueError, match="no trained MLP checkpoint"):
+        find_mlp_checkpoint(between.prior, tmp_path)
+    shifted = BoxMixture(uneven.weights, uneven.low + 0.1, uneven.high + 0.1)
+    with pytest.raises(ValueError, match="no trained MLP checkpoint"):
+        find_mlp_checkpoint(shifted, tmp_path)

@@ -176,6 +176,13 @@ class BoxMixture:
         """E_p[x], (d,)."""
         return self.weights @ self.centers
 
+    @property
+    def covariance(self) -> torch.Tensor:
+        """Cov_p[x] = Σ_k w_k (diag(ω_k²/12) + (c_k − μ)(c_k − μ)ᵀ), (d, d)."""
+        diff = self.centers - self.mean
+        spread = torch.diag_embed(self.widths**2 / 12) + diff[:, :, None] * diff[:, None, :]
+        return (self.weights[:, None, None] * spread).sum(0)
+
     def to_dict(self) -> dict:
         """The ``prior`` field of a problem file."""
         return {

@@ -75,6 +75,18 @@ class GaussianMixture:
     def num_components(self) -> int:
         return self.means.shape[0]
 
+    @property
+    def mean(self) -> torch.Tensor:
+        """E_p[x], (d,)."""
+        return self.weights @ self.means
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """Cov_p[x] = Σ_k w_k (Σ_k + (μ_k − μ)(μ_k − μ)ᵀ), (d, d)."""
+        diff = self.means - self.mean
+        spread = self.covs + diff[:, :, None] * diff[:, None, :]
+        return (self.weights[:, None, None] * spread).sum(0)
+
     def to_dict(self) -> dict:
         """The ``prior`` field of a problem file (the default type: no ``type`` key)."""
         return {
