@@ -75,6 +75,26 @@ class GaussianMixture:
     def num_components(self) -> int:
         return self.means.shape[0]
 
+    @property
+    def mean(self) -> torch.Tensor:
+        """E_p[x], (d,)."""
+        return self.weights @ self.means
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """Cov_p[x] = Σ_k w_k (Σ_k + (μ_k − μ)(μ_k − μ)ᵀ), (d, d)."""
+        diff = self.means - self.mean
+        spread = self.covs + diff[:, :, None] * diff[:, None, :]
+        return (self.weights[:, None, None] * spread).sum(0)
+
+    def to_dict(self) -> dict:
+        """The ``prior`` field of a problem file (the default type: no ``type`` key)."""
+        return {
+            "weights": self.weights.tolist(),
+            "means": self.means.tolist(),
+            "covs": self.covs.tolist(),
+        }
+
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(x.shape)}")

@@ -1,4 +1,5 @@
-"""Exact posterior draws x0 ~ p(x0 | x_t = x) for a Gaussian-mixture prior (design notes §7).
+"""Exact posterior draws x0 ~ p(x0 | x_t = x) for a Gaussian-mixture prior (design notes §7), or a
+mixture of uniform boxes (:meth:`~toycode.exact.boxes.BoxMixture.posterior_sample`).
 
 Under x_t = α x0 + σ ε the posterior is again a mixture, whatever the reward: component k has
 responsibility ρ_k(x) ∝ w_k N(x; α μ_k, S_k), S_k = α² Σ_k + σ² I, and, given k, the Gaussian
@@ -15,6 +16,7 @@ import torch
 
 from ..core.diffusion import NoiseLevel
 from ..utils.checks import check_range
+from .boxes import BoxMixture
 from .gmm import GaussianMixture
 
 __all__ = ["posterior_sample"]
@@ -23,14 +25,18 @@ _F64 = torch.float64
 
 
 def posterior_sample(
-    prior: GaussianMixture,
+    prior: GaussianMixture | BoxMixture,
     x: torch.Tensor,
     level: NoiseLevel | float,
     samples: int,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """``samples`` exact draws of x0 | x_t = x for each row of x: shape (n, samples, d)."""
+    """``samples`` exact draws of x0 | x_t = x for each row of x: shape (n, samples, d).
+
+    A :class:`~toycode.exact.boxes.BoxMixture` prior draws its own (truncated normals)."""
     check_range("samples", samples, 1, None)
+    if isinstance(prior, BoxMixture):
+        return prior.posterior_sample(x.reshape(len(x), -1), level, samples, generator)
     lv = NoiseLevel.of(level)
     x = x.to(_F64).reshape(len(x), -1)
     n, d = x.shape

@@ -1,15 +1,24 @@
-"""Problems: a Gaussian-mixture prior, a reward and λ — everything the exact target needs.
+"""Problems: a prior, a reward and λ — everything the exact target needs.
 
 A problem file is JSON::
 
-    {"prior": {"weights": [...], "means": [[...]], "covs": [[[...]]]},
+    {"prior": {"weights": [...], "means": [[...]], "covs": [[[...]]]}
+            | {"type": "uniform_boxes", "weights": [...], "low": [[...]], "high": [[...]]},
      "reward": {"type": "quadratic", "center": [...], "precision": [[...]]}
              | {"type": "linear", "direction": [...]}
              | {"type": "box", "low": [...], "high": [...]}
-             | {"type": "ring", "radius": R, "width": W},
-     "lam": 1.0}
+             | {"type": "ring", "radius": R, "width": W}
+             | {"type": "bump", "center": [...], "width": W},
+     "lam": 1.0,
+     "source": {"paper": "...", "prior": "...", ...}}
 
-Built-in problems live in ``toycode/exact/builtin/*.json`` and are named by their file stem.
+The prior's ``type`` is "gaussian_mixture" (:class:`~toycode.exact.gmm.GaussianMixture`, the
+default, so files without a type load as before) or "uniform_boxes" (a mixture of uniform boxes,
+:class:`~toycode.exact.boxes.BoxMixture`). ``source`` (optional) is a JSON object of strings
+saying where the numbers come from; it is carried, never interpreted.
+
+Built-in problems live in ``toycode/exact/builtin/*.json`` and are named by their file stem;
+docs/problems.md lists them with their sources.
 """
 
 from __future__ import annotations
@@ -20,23 +29,32 @@ from functools import cached_property
 from pathlib import Path
 
 from ..utils.checks import check_range
+from .boxes import BoxMixture
 from .gmm import GaussianMixture
 from .rewards import Reward, reward_from_dict
 from .targets import Target, exact_target
 
-__all__ = ["Problem", "load_problem", "builtin_problems"]
+__all__ = ["Problem", "load_problem", "builtin_problems", "prior_from_dict"]
 
 PROBLEM_DIR = Path(__file__).parent / "builtin"
+
+PRIOR_TYPES = {
+    "gaussian_mixture": (GaussianMixture, ("weights", "means", "covs")),
+    "uniform_boxes": (BoxMixture, ("weights", "low", "high")),
+}
+"""A problem file's prior types: the class and its fields, in constructor order."""
 
 
 @dataclass(frozen=True, eq=False)
 class Problem:
-    """A prior p, a reward r and the tilt strength λ of the target p* ∝ p e^{λr}."""
+    """A prior p, a reward r and the tilt strength λ of the target p* ∝ p e^{λr}; ``source``
+    optionally records where each number comes from (paper, code, file)."""
 
-    prior: GaussianMixture
+    prior: GaussianMixture | BoxMixture
     reward: Reward
     lam: float
     name: str = "custom"
+    source: dict | None = None
 
     def __post_init__(self):
         check_range("lam", self.lam, 0.0, None)
@@ -52,18 +70,14 @@ class Problem:
         return exact_target(self.prior, self.reward, self.lam)
 
     def with_lam(self, lam: float) -> "Problem":
-        return Problem(self.prior, self.reward, lam, self.name)
+        return Problem(self.prior, self.reward, lam, self.name, self.source)
 
     def to_dict(self) -> dict:
-        return {
-            "prior": {
-                "weights": self.prior.weights.tolist(),
-                "means": self.prior.means.tolist(),
-                "covs": self.prior.covs.tolist(),
-            },
-            "reward": self.reward.to_dict(),
-            "lam": self.lam,
-        }
+        """The problem file's JSON object (:meth:`from_dict` reads it back)."""
+        spec = {"prior": self.prior.to_dict(), "reward": self.reward.to_dict(), "lam": self.lam}
+        if self.source is not None:
+            spec["source"] = dict(self.source)
+        return spec
 
     @classmethod
     def from_dict(cls, spec: dict, name: str = "custom") -> "Problem":
@@ -72,21 +86,16 @@ class Problem:
         for key in ("prior", "reward", "lam"):
             if key not in spec:
                 raise ValueError(f"problem field {key!r} is missing")
-        unknown = set(spec) - {"prior", "reward", "lam", "name"}
+        unknown = set(spec) - {"prior", "reward", "lam", "name", "source"}
         if unknown:
             raise ValueError(f"problem has unknown field(s) {sorted(unknown)}")
-        prior = spec["prior"]
-        if not isinstance(prior, dict):
-            raise ValueError("problem field 'prior' must be an object with weights, means, covs")
-        for key in ("weights", "means", "covs"):
-            if key not in prior:
-                raise ValueError(f"problem field 'prior.{key}' is missing")
-        try:
-            mixture = GaussianMixture(prior["weights"], prior["means"], prior["covs"])
-        except (TypeError, RuntimeError) as err:  # ragged lists, non-numbers
-            raise ValueError(f"problem field 'prior' is malformed: {err}") from None
-        except ValueError as err:
-            raise ValueError(f"problem field 'prior': {err}") from None
+        prior = prior_from_dict(spec["prior"])
+        source = spec.get("source")
+        if source is not None and not (
+            isinstance(source, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in source.items())
+        ):
+            raise ValueError("problem field 'source' must be an object of strings")
         try:
             reward = reward_from_dict(spec["reward"])
         except (TypeError, RuntimeError) as err:
@@ -94,7 +103,31 @@ class Problem:
         lam = spec["lam"]
         if not isinstance(lam, (int, float)) or isinstance(lam, bool):
             raise ValueError(f"problem field 'lam' must be a number, got {lam!r}")
-        return cls(mixture, reward, float(lam), spec.get("name", name))
+        return cls(prior, reward, float(lam), spec.get("name", name), source)
+
+
+def prior_from_dict(spec) -> GaussianMixture | BoxMixture:
+    """A problem file's ``prior`` object as a prior, naming any bad field in one line."""
+    if not isinstance(spec, dict):
+        raise ValueError(
+            "problem field 'prior' must be an object (weights, means, covs; or a 'type')"
+        )
+    kind = spec.get("type", "gaussian_mixture")
+    if not isinstance(kind, str) or kind not in PRIOR_TYPES:
+        raise ValueError(f"prior.type must be one of {sorted(PRIOR_TYPES)}, got {kind!r}")
+    cls, fields = PRIOR_TYPES[kind]
+    unknown = set(spec) - set(fields) - {"type"}
+    if unknown:
+        raise ValueError(f"prior has unknown field(s) {sorted(unknown)} for type {kind!r}")
+    for key in fields:
+        if key not in spec:
+            raise ValueError(f"problem field 'prior.{key}' is missing (type {kind!r})")
+    try:
+        return cls(*(spec[key] for key in fields))
+    except (TypeError, RuntimeError) as err:  # ragged lists, non-numbers
+        raise ValueError(f"problem field 'prior' is malformed: {err}") from None
+    except ValueError as err:
+        raise ValueError(f"problem field 'prior': {err}") from None
 
 
 def builtin_problems() -> list[str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Reward", "Quadratic", "Linear", "Box", "Ring", "reward_from_dict"]
+__all__ = ["Reward", "Quadratic", "Linear", "Box", "Ring", "Bump", "reward_from_dict"]
 
 _F64 = torch.float64
 
@@ -143,11 +143,42 @@ class Ring(Reward):
         return {"type": "ring", "radius": self.radius, "width": self.width}
 
 
+@dataclass(frozen=True, eq=False)
+class Bump(Reward):
+    """r(x) = exp(−‖x − c‖² / (2 width²)): a Gaussian bump of height 1, no closed-form tilt.
+
+    The reward of the checkerboard experiment of Dandapanthula & Boffi 2026 (arXiv 2606.02884).
+    """
+
+    center: torch.Tensor
+    width: float
+    differentiable = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "center", _vector("reward.center", self.center))
+        w = self.width
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < float("inf"):
+            raise ValueError(f"reward.width must be a positive number, got {w!r}")
+        object.__setattr__(self, "width", float(w))
+
+    @property
+    def dim(self) -> int:
+        return len(self.center)
+
+    def __call__(self, x):
+        d = x - self.center.to(x)
+        return torch.exp(-(d * d).sum(-1) / (2 * self.width**2))
+
+    def to_dict(self):
+        return {"type": "bump", "center": self.center.tolist(), "width": self.width}
+
+
 _TYPES = {
     "quadratic": (Quadratic, ("center", "precision")),
     "linear": (Linear, ("direction",)),
     "box": (Box, ("low", "high")),
     "ring": (Ring, ("radius", "width")),
+    "bump": (Bump, ("center", "width")),
 }
 
 

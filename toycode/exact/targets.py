@@ -1,11 +1,13 @@
-"""Exact reward-tilted targets p*(x) ∝ p(x) e^{λ r(x)} for a Gaussian-mixture prior.
+"""Exact reward-tilted targets p*(x) ∝ p(x) e^{λ r(x)} for a Gaussian-mixture or box-mixture
+prior.
 
 Two constructions behind one interface (:class:`Target`):
 
 - :class:`MixtureTarget` — quadratic and linear rewards, any dimension, closed form
   (:mod:`toycode.exact.gmm`).
-- :class:`GridTarget` — any reward in 2-D (box indicators, rings, ...), by quadrature on a fine
-  grid of cells; the tilted marginals p*_t by separable Gaussian convolution of that grid.
+- :class:`GridTarget` — any reward in 2-D (box indicators, rings, ...), and any reward on a
+  mixture of uniform boxes (:mod:`toycode.exact.boxes`), by quadrature on a fine grid of cells;
+  the tilted marginals p*_t by separable Gaussian convolution of that grid.
 
 Both give, exactly (up to float64 and, for the grid, its resolution):
 
@@ -15,7 +17,8 @@ Both give, exactly (up to float64 and, for the grid, its resolution):
     mode weights w*_k = E_{p*}[resp_k(x)], resp_k the prior's component responsibilities.
 
 The last identity holds because tilting each prior component by the same factor leaves the
-responsibilities unchanged: w*_k N(x; m_k, C_k) = w_k N_k(x) e^{λr(x)} / Z.
+responsibilities unchanged: w*_k N(x; m_k, C_k) = w_k N_k(x) e^{λr(x)} / Z (likewise for boxes,
+whose w*_k is the tilted mass of box k).
 
 Noise levels are (α, σ) of x_t = α x0 + σ ε (:class:`~toycode.core.diffusion.NoiseLevel`; a float
 is a
@@ -30,6 +33,7 @@ import torch
 
 from ..core.diffusion import NoiseLevel
 from ..utils.checks import check_range
+from .boxes import BoxMixture, log_ndtr_diff
 from .gmm import GaussianMixture, tilt_linear, tilt_quadratic
 from .rewards import Linear, Quadratic, Reward
 
@@ -41,7 +45,7 @@ _F64 = torch.float64
 class Target:
     """The exact tilted target of a prior, a reward and λ ≥ 0."""
 
-    prior: GaussianMixture
+    prior: GaussianMixture | BoxMixture
     reward: Reward
     lam: float
     log_z: float
@@ -122,21 +126,15 @@ class MixtureTarget(Target):
         return tilted.log_prob(x) - base.log_prob(x) + self.log_z
 
 
-def _log_ndtr_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """log(Φ(a) − Φ(b)) for a > b, accurate in both tails."""
-    flip = b > 0  # Φ(a) − Φ(b) = Φ(−b) − Φ(−a): keep both arguments ≤ ~0
-    hi = torch.where(flip, -b, a)
-    lo = torch.where(flip, -a, b)
-    la, lb = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
-    return la + torch.log1p(-torch.exp((lb - la).clamp(max=0)))
-
-
 class GridTarget(Target):
     """Quadrature target in 2-D for any reward: p* on a grid of cells, p*_t by convolution.
 
-    Cell masses: the prior's is p(x_g)·h² (renormalised); the target's multiplies it by the mean
-    of e^{λr} over ``supersample``² points inside the cell, so a discontinuous reward (a box)
-    costs O(h / supersample) in log Z rather than O(h). Samples are exact: rejection from the
+    Cell masses: the prior's is p(x_g)·h² (renormalised) for a Gaussian mixture, and exact (each
+    box's overlap with each cell) for a box mixture, whose default grid of 600 cells on [−E, E]
+    (E the largest |edge|) has cell edges at −E + k E/300, so the checkerboard's unit squares
+    are unions of whole cells. The target's mass multiplies the prior's by the mean of e^{λr}
+    over ``supersample``² points inside the cell, so a discontinuous reward (a box) costs
+    O(h / supersample) in log Z rather than O(h). Samples are exact: rejection from the
     prior with acceptance e^{λ(r − r_max)}. ``log_tilt`` convolves both cell masses with the
     cell-integrated Gaussian kernel of q(x_t | x0) on a query grid (separably: K M Kᵀ) and
     interpolates bilinearly. At the defaults (0.02 cells, 0.04 query spacing) it is within 3e-3 of
@@ -146,30 +144,36 @@ class GridTarget(Target):
 
     def __init__(
         self,
-        prior: GaussianMixture,
+        prior: GaussianMixture | BoxMixture,
         reward: Reward,
         lam: float,
         *,
-        resolution: int = 601,
+        resolution: int | None = None,
         query_resolution: int = 301,
         supersample: int = 4,
         extent: float | None = None,
     ):
         if prior.dim != 2:
             raise ValueError(f"a grid target needs a 2-D prior, got dimension {prior.dim}")
+        boxes = isinstance(prior, BoxMixture)
+        if resolution is None:
+            resolution = 600 if boxes else 601
         check_range("resolution", resolution, 16, 4096)
         check_range("query_resolution", query_resolution, 16, 4096)
         check_range("supersample", supersample, 1, 16)
         self.prior, self.reward, self.lam = prior, reward, float(lam)
-        if extent is None:  # half-width covering every component to 7 standard deviations
-            sd = prior.covs.diagonal(dim1=-2, dim2=-1).sqrt()
-            extent = float((prior.means.abs() + 7 * sd).max())
+        if extent is None:
+            extent = _default_extent(prior)
         self.extent = extent
         self.h = 2 * extent / resolution
         self.centers = -extent + self.h * (torch.arange(resolution, dtype=_F64) + 0.5)
         gx, gy = torch.meshgrid(self.centers, self.centers, indexing="ij")
         pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
-        log_p = prior.log_prob(pts)
+        if boxes:
+            edges = -extent + self.h * torch.arange(resolution + 1, dtype=_F64)
+            log_p = prior.cell_masses(edges).reshape(-1).log()
+        else:
+            log_p = prior.log_prob(pts)
         sub = (torch.arange(supersample, dtype=_F64) + 0.5) / supersample - 0.5
         offsets = torch.stack(torch.meshgrid(sub, sub, indexing="ij"), -1).reshape(-1, 2) * self.h
         r_sub = torch.stack([reward(pts + o).to(_F64) for o in offsets], 1)  # (G², s²)
@@ -210,7 +214,7 @@ class GridTarget(Target):
             s, sigma = key.alpha, max(key.sigma, 1e-300)
             lo, hi = self.centers - self.h / 2, self.centers + self.h / 2
             y = self.query[:, None]
-            log_k = _log_ndtr_diff((y - s * lo) / sigma, (y - s * hi) / sigma)  # (Q, G)
+            log_k = log_ndtr_diff((y - s * lo) / sigma, (y - s * hi) / sigma)  # (Q, G)
             # the row scale cancels in the ratio below
             k = (log_k - log_k.max(1, keepdim=True).values).exp().nan_to_num(0.0)
             g = len(self.centers)
@@ -242,18 +246,31 @@ def _bilinear(grid: torch.Tensor, axis: torch.Tensor, x: torch.Tensor) -> torch.
     )
 
 
-def exact_target(prior: GaussianMixture, reward: Reward, lam: float, **grid_options) -> Target:
-    """The exact target: closed form for quadratic/linear rewards, quadrature otherwise (2-D)."""
+def _default_extent(prior: GaussianMixture | BoxMixture) -> float:
+    """Half-width of the square grid: every box's edges, or every Gaussian component to 7
+    standard deviations."""
+    if isinstance(prior, BoxMixture):
+        return float(torch.maximum(prior.low.abs(), prior.high.abs()).max())
+    sd = prior.covs.diagonal(dim1=-2, dim2=-1).sqrt()
+    return float((prior.means.abs() + 7 * sd).max())
+
+
+def exact_target(
+    prior: GaussianMixture | BoxMixture, reward: Reward, lam: float, **grid_options
+) -> Target:
+    """The exact target: closed form for a Gaussian mixture with a quadratic/linear reward,
+    quadrature otherwise (2-D)."""
     check_range("lam", lam, 0.0, None)
     if reward.dim is not None and reward.dim != prior.dim:
         raise ValueError(
             f"reward dimension {reward.dim} does not match prior dimension {prior.dim}"
         )
-    if isinstance(reward, (Quadratic, Linear)):
+    if isinstance(prior, GaussianMixture) and isinstance(reward, (Quadratic, Linear)):
         return MixtureTarget(prior, reward, lam)
     if prior.dim != 2:
+        kind = "this prior" if isinstance(prior, BoxMixture) else "this reward"
         raise ValueError(
-            f"reward type {reward.to_dict()['type']!r} has no closed-form tilt; "
+            f"reward type {reward.to_dict()['type']!r} on {kind} has no closed-form tilt; "
             f"its grid target needs d = 2, got d = {prior.dim}"
         )
     return GridTarget(prior, reward, lam, **grid_options)

@@ -92,12 +92,7 @@ class GaussianBaseline:
 
     @classmethod
     def of(cls, problem) -> "GaussianBaseline":
-        prior = problem.prior
-        w = prior.weights.double()
-        mean = (w[:, None] * prior.means).sum(0)
-        diff = prior.means - mean
-        cov = (w[:, None, None] * (prior.covs + diff[:, :, None] * diff[:, None, :])).sum(0)
-        return cls(problem.reward, mean, cov)
+        return cls(problem.reward, problem.prior.mean, problem.prior.covariance)
 
     def __call__(self, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor):
         a, s = alpha.double()[:, None], sigma.double()[:, None]

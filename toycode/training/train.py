@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..backends.mlp import MLPDenoiser
 from ..core.diffusion import cosine_schedule, linear_schedule
+from ..exact.boxes import BoxMixture
 from ..exact.gmm import GaussianMixture
 from ..utils.checks import check_choice, check_range
 from ..utils.io import atomic_save
@@ -226,7 +227,7 @@ def _resume(out: Path, training: _Training, *, steps: int, seed: int, process: s
 
 
 def train_mlp(
-    prior: GaussianMixture,
+    prior: GaussianMixture | BoxMixture,
     out: str | Path,
     *,
     steps: int = 6000,
@@ -244,15 +245,7 @@ def train_mlp(
     check_choice("process", process, PROCESSES)
     with seeded(seed):  # parameter initialisation
         model = MLPDenoiser(prior.dim, width, depth)
-    meta = {
-        "kind": "mlp",
-        "config": model.config,
-        "prior": {
-            "weights": prior.weights.tolist(),
-            "means": prior.means.tolist(),
-            "covs": prior.covs.tolist(),
-        },
-    }
+    meta = {"kind": "mlp", "config": model.config, "prior": prior.to_dict()}
 
     def data(n, gen):
         return prior.sample(n, gen).float()
@@ -272,7 +265,7 @@ def train_mlp(
 
 
 def find_mlp_checkpoint(
-    prior: GaussianMixture, folder: str | Path = CHECKPOINT_DIR, process: str = "vp"
+    prior: GaussianMixture | BoxMixture, folder: str | Path = CHECKPOINT_DIR, process: str = "vp"
 ) -> Path:
     """The committed MLP checkpoint trained on exactly this prior under ``process``."""
     check_choice("process", process, PROCESSES)
@@ -292,16 +285,20 @@ def find_mlp_checkpoint(
     )
 
 
-def _same_prior(spec: dict, prior: GaussianMixture) -> bool:
-    try:
-        other = GaussianMixture(spec["weights"], spec["means"], spec["covs"])
-    except ValueError:
+def _same_prior(spec: dict, prior: GaussianMixture | BoxMixture) -> bool:
+    """A checkpoint's ``prior`` record describes this prior (its type and every array)."""
+    want = prior.to_dict()
+    if not isinstance(spec, dict) or set(spec) != set(want):
         return False
-    return all(
-        a.shape == b.shape and torch.allclose(a, b)
-        for a, b in (
-            (other.weights, prior.weights),
-            (other.means, prior.means),
-            (other.covs, prior.covs),
-        )
-    )
+    for key, value in want.items():
+        if key == "type":
+            if spec[key] != value:
+                return False
+            continue
+        try:
+            a, b = torch.as_tensor(spec[key], dtype=torch.float64), torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            return False
+        if a.shape != b.shape or not torch.allclose(a, b.double()):
+            return False
+    return True
