@@ -34,8 +34,11 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 def _check_model(model: str) -> None:
     """--model: tiny:KIND, an existing pipeline folder, or something shaped like a hub id."""
+    from ..sd.fashion import TRAINED_MODELS
     from ..sd.tiny import TINY_KINDS
 
+    if model in TRAINED_MODELS:  # the committed Fashion-MNIST pipelines
+        return
     if model.startswith("tiny:"):
         check_choice("model tiny kind", model[len("tiny:") :], TINY_KINDS)
     elif Path(model).is_file():
@@ -86,7 +89,8 @@ def add_sd(sub) -> None:
         help="hub id or local folder of an SD 1.x/2.x, "
         "SDXL, SD3 or FLUX pipeline, or tiny:sd, "
         "tiny:sd-v, tiny:sdxl, tiny:sd3, tiny:flux "
-        "(random weights, offline)",
+        "(random weights, offline), or tiny:fashion, tiny:fashion-sd3 (toycode's trained "
+        "Fashion-MNIST pipelines, offline)",
     )
     sd.add_argument("--prompt", nargs="+", required=True, help="one prompt, or one per image")
     sd.add_argument("--n", type=int, default=1, help="images to generate")
@@ -249,7 +253,8 @@ def add_sd_sweep(sub) -> None:
     sw.add_argument(
         "--score-decoder",
         help="folder of a diffusers AutoencoderTiny (TAESD) that "
-        "decodes block-end candidates for scoring",
+        "decodes block-end candidates for scoring (tiny:fashion-taesd: the committed one "
+        "of the Fashion-MNIST pipelines)",
     )
     sw.add_argument("--out", required=True, help="output folder (results.jsonl, images/)")
     add_reward_args(sw, "reference image (clip-image reward)")

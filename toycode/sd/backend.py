@@ -50,18 +50,19 @@ def load_pipeline(
     model: str | Path, *, device: str | None = None, dtype: torch.dtype | None = None
 ):
     """A diffusers pipeline from a hub id, a local folder, ``tiny:KIND`` (a random-weight
-    :func:`~toycode.sd.tiny.tiny_pipeline`, offline) or ``tiny:fashion`` (toycode's trained
-    Fashion-MNIST pipeline, :mod:`toycode.sd.fashion`); fp16 on CUDA, float32 on CPU.
+    :func:`~toycode.sd.tiny.tiny_pipeline`, offline), ``tiny:fashion`` or ``tiny:fashion-sd3``
+    (toycode's trained Fashion-MNIST StableDiffusionPipeline and its rectified-flow
+    StableDiffusion3Pipeline sibling, :mod:`toycode.sd.fashion`); fp16 on CUDA, float32 on CPU.
 
     The class comes from the folder's ``model_index.json`` (SD 1.x/2.x, SDXL, ...); whether
     toycode can sample it is :func:`make_sd_backend`'s question.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
-    if str(model) == "tiny:fashion":  # the trained Fashion-MNIST pipeline, a committed folder
-        from .fashion import PIPELINE_DIR
+    from .fashion import TRAINED_MODELS
 
-        model = PIPELINE_DIR
+    if str(model) in TRAINED_MODELS:  # a trained Fashion-MNIST pipeline, a committed folder
+        model = TRAINED_MODELS[str(model)]
     elif str(model).startswith("tiny:"):
         from .tiny import tiny_pipeline
 

@@ -25,8 +25,12 @@ __all__ = ["ScoreDecoderValue", "load_score_decoder", "check_score_decoder_path"
 
 def check_score_decoder_path(path: str | Path) -> Path:
     """The folder of a saved ``AutoencoderTiny`` (``config.json`` and weights), or a one-line
-    error (checked before any model is loaded, so a typo costs nothing)."""
-    folder = Path(path).expanduser()
+    error (checked before any model is loaded, so a typo costs nothing). ``tiny:fashion-taesd``
+    names the committed one distilled from the Fashion-MNIST pipelines' VAE
+    (:mod:`toycode.sd.fashion.taesd`)."""
+    from .fashion import TAESD_DIR, TAESD_NAME
+
+    folder = TAESD_DIR if str(path) == TAESD_NAME else Path(path).expanduser()
     if not (folder / "config.json").is_file():
         raise ValueError(
             f"score decoder {str(path)!r} is not a folder holding a saved diffusers "

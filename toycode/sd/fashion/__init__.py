@@ -15,12 +15,42 @@ vs prompt fidelity vs UNet calls, ``python -m toycode.sd.fashion tradeoff``).
 
 from pathlib import Path
 
-__all__ = ["PIPELINE_DIR", "CLASSIFIER_PATH", "MODEL_NAME"]
+__all__ = [
+    "PIPELINE_DIR",
+    "SD3_DIR",
+    "TAESD_DIR",
+    "CLASSIFIER_PATH",
+    "MODEL_NAME",
+    "SD3_MODEL_NAME",
+    "TAESD_NAME",
+    "TRAINED_MODELS",
+    "resolve_model",
+]
 
 _CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 PIPELINE_DIR = _CHECKPOINTS / "fashion-sd"
 """The committed StableDiffusionPipeline folder."""
+SD3_DIR = _CHECKPOINTS / "fashion-sd3"
+"""The committed StableDiffusion3Pipeline folder (rectified flow on the same latents)."""
+TAESD_DIR = _CHECKPOINTS / "fashion-taesd"
+"""The committed AutoencoderTiny distilled from the pipelines' VAE (``--score-decoder``)."""
 CLASSIFIER_PATH = _CHECKPOINTS / "fashion_classifier.pt"
 """The committed classifier (reward and prompt-fidelity judge)."""
 MODEL_NAME = "tiny:fashion"
 """What ``toycode sd --model`` and :func:`toycode.sd.load_pipeline` call the committed folder."""
+SD3_MODEL_NAME = "tiny:fashion-sd3"
+"""What ``toycode sd --model`` and :func:`toycode.sd.load_pipeline` call the SD3 folder."""
+TAESD_NAME = "tiny:fashion-taesd"
+"""What ``--score-decoder`` calls the committed AutoencoderTiny."""
+TRAINED_MODELS = {MODEL_NAME: PIPELINE_DIR, SD3_MODEL_NAME: SD3_DIR}
+"""The committed pipeline folders by name."""
+
+
+def resolve_model(model):
+    """The folder of a committed pipeline named ``tiny:fashion`` / ``tiny:fashion-sd3`` (also
+    ``fashion-sd`` / ``fashion-sd3``, the folder names); anything else is returned as given."""
+    name = str(model)
+    if Path(name).exists():  # a folder of that name wins over the alias
+        return model
+    aliases = {"fashion-sd": MODEL_NAME, "fashion-sd3": SD3_MODEL_NAME}
+    return TRAINED_MODELS.get(aliases.get(name, name), model)

@@ -1,5 +1,6 @@
-"""``python -m toycode.sd.fashion train|gates|tradeoff``: reproduce the pipeline, print its quality
-gates, run the reward-vs-prompt-fidelity study."""
+"""``python -m toycode.sd.fashion train|train-flow|train-taesd|gates|taesd|tradeoff``: reproduce
+the pipelines and the tiny decoder, print their quality gates, run the reward-vs-prompt-fidelity
+study."""
 
 from __future__ import annotations
 
@@ -13,6 +14,30 @@ def main(argv=None) -> int:
         prog="python -m toycode.sd.fashion", description=__doc__.split(":")[0].strip("`")
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_flow_and_taesd(sub)
+    _add_gates(sub)
+    _add_tradeoff(sub)
+    args = parser.parse_args(argv)
+    if args.command == "tradeoff":
+        return _tradeoff(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    commands = {
+        "train": _train,
+        "train-flow": _train_flow,
+        "train-taesd": _train_taesd,
+        "taesd": _taesd,
+        "gates": _gates,
+    }
+    try:
+        return commands[args.command](args)
+    except ValueError as err:  # bad input: one line, not a traceback
+        print(f"python -m toycode.sd.fashion {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _add_train(sub) -> None:
+    """The ``train`` subcommand's options (the DDPM pipeline and the classifier)."""
     train = sub.add_parser(
         "train", help="train the VAE, classifier, text encoder and UNet (one thread, fixed seeds)"
     )
@@ -28,11 +53,46 @@ def main(argv=None) -> int:
         "--data-dir",
         help="folder holding fashion-mnist/ (default: $TOYCODE_DATA or ~/.cache/toycode)",
     )
-    gates = sub.add_parser("gates", help="print the quality gates of the committed pipeline")
-    gates.add_argument("--model", help="pipeline folder (default: the committed one)")
+
+
+def _add_flow_and_taesd(sub) -> None:
+    """The ``train-flow``, ``train-taesd`` and ``taesd`` subcommands' options."""
+    flow = sub.add_parser(
+        "train-flow",
+        help="train the StableDiffusion3Pipeline sibling by rectified flow on the same VAE "
+        "latents (one thread, fixed seed)",
+    )
+    flow.add_argument("--out", help="pipeline folder (default: toycode/checkpoints/fashion-sd3)")
+    flow.add_argument("--steps", type=int, default=1800)
+    flow.add_argument("--seed", type=int, default=0)
+    flow.add_argument("--data-dir")
+    taesd = sub.add_parser(
+        "train-taesd",
+        help="distil the VAE into an AutoencoderTiny for --score-decoder (one thread)",
+    )
+    taesd.add_argument("--out", help="folder (default: toycode/checkpoints/fashion-taesd)")
+    taesd.add_argument("--steps", type=int, default=2000)
+    taesd.add_argument("--seed", type=int, default=0)
+    taesd.add_argument("--data-dir")
+    report = sub.add_parser(
+        "taesd", help="the tiny decoder vs the full VAE: reconstruction error, classifier agreement"
+    )
+    report.add_argument("--model", help="AutoencoderTiny folder (default: the committed one)")
+    report.add_argument("--n", type=int, default=100, help="trajectories per pipeline")
+    report.add_argument("--data-dir")
+
+
+def _add_gates(sub) -> None:
+    """The ``gates`` subcommand's options."""
+    gates = sub.add_parser("gates", help="print the quality gates of a committed pipeline")
+    gates.add_argument(
+        "--model",
+        help="pipeline folder or name: fashion-sd (tiny:fashion, the default) or fashion-sd3 "
+        "(tiny:fashion-sd3)",
+    )
     gates.add_argument("--n", type=int, default=100, help="images per class prompt")
     gates.add_argument("--n-generic", type=int, default=500, help="images of the generic prompt")
-    gates.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    gates.add_argument("--steps", type=int, default=25, help="sampling steps")
     gates.add_argument(
         "--guidance",
         type=float,
@@ -40,25 +100,49 @@ def main(argv=None) -> int:
         help="classifier-free guidance scale (default: the pipeline's)",
     )
     gates.add_argument("--data-dir")
-    _add_tradeoff(sub)
-    args = parser.parse_args(argv)
-    if args.command == "tradeoff":
-        return _tradeoff(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.command == "train":
-        from . import CLASSIFIER_PATH, PIPELINE_DIR
-        from .train import train_all
 
-        train_all(
-            args.out or PIPELINE_DIR,
-            args.classifier or CLASSIFIER_PATH,
-            vae_steps=args.vae_steps,
-            unet_steps=args.unet_steps,
-            classifier_epochs=args.classifier_epochs,
-            seed=args.seed,
-            data_dir=args.data_dir,
-        )
-        return 0
+
+def _train(args) -> int:
+    from . import CLASSIFIER_PATH, PIPELINE_DIR
+    from .train import train_all
+
+    train_all(
+        args.out or PIPELINE_DIR,
+        args.classifier or CLASSIFIER_PATH,
+        vae_steps=args.vae_steps,
+        unet_steps=args.unet_steps,
+        classifier_epochs=args.classifier_epochs,
+        seed=args.seed,
+        data_dir=args.data_dir,
+    )
+    return 0
+
+
+def _train_flow(args) -> int:
+    from . import SD3_DIR
+    from .flow import train_flow
+
+    train_flow(args.out or SD3_DIR, steps=args.steps, seed=args.seed, data_dir=args.data_dir)
+    return 0
+
+
+def _train_taesd(args) -> int:
+    from . import TAESD_DIR
+    from .taesd import train_taesd
+
+    train_taesd(args.out or TAESD_DIR, steps=args.steps, seed=args.seed, data_dir=args.data_dir)
+    return 0
+
+
+def _taesd(args) -> int:
+    from .taesd import decoder_report, format_report, load_fashion_taesd
+
+    tiny = load_fashion_taesd(args.model) if args.model else None
+    print(format_report(decoder_report(tiny, n_tweedie=args.n, data_dir=args.data_dir)))
+    return 0
+
+
+def _gates(args) -> int:
     from .gates import format_gates, quality_gates
 
     gates = quality_gates(

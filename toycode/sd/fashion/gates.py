@@ -44,7 +44,8 @@ def pipeline_images(
     seed: int,
     batch: int = 250,
 ) -> torch.Tensor:
-    """n images (n, 3, 32, 32) in [0, 1] from the pipeline's own ``__call__`` (DDIM, η = 0)."""
+    """n images (n, 3, 32, 32) in [0, 1] from the pipeline's own ``__call__`` (its scheduler:
+    DDIM η = 0, or FlowMatchEuler)."""
     gen = torch.Generator().manual_seed(seed)
     extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
     out = []
@@ -79,13 +80,19 @@ def quality_gates(
     data_dir=None,
     classifier=None,
 ) -> dict:
-    """Every gate of the pipeline at ``model`` (default: the committed folder)."""
+    """Every gate of the pipeline at ``model`` (a folder, or a committed pipeline's name:
+    :func:`~toycode.sd.fashion.resolve_model`; default: the DDPM pipeline), sampled by its own
+    ``__call__`` (its own scheduler: DDIM for the DDPM pipeline, FlowMatchEuler for SD3)."""
+    import inspect
+
     from ..backend import load_pipeline
-    from . import PIPELINE_DIR
+    from . import PIPELINE_DIR, resolve_model
     from .train import load_fashion_classifier
 
     start = time.time()
-    pipe = load_pipeline(model or PIPELINE_DIR, device="cpu")
+    model = resolve_model(model or PIPELINE_DIR)
+    pipe = load_pipeline(model, device="cpu")
+    default_guidance = inspect.signature(pipe.__call__).parameters["guidance_scale"].default
     classifier = classifier or load_fashion_classifier()
     acc, acc_se = classifier_test_accuracy(classifier, data_dir)
     fidelity, pooled = [], []
@@ -112,9 +119,10 @@ def quality_gates(
     f_floor_generic = _features(classifier, other[: len(generic)])
     mean_fid = sum(fidelity) / len(fidelity)
     return {
-        "model": str(model or PIPELINE_DIR),
+        "model": str(model),
+        "scheduler": type(pipe.scheduler).__name__,
         "steps": steps,
-        "guidance_scale": guidance_scale if guidance_scale is not None else 7.5,
+        "guidance_scale": guidance_scale if guidance_scale is not None else default_guidance,
         "n_per_class": n,
         "classifier_accuracy": acc,
         "classifier_accuracy_se": acc_se,
@@ -135,7 +143,8 @@ def quality_gates(
 def format_gates(g: dict) -> str:
     """The gates as a short plain-text report."""
     lines = [
-        f"pipeline {g['model']}: DDIM {g['steps']} steps, guidance {g['guidance_scale']}",
+        f"pipeline {g['model']}: {g.get('scheduler', 'DDIMScheduler')} {g['steps']} steps, "
+        f"guidance {g['guidance_scale']}",
         f"classifier test accuracy  {g['classifier_accuracy']:.4f} "
         f"± {g['classifier_accuracy_se']:.4f} (10,000 test images)",
         f"prompt fidelity (share classified as prompted, {g['n_per_class']} images a class)",

@@ -24,6 +24,7 @@ __all__ = [
     "all_prompts",
     "vocabulary_words",
     "fashion_tokenizer",
+    "fashion_t5_tokenizer",
     "MAX_LENGTH",
 ]
 
@@ -124,3 +125,20 @@ def _build(words, letters, max_length):
         return CLIPTokenizer.from_pretrained(
             tmp, model_max_length=max_length, local_files_only=True
         )
+
+
+def fashion_t5_tokenizer(max_length: int = 256):
+    """A T5 tokenizer (Unigram over whitespace words, in memory, no sentencepiece file) whose
+    vocabulary holds each word of the prompts as one ``▁word`` piece, plus the single letters
+    and "-" so any other lower-case text still tokenizes. A whole-word piece scores −1, a
+    letter ≤ −2.5, so the best segmentation of a prompt word is the word itself. 256 tokens:
+    SD3's pipeline pads T5's input to its ``max_sequence_length`` (default 256)."""
+    from transformers import T5TokenizerFast
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [(c, -3.0) for c in letters + ["-"]] + [("▁" + c, -2.5) for c in letters]
+    seen = {piece for piece, _ in vocab}
+    words = sorted({w for p in all_prompts() for w in p.split()})
+    vocab += [("▁" + w, -1.0) for w in words if "▁" + w not in seen]
+    return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=max_length)
