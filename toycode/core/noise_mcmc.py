@@ -113,6 +113,7 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 def _log_forward(new: _State, old: _State, rho: float, h: float) -> torch.Tensor:
     """pCNL's half of the log acceptance ratio for the move old → new, up to the π-symmetric
     pCN part: (√h/2) ∇ℓ(new)·(old − ρ new)/√(1 − ρ²) − (h/8)|∇ℓ(new)|² (module docstring)."""
+    assert new.grad is not None, "pCNL states carry their gradient"
     g = _flat(new.grad)
     back = (_flat(old.x) - rho * _flat(new.x)) / math.sqrt(1 - rho * rho)
     return 0.5 * math.sqrt(h) * (g * back).sum(1) - h / 8 * (g * g).sum(1)
@@ -125,6 +126,7 @@ def _mcmc_step(calls: tuple, state: _State, *, lam: float, h: float) -> tuple[_S
     rho = (1 - h / 4) / (1 + h / 4)
     z = torch.randn(state.x.shape, generator=generator, dtype=state.x.dtype)
     if langevin:
+        assert state.grad is not None, "pCNL states carry their gradient"
         z = z + 0.5 * math.sqrt(h) * state.grad
     prop = _evaluate(
         ledger,
@@ -141,9 +143,10 @@ def _mcmc_step(calls: tuple, state: _State, *, lam: float, h: float) -> tuple[_S
     ok = torch.log(u) < log_a
 
     def pick(a, b):
-        return None if a is None else torch.where(ok.view(-1, *[1] * (a.ndim - 1)), a, b)
+        return torch.where(ok.view(-1, *[1] * (a.ndim - 1)), a, b)
 
-    return _State(*(pick(a, b) for a, b in zip(prop, state))), ok
+    grad = None if prop.grad is None else pick(prop.grad, state.grad)
+    return _State(pick(prop.x, state.x), pick(prop.x0, state.x0), pick(prop.r, state.r), grad), ok
 
 
 class NoiseChains(NamedTuple):
@@ -246,6 +249,7 @@ def _smc(calls: tuple, start: NoiseChains, *, k: int, lam: float, selection: str
         x, v, logw = x[keep], v[keep], torch.where(resampled.repeat_interleave(k), 0.0, logw)[keep]
         if not clean:
             pred = pred._replace(eps=pred.eps[keep], x0=pred.x0[keep], x=None)
+    assert decoded is not None, "the loop decodes at the clean end"
     return decoded[keep], v, torch.stack(ess_table)
 
 

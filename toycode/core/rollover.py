@@ -86,6 +86,7 @@ class SDEProcess(Process):
 
     @property
     def deterministic(self) -> bool:
+        assert self.noise is not None, "set in __post_init__"
         return not bool((self.noise > 0).any())
 
     def _step_terms(self, x, i, eps, *, to, x0) -> tuple[list, float]:
@@ -95,6 +96,7 @@ class SDEProcess(Process):
             raise ValueError("an SDE process steps one grid point at a time (to = i + 1)")
         a, s = float(self.alphas[i]), float(self.sigmas[i])
         a2, s2 = float(self.alphas[i + 1]), float(self.sigmas[i + 1])
+        assert self.noise is not None, "set in __post_init__"
         noise = float(self.noise[i])
         keep = math.sqrt(max(s2 * s2 - noise * noise, 0.0))
         if x0 is not None:
