@@ -24,6 +24,7 @@ from ..backends.trained import load_trained_backend
 from ..core.sampler import sample_blockwise
 from ..training.class_value import ClassValue, load_class_value, train_class_value
 from ..training.train import CHECKPOINT_DIR
+from ..utils.checks import check_choice
 from .eval import class_rates, tilted_fraction
 from .models import UNET_PATH, ClassIndicator, load_classifier
 
@@ -59,13 +60,14 @@ def train_mnist_class_value(
     *,
     n: int = 4096,
     sample_steps: int = 10,
-    steps: int = 2000,
+    steps: int = 1500,
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
     """Draw n base samples (seed ``seed``), label them, fit q_θ; writes ``out``."""
     start = time.perf_counter()
-    x0, labels = base_pairs(n, steps=sample_steps, seed=seed)
+    classifier = load_classifier()
+    x0, labels = base_pairs(n, steps=sample_steps, seed=seed, classifier=classifier)
     sampled = time.perf_counter() - start
     sched = torch.load(UNET_PATH, map_location="cpu", weights_only=True)["schedule"]
     meta = {"data": f"mnist_unet.pt base samples, T = {sample_steps}, seed {seed}"}
@@ -73,6 +75,7 @@ def train_mnist_class_value(
         x0,
         labels,
         out,
+        classifier=classifier,
         schedule=sched["name"],
         num_train_steps=sched["num_train_steps"],
         steps=steps,
@@ -87,7 +90,7 @@ def train_mnist_class_value(
 
 def load_mnist_class_value(digit: int = 3, lam: float = 2.0, path=CLASS_VALUE_PATH) -> ClassValue:
     """The committed MNIST class value for ``digit`` at ``lam``."""
-    return load_class_value(path, digit, lam)
+    return load_class_value(path, digit, lam, load_classifier())
 
 
 def _exact(backend, classifier, digit: int, lam: float, *, n_base: int, seed: int):
@@ -110,22 +113,28 @@ def tilt_fractions(
     particles: int = 8,
     n_base: int = 4096,
     seed: int = 0,
+    methods: tuple[str, ...] = ("code-softmax", "smc"),
+    values: tuple[str, ...] = ("learned", "tweedie"),
 ) -> dict:
     """The class-c fraction of CoDe-softmax (N, B) and SMC (K, B = 1) with the learned value and
     with Tweedie's, each against P*(c): fraction, s.e. and |fraction − P*| / s.e. (both s.e.s)."""
-    classifier = load_classifier()
-    backend = load_trained_backend(UNET_PATH, steps=steps)
-    reward = ClassIndicator(digit, classifier)
-    exact, exact_se, pi = _exact(backend, classifier, digit, lam, n_base=n_base, seed=seed + 999)
     runs = {
         "code-softmax": dict(num_candidates=num_candidates, block_size=block_size),
         "smc": dict(particles=particles, block_size=1, selection="systematic"),
     }
-    values = {"learned": load_mnist_class_value(digit, lam), "tweedie": "tweedie"}
+    known = {"learned": lambda: load_mnist_class_value(digit, lam), "tweedie": lambda: "tweedie"}
+    for key, options in (("method", runs), ("value", known)):
+        for name in methods if key == "method" else values:
+            check_choice(key, name, tuple(options))
+    classifier = load_classifier()
+    backend = load_trained_backend(UNET_PATH, steps=steps)
+    reward = ClassIndicator(digit, classifier)
+    exact, exact_se, pi = _exact(backend, classifier, digit, lam, n_base=n_base, seed=seed + 999)
     rows = {}
-    for name, kw in runs.items():
-        kw = {"selection": "softmax", **kw}
-        for vname, value in values.items():
+    for name in methods:
+        kw = {"selection": "softmax", **runs[name]}
+        for vname in values:
+            value = known[vname]()
             gen = torch.Generator().manual_seed(seed)
             res = sample_blockwise(backend, reward, n, lam=lam, value=value, generator=gen, **kw)
             frac = float(res.rewards.mean())
@@ -176,7 +185,7 @@ def main(argv=None) -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="write toycode/checkpoints/class_value_mnist.pt")
     tr.add_argument("--n", type=int, default=4096)
-    tr.add_argument("--steps", type=int, default=2000)
+    tr.add_argument("--steps", type=int, default=1500)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", default=str(CLASS_VALUE_PATH))
     ck = sub.add_parser("check", help="fractions vs P* and held-out log-losses")
@@ -195,8 +204,18 @@ def main(argv=None) -> None:
             f"{key:22s} fraction {row['fraction']:.4f} ± {row['se']:.4f}  "
             f"|f − P*|/s.e. {row['distance']:.2f}  NFE {row['nfe']:.0f}"
         )
-    for key, val in heldout_logloss().items():
-        print(key, val)
+    for level in (2, 5, 8):
+        res = heldout_logloss(512, level=level)
+        print(f"held-out pairs at grid index {level} (α = {res['alpha']:.3f}), n = {res['n']}:")
+        for key in (
+            "learned/10way",
+            "tweedie/10way",
+            "gap/10way",
+            "learned/digit",
+            "tweedie/digit",
+            "gap/digit",
+        ):
+            print(f"  log-loss {key:14s} {res[key][0]:.3f} ± {res[key][1]:.3f}")
 
 
 if __name__ == "__main__":
