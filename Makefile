@@ -120,6 +120,8 @@ checkpoints: $(STAMP)
 	for p in between box ring; do OMP_NUM_THREADS=1 $(TOYCODE) train-value --problem $$p; done
 	$(TOYCODE) train-mnist --model classifier --seed 0
 	$(TOYCODE) train-mnist --model unet --steps 12000 --seed 0 --restart
+	# the UNet's learned class value: 4096 base samples at T = 10, no reverse rollouts (one thread)
+	OMP_NUM_THREADS=1 $(PY) -m toycode.mnist.class_value train
 	# one thread, so the weights do not depend on the core count
 	OMP_NUM_THREADS=1 $(PY) -m toycode.sd.fashion train --vae-steps 1500 --unet-steps 3000 \
 		--classifier-epochs 3 --seed 0
