@@ -31,6 +31,7 @@ import torch
 from ..core.diffusion import NoiseLevel
 from ..utils.checks import check_range
 from .gmm import GaussianMixture, tilt_linear, tilt_quadratic
+from .lowrank import LowRankMixture, low_rank_tilt
 from .rewards import Linear, Quadratic, Reward
 
 __all__ = ["Target", "MixtureTarget", "GridTarget", "exact_target"]
@@ -93,7 +94,9 @@ class MixtureTarget(Target):
 
     def __init__(self, prior: GaussianMixture, reward: Quadratic | Linear, lam: float):
         self.prior, self.reward, self.lam = prior, reward, float(lam)
-        if isinstance(reward, Quadratic):
+        if isinstance(prior, LowRankMixture):  # Woodbury: no d×d matrix (toycode.exact.lowrank)
+            self.mixture, self.log_z, per_k = low_rank_tilt(prior, reward, self.lam)
+        elif isinstance(reward, Quadratic):
             self.mixture, self.log_z = tilt_quadratic(prior, reward.center, reward.precision, lam)
             c, p = reward.center, reward.precision
             dm = self.mixture.means - c
@@ -256,4 +259,6 @@ def exact_target(prior: GaussianMixture, reward: Reward, lam: float, **grid_opti
             f"reward type {reward.to_dict()['type']!r} has no closed-form tilt; "
             f"its grid target needs d = 2, got d = {prior.dim}"
         )
+    if isinstance(prior, LowRankMixture):  # the grid reads dense covariances; d = 2 here
+        prior = prior.to_dense()
     return GridTarget(prior, reward, lam, **grid_options)
