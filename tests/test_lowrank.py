@@ -2,7 +2,9 @@
 U, D (d = 40), exact sampling, and no d×d tensor on any path at d = 784."""
 
 import math
+import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,3 +228,24 @@ def test_no_d_by_d_tensor_at_784_dimensions():
     low.posterior_mean(x, NoiseLevel.vp(0.5))
     print(f"posterior mean of 512 points at d = 784: {time.perf_counter() - start:.3f} s")
 
+
+MNIST = Path(os.environ.get("TOYCODE_DATA", "/nonexistent")) / "mnist"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST.is_dir(), reason=f"no MNIST copy under {MNIST}")
+def test_mnist_fit_is_low_rank_and_its_bench_runs_at_784():
+    from toycode.leaderboard.board import Size, make_bench, run_row
+    from toycode.mnist.gmm import fit_mnist_mixture, mixture_in_dim, project
+
+    low, axes, _ = fit_mnist_mixture()
+    assert isinstance(low, LowRankMixture) and (low.dim, low.rank) == (784, 16)
+    assert mixture_in_dim(low, axes, 784) is low
+    a, b = project(low, axes, 12), project(low.to_dense(), axes, 12)
+    _close(a.covs, b.covs)
+    _close(a.means, b.means)
+    bench = make_bench("mnist-gmm", Size(4, 16, (1,), 1), dim=784)
+    assert isinstance(bench.target.mixture, LowRankMixture)
+    for method in ("bon-softmax", "exact-guidance"):
+        row = run_row(bench, method, 1, 0, 16)
+        assert row["n"] == 16 and math.isfinite(row["distance"]) and row["distance"] > 0
