@@ -35,6 +35,7 @@ from ..core.diffusion import NoiseLevel
 from ..utils.checks import check_range
 from .boxes import BoxMixture, log_ndtr_diff
 from .gmm import GaussianMixture, tilt_linear, tilt_quadratic
+from .lowrank import LowRankMixture, low_rank_tilt
 from .rewards import Linear, Quadratic, Reward
 
 __all__ = ["Target", "MixtureTarget", "GridTarget", "exact_target"]
@@ -97,7 +98,9 @@ class MixtureTarget(Target):
 
     def __init__(self, prior: GaussianMixture, reward: Quadratic | Linear, lam: float):
         self.prior, self.reward, self.lam = prior, reward, float(lam)
-        if isinstance(reward, Quadratic):
+        if isinstance(prior, LowRankMixture):  # Woodbury: no d×d matrix (toycode.exact.lowrank)
+            self.mixture, self.log_z, per_k = low_rank_tilt(prior, reward, self.lam)
+        elif isinstance(reward, Quadratic):
             self.mixture, self.log_z = tilt_quadratic(prior, reward.center, reward.precision, lam)
             c, p = reward.center, reward.precision
             dm = self.mixture.means - c
@@ -265,7 +268,9 @@ def exact_target(
         raise ValueError(
             f"reward dimension {reward.dim} does not match prior dimension {prior.dim}"
         )
-    if isinstance(prior, GaussianMixture) and isinstance(reward, (Quadratic, Linear)):
+    if isinstance(prior, (GaussianMixture, LowRankMixture)) and isinstance(
+        reward, (Quadratic, Linear)
+    ):
         return MixtureTarget(prior, reward, lam)
     if prior.dim != 2:
         kind = "this prior" if isinstance(prior, BoxMixture) else "this reward"
@@ -273,4 +278,6 @@ def exact_target(
             f"reward type {reward.to_dict()['type']!r} on {kind} has no closed-form tilt; "
             f"its grid target needs d = 2, got d = {prior.dim}"
         )
+    if isinstance(prior, LowRankMixture):  # the grid reads dense covariances; d = 2 here
+        prior = prior.to_dense()
     return GridTarget(prior, reward, lam, **grid_options)

@@ -10,7 +10,8 @@ Each *bench* is a model, a reward, λ and an exact referee:
                                                  the base rate π_c, itself measured, see
                                                  :mod:`toycode.mnist.eval`)
     mnist-gmm       the MNIST mixture in d = 784 mode-weight TV / its noise floor
-                    (analytic denoiser)
+                    (analytic denoiser, low rank
+                    + diagonal: Woodbury)
 
 A toy bench's row also carries the distances published toy tables report, each beside its
 floor (sliced W₂², exact W₂², W₁ = EMD, the covariance trace against the target's:
@@ -182,10 +183,10 @@ def _mnist_class_bench(size: Size, digit: int = 3, lam: float = 2.0) -> Bench:
 
 
 def _mnist_gmm_bench(size: Size, dim: int = 784, digit: int = 3) -> Bench:
-    from ..mnist.gmm import digit_problem, fit_mnist_mixture, project
+    from ..mnist.gmm import digit_problem, fit_mnist_mixture, mixture_in_dim
 
-    mixture, axes, _ = fit_mnist_mixture()
-    problem = digit_problem(project(mixture, axes, dim), digit)
+    mixture, axes, _ = fit_mnist_mixture()  # low rank + diagonal; dense once projected below 784
+    problem = digit_problem(mixture_in_dim(mixture, axes, dim), digit)
     target = problem.target
     gen = torch.Generator().manual_seed(12345)
     floors = [
