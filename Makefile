@@ -73,6 +73,9 @@ figures: $(STAMP)
 	# the cheapest route to p*: method × value × allocation, tuned then reported (about 8 min)
 	rm -f figures/routes/results.jsonl
 	$(TOYCODE) routes --out figures/routes --figure figures/routes.png
+	# the curse of dimension: each family on the MNIST mixture in d = 2 … 784 (about 5 min)
+	rm -f figures/dimensions/results.jsonl
+	$(TOYCODE) dimensions --out figures/dimensions --figure figures/dimensions.png
 	# value estimators against the exact V_t, and CoDe with each value at matched compute
 	for p in between box ring; do \
 		$(TOYCODE) values --problem $$p --out figures/values_$$p.png || exit 1; \
