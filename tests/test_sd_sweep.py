@@ -421,3 +421,49 @@ def test_a_rerun_with_another_dtype_or_clip_model_is_refused(tmp_path, capsys):
         assert main(_sweep_args(out, *extra)) == 2
         assert match in capsys.readouterr().err.strip().splitlines()[-1]  # after load warnings
     assert (out / "results.jsonl").read_bytes() == before
+
+
+class Brightness:
+    """A differentiable image reward: the mean pixel value."""
+
+    differentiable = True
+
+    def __call__(self, images):
+        return images.mean((1, 2, 3))
+
+
+def test_gradient_methods_need_a_differentiable_reward(pipe, tmp_path):
+    with pytest.raises(ValueError, match="not differentiable"):
+        sweep.sweep_jobs(PROMPTS, ["dps"], {"scale": [1.0]}, 1)
+    with pytest.raises(ValueError, match="not differentiable"):
+        run_sd_sweep(
+            pipe, PROMPTS, lambda p: Compressibility(), ["dps"], {}, seeds=1, steps=T,
+            out=tmp_path / "jpeg", progress=False,
+        )  # fmt: skip
+    assert not (tmp_path / "jpeg").exists()
+    with pytest.raises(ValueError, match="method must be one of"):
+        sweep.sweep_jobs(PROMPTS, ["exact-guidance"], {}, 1, gradient=True)
+    # a guidance scale may be below 1 (or 0: the base sampler), never negative
+    assert len(sweep.sweep_jobs(PROMPTS, ["dps"], {"scale": [0.0, 0.5]}, 1, gradient=True)) == 4
+    with pytest.raises(ValueError, match="scale"):
+        sweep.sweep_jobs(PROMPTS, ["dps"], {"scale": [-1.0]}, 1, gradient=True)
+
+
+def test_dps_rows_ascend_a_differentiable_reward_at_t_unet_calls(pipe, tmp_path):
+    """DPS's rows at growing scale raise the reward over the base image of the same noise
+    (paired by prompt and seed): the guidance reaches the UNet's latents through the decoder."""
+    out = tmp_path / "dps"
+    for method, grid in (("base", {}), ("dps", {"scale": [30.0, 300.0]})):
+        rows = run_sd_sweep(
+            pipe, PROMPTS, lambda p: Brightness(), [method], grid, seeds=2, steps=T, out=out,
+            progress=False,
+        )  # fmt: skip
+    base = {(r["prompt"], r["seed"]): r["reward"] for r in rows if r["method"] == "base"}
+    gain = {30.0: [], 300.0: []}
+    for r in rows:
+        if r["method"] == "dps":
+            assert r["nfe"] == T and r["num_candidates"] == 1
+            gain[r["settings"]["scale"]].append(r["reward"] - base[r["prompt"], r["seed"]])
+    assert len(gain[30.0]) == len(gain[300.0]) == 4
+    assert all(g > 0 for g in gain[300.0]), gain
+    assert sum(gain[300.0]) > sum(gain[30.0]) > 0, gain

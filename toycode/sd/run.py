@@ -25,6 +25,7 @@ from .rewards import Aesthetic, ClipImageSimilarity, ClipTextScore, PickScore
 __all__ = [
     "IMAGE_REWARDS",
     "SD_METHODS",
+    "SD_GRADIENT_METHODS",
     "make_image_reward",
     "load_image",
     "sd_sample",
@@ -35,6 +36,12 @@ __all__ = [
 IMAGE_REWARDS = ("jpeg", "clip-image", "clip-text", "aesthetic", "pickscore")
 SD_METHODS = tuple(name for name, m in METHODS.items() if m.guidance is None)
 """The gradient-free methods: image rewards (JPEG size, CLIP scores) are not differentiated."""
+SD_GRADIENT_METHODS = tuple(
+    name for name, m in METHODS.items() if m.needs_gradient and not m.needs_target
+)
+"""The methods that ascend ∇r through the UNet and the VAE decoder: an SD sweep runs them for a
+reward that says it is ``differentiable`` (the Fashion-MNIST classifier's log-probability);
+``toycode sd`` and ``toycode sd-sweep`` keep their image rewards gradient-free."""
 
 
 def load_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:

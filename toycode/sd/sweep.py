@@ -49,14 +49,14 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..core.methods import get_method
+from ..core.methods import GuidanceInputs, get_method
 from ..experiments.results import ResultsTable
 from ..experiments.shards import Shard, process_shard
 from ..experiments.tradeoff import expand, read_results
 from ..utils.checks import check_range
 from .backend import make_sd_backend
 from .rewards import ClipTextScore
-from .run import SD_METHODS, save_png
+from .run import SD_GRADIENT_METHODS, SD_METHODS, save_png
 from .score_decoder import ScoreDecoderValue
 
 __all__ = [
@@ -77,10 +77,11 @@ PROMPT_SETS = ("animals",)
 """Prompt sets shipped with toycode (``toycode/sd/prompts/NAME.txt``): "animals" is 45 common
 animal names, the kind of prompt set DDPO-style aesthetic studies use (Black et al. 2023)."""
 
-SD_KNOBS = ("N", "B", "K", "lam", "T")
-"""The grid knobs an SD sweep varies (Tweedie values only: no M, k; no gradient scale)."""
+SD_KNOBS = ("N", "B", "K", "lam", "scale", "T")
+"""The grid knobs an SD sweep varies (Tweedie values only: no M, k; ``scale`` is the gradient
+methods' guidance scale)."""
 
-DEFAULTS = {"N": 8, "B": 5, "K": 4, "lam": 1.0}
+DEFAULTS = {"N": 8, "B": 5, "K": 4, "lam": 1.0, "scale": 1.0}
 """A knob a method reads but the grid leaves out (T: ``steps``); the same as ``toycode sd``."""
 
 
@@ -105,18 +106,21 @@ def load_prompts(spec: str | Path, limit: int | None = None) -> list[str]:
 
 
 def sweep_jobs(
-    prompts: list[str], methods, grid: dict[str, list], seeds: int
+    prompts: list[str], methods, grid: dict[str, list], seeds: int, *, gradient: bool = False
 ) -> list[tuple[str, str, dict, int]]:
     """Every (prompt, method, settings, seed), prompt by prompt, or a one-line error for a
-    method without an SD run (gradient guidance), a knob an SD sweep does not vary, or a knob
-    none of the methods reads."""
+    method without an SD run (gradient guidance unless ``gradient``: the reward is
+    differentiable), a knob an SD sweep does not vary, or a knob none of the methods reads."""
     check_range("seeds", seeds, 1, None)
+    allowed = SD_METHODS + (SD_GRADIENT_METHODS if gradient else ())
     for m in methods:
-        if m not in SD_METHODS:
+        if m in SD_GRADIENT_METHODS and not gradient:
             raise ValueError(
-                f"method must be one of {list(SD_METHODS)} (image rewards are not "
-                f"differentiated), got {m!r}"
+                f"method {m!r} ascends the reward's gradient: this reward is not "
+                f"differentiable (gradient-free methods: {', '.join(SD_METHODS)})"
             )
+        if m not in allowed:
+            raise ValueError(f"method must be one of {list(allowed)}, got {m!r}")
     for knob, values in grid.items():
         if knob not in SD_KNOBS:
             raise ValueError(f"sd-sweep grid knobs are {', '.join(SD_KNOBS)}, got {knob!r}")
@@ -126,7 +130,7 @@ def sweep_jobs(
                 f"grid knob {knob!r} is read by none of the methods {', '.join(methods)}"
             )
         for v in values:
-            check_range(knob, v, 0 if knob == "lam" else 1, None)
+            check_range(knob, v, 0 if knob in ("lam", "scale") else 1, None)
     settings = expand(methods, grid)
     return [(p, m, s, seed) for p in prompts for m, s in settings for seed in range(seeds)]
 
@@ -188,9 +192,11 @@ def sweep_row(
     n = sampler.get("particles", 1)  # SMC: one population of K particles
     value = "tweedie" if score_decoder is None else ScoreDecoderValue(reward, score_decoder)
     gen = torch.Generator(device="cpu").manual_seed(row_seed(backend.prompt, seed))
+    record = get_method(method)
+    guided = record.wrap(backend, GuidanceInputs(reward, float(knobs["scale"])))
     start = time.perf_counter()
-    res = get_method(method).run(
-        backend, reward, n, lam=float(knobs["lam"]), value=value, generator=gen, **sampler
+    res = record.run(
+        guided, reward, n, lam=float(knobs["lam"]), value=value, generator=gen, **sampler
     )
     wall = time.perf_counter() - start
     keep = int(torch.randint(n, (1,), generator=gen)) if n > 1 else 0
@@ -274,7 +280,12 @@ def run_sd_sweep(
     :func:`process_shard`'s."""
     if not prompts or not all(isinstance(p, str) and p for p in prompts):
         raise ValueError("prompts must be a non-empty list of non-empty strings")
-    jobs = sweep_jobs(list(dict.fromkeys(prompts)), methods, grid, seeds)
+    prompts = list(dict.fromkeys(prompts))
+    rewards, scores = {}, {}
+    if any(m in SD_GRADIENT_METHODS for m in methods):  # only then is a reward built early
+        rewards[prompts[0]] = reward_for(prompts[0])
+    gradient = bool(getattr(rewards.get(prompts[0]), "differentiable", False))
+    jobs = sweep_jobs(prompts, methods, grid, seeds, gradient=gradient)
     shard = shard or process_shard()
     config = {"steps": steps, "eta": eta, "guidance_scale": guidance_scale}
     judged = fidelity is not None or fidelity_for is not None  # CLIP's or the caller's
@@ -292,7 +303,6 @@ def run_sd_sweep(
     table.claim(config, name="sweep.json", what="sweep")
     done = table.done()
     todo = [j for j in jobs[shard.index :: shard.count] if row_key(*j) not in done]
-    rewards, scores = {}, {}
     where = {"device": str(getattr(pipe, "device", shard.device)), "rank": shard.index}
     claimed = table.claimed(todo, lambda j: row_key(*j))
     desc = f"sd-sweep {shard.index + 1}/{shard.count}"
@@ -301,8 +311,9 @@ def run_sd_sweep(
         t = settings.get("T", steps)
         if (prompt, t) not in backends:  # the prompt is embedded once per backend
             backends[prompt, t] = make_sd_backend(pipe, prompt, steps=t, **options)
-        if prompt not in rewards:
-            rewards[prompt] = reward_for(prompt)
+        if prompt not in scores:
+            if prompt not in rewards:
+                rewards[prompt] = reward_for(prompt)
             scores[prompt] = _fidelity(prompt, fidelity, fidelity_for)
         row, image = sweep_row(
             backends[prompt, t],
