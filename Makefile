@@ -138,10 +138,14 @@ checkpoints: $(STAMP)
 fashion-gates: $(STAMP)
 	$(PY) -m toycode.sd.fashion gates
 
-# reward (JPEG compressibility) vs prompt fidelity vs UNet calls on the Fashion-MNIST pipeline:
-# base, bon, code, svdd, smc over the ten class prompts, 4 seeds, N = K = 4, 8 (resumable)
+# reward vs prompt fidelity vs UNet calls on the Fashion-MNIST pipeline, over the ten class
+# prompts, 4 seeds (resumable): JPEG compressibility with base, bon, code, svdd, smc at
+# N = K = 4, 8; then the competing reward log p(most-confused class | x) with those at
+# N = K = 4, 8, 16 and DPS at five guidance scales
 fashion-tradeoff: $(STAMP)
 	$(PY) -m toycode.sd.fashion tradeoff --out figures/fashion-sweep --seeds 4 --budgets 4 8
+	$(PY) -m toycode.sd.fashion tradeoff --reward confusable --seeds 4 --budgets 4 8 16 \
+		--scales 0.5 1 2 4 8
 
 bench: $(STAMP)
 	$(PY) benchmarks/code_overhead.py

@@ -1,10 +1,14 @@
 """The Fashion-MNIST reward-vs-prompt-fidelity study at a tiny size: rows, costs, the figure."""
 
+import json
+
 import pytest
+from test_fashion import needs_data
 
 from toycode.sd.fashion.__main__ import main
 from toycode.sd.fashion.prompts import class_prompt
 from toycode.sd.fashion.tradeoff import (
+    confusable_partners,
     expected_nfe,
     format_summary,
     method_grids,
@@ -21,11 +25,18 @@ def test_expected_nfe_is_the_cost_formula():
     assert expected_nfe("code", {"N": 4, "B": 5}, 20) == 1 + 19 * 4
     assert expected_nfe("svdd", {"N": 2}, 20) == 1 + 19 * 2
     assert expected_nfe("smc", {"K": 8, "B": 5, "lam": 50.0}, 20) == 160
+    assert expected_nfe("dps", {"scale": 4.0}, 20) == 20
 
 
 def test_bad_options_are_one_line_errors(capsys):
     with pytest.raises(ValueError, match="budgets"):
         method_grids((1, 2))
+    with pytest.raises(ValueError, match="scales"):
+        method_grids((2,), scales=(0.0,))
+    with pytest.raises(ValueError, match="among bon, code, svdd, smc,"):
+        run_fashion_tradeoff(reward="jpeg", methods=["dps"], figure=None)
+    with pytest.raises(ValueError, match="reward must be one of"):
+        run_fashion_tradeoff(reward="clip", figure=None)
     assert main(["tradeoff", "--seeds", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("python -m toycode.sd.fashion tradeoff: error:") and "\n" not in err
@@ -91,3 +102,44 @@ def test_tiny_tradeoff_rows_and_figure(tmp_path):
         progress=False,
     )
     assert sorted(r["image"] for r in again) == sorted(r["image"] for r in rows)
+
+
+@needs_data
+def test_confusable_partners_are_the_classifiers_known_confusions():
+    """On the test split the committed classifier confuses the tops with each other and the
+    shoes with each other, as every Fashion-MNIST classifier does."""
+    partners = confusable_partners()
+    assert set(partners) == set(range(10)) and all(partners[c] != c for c in partners)
+    assert (partners[0], partners[6]) == (6, 0)  # T-shirt/top ↔ shirt
+    assert partners[2] == 4  # pullover → coat
+    assert partners[7] == 9 and partners[9] == 7  # sneaker ↔ ankle boot
+    assert partners[5] == 7  # sandal → sneaker
+
+
+@needs_data
+@pytest.mark.slow
+def test_the_confusable_reward_competes_with_the_prompt_and_dps_ascends_it(tmp_path):
+    """Reward log p(c′ | x): DPS at a large scale raises it over the base image of the same
+    noise for both prompts and costs T UNet calls; rows carry the partners in sweep.json."""
+    rows = run_fashion_tradeoff(
+        tmp_path / "sweep",
+        reward="confusable",
+        seeds=1,
+        steps=T,
+        budgets=(2,),
+        scales=(8.0,),
+        classes=[0, 7],
+        methods=["code", "dps"],
+        figure=tmp_path / "c.png",
+        progress=False,
+    )
+    assert {r["method"] for r in rows} == {"base", "code", "dps"}
+    base = {r["prompt"]: r["reward"] for r in rows if r["method"] == "base"}
+    for r in rows:
+        assert r["reward"] <= 0  # a log-probability
+        if r["method"] == "dps":
+            assert r["nfe"] == T and r["reward"] > base[r["prompt"]] + 1.0
+    held = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert held["reward"] == "confusable-logprob"
+    assert held["partners"] == {"T-shirt/top": "shirt", "sneaker": "ankle boot"}
+    assert (tmp_path / "c.png").stat().st_size > 10_000

@@ -157,20 +157,46 @@ def _gates(args) -> int:
     return 0
 
 
+STUDY_PATHS = {
+    "jpeg": ("figures/fashion-sweep", "figures/fashion_tradeoff.png"),
+    "confusable": ("figures/fashion-confusable", "figures/fashion_confusable.png"),
+}
+"""Each reward's default sweep folder and figure."""
+
+
 def _add_tradeoff(sub) -> None:
     """The ``tradeoff`` subcommand's options."""
     t = sub.add_parser(
         "tradeoff",
-        help="reward (JPEG compressibility) vs prompt fidelity vs UNet calls: base, bon, code, "
-        "svdd, smc over the ten class prompts",
+        help="reward vs prompt fidelity vs UNet calls over the ten class prompts: base, bon, "
+        "code, svdd, smc (and dps for the differentiable confusable-class reward)",
     )
-    t.add_argument("--out", default="figures/fashion-sweep", help="sweep folder (resumable)")
-    t.add_argument("--figure", default="figures/fashion_tradeoff.png", help="the PNG to draw")
+    t.add_argument(
+        "--reward",
+        default="jpeg",
+        choices=list(STUDY_PATHS),
+        help="jpeg: JPEG compressibility; confusable: log p(most-confused class | x)",
+    )
+    t.add_argument(
+        "--out",
+        help="sweep folder, resumable (default: figures/fashion-sweep, or "
+        "figures/fashion-confusable for --reward confusable)",
+    )
+    t.add_argument(
+        "--figure",
+        help="the PNG to draw (default: figures/fashion_tradeoff.png, "
+        "or figures/fashion_confusable.png)",
+    )
     t.add_argument("--seeds", type=int, default=4, help="images per prompt and setting")
     t.add_argument("--steps", type=int, default=20, help="DDIM steps")
     t.add_argument("--budgets", type=int, nargs="+", default=[4, 8], help="N (and K) values")
     t.add_argument("--block", type=int, default=5, help="CoDe's and SMC's block size B")
-    t.add_argument("--smc-lam", type=float, default=50.0, help="SMC's λ (reward in −kB)")
+    t.add_argument(
+        "--smc-lam", type=float, help="SMC's λ (default 50 for jpeg, in −kB; 1 for confusable)"
+    )
+    t.add_argument(
+        "--scales", type=float, nargs="+", default=[1.0, 4.0], help="DPS's guidance scales"
+    )
 
 
 def _tradeoff(args) -> int:
@@ -178,25 +204,29 @@ def _tradeoff(args) -> int:
     from ...utils.checks import check_out_dir, check_out_file
     from .tradeoff import format_summary, run_fashion_tradeoff
 
+    default_out, default_figure = STUDY_PATHS[args.reward]
+    out, figure = args.out or default_out, args.figure or default_figure
     try:
         if args.seeds < 1 or args.steps < 1 or args.block < 1:
             raise ValueError("--seeds, --steps and --block must be ≥ 1")
-        check_out_dir("--out", args.out)  # before any model is loaded or row computed
-        check_out_file("--figure", args.figure)
+        check_out_dir("--out", out)  # before any model is loaded or row computed
+        check_out_file("--figure", figure)
         rows = run_fashion_tradeoff(
-            args.out,
+            out,
+            reward=args.reward,
             seeds=args.seeds,
             steps=args.steps,
             budgets=args.budgets,
             block=args.block,
             smc_lam=args.smc_lam,
-            figure=args.figure,
+            scales=args.scales,
+            figure=figure,
         )
     except ValueError as err:
         print(f"python -m toycode.sd.fashion tradeoff: error: {err}", file=sys.stderr)
         return 2
     print(format_summary(rows))
-    print(f"wrote {args.out}/results.jsonl and {args.figure}")
+    print(f"wrote {out}/results.jsonl and {figure}")
     return 0
 
 
