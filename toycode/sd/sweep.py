@@ -246,6 +246,19 @@ def _fidelity(prompt: str, clip, fidelity_for: Callable | None):
     return None if clip is None else ClipTextScore(prompt, clip)
 
 
+def _jobs(prompts, reward_for, methods, grid, *, seeds):
+    """(prompts without repeats, the rewards built so far, the jobs): the first prompt's reward
+    is built before any row only when a gradient method needs to know it is differentiable."""
+    if not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise ValueError("prompts must be a non-empty list of non-empty strings")
+    prompts = list(dict.fromkeys(prompts))
+    rewards = {}
+    if any(m in SD_GRADIENT_METHODS for m in methods):
+        rewards[prompts[0]] = reward_for(prompts[0])
+    gradient = bool(getattr(rewards.get(prompts[0]), "differentiable", False))
+    return prompts, rewards, sweep_jobs(prompts, methods, grid, seeds, gradient=gradient)
+
+
 def run_sd_sweep(
     pipe,
     prompts: list[str],
@@ -278,14 +291,8 @@ def run_sd_sweep(
     ``score_decoder`` an ``AutoencoderTiny`` for block-end scoring. ``describe`` (e.g. model and
     reward names) is stored with the fixed settings in ``out/sweep.json``; ``shard`` defaults to
     :func:`process_shard`'s."""
-    if not prompts or not all(isinstance(p, str) and p for p in prompts):
-        raise ValueError("prompts must be a non-empty list of non-empty strings")
-    prompts = list(dict.fromkeys(prompts))
-    rewards, scores = {}, {}
-    if any(m in SD_GRADIENT_METHODS for m in methods):  # only then is a reward built early
-        rewards[prompts[0]] = reward_for(prompts[0])
-    gradient = bool(getattr(rewards.get(prompts[0]), "differentiable", False))
-    jobs = sweep_jobs(prompts, methods, grid, seeds, gradient=gradient)
+    prompts, rewards, jobs = _jobs(prompts, reward_for, methods, grid, seeds=seeds)
+    scores = {}
     shard = shard or process_shard()
     config = {"steps": steps, "eta": eta, "guidance_scale": guidance_scale}
     judged = fidelity is not None or fidelity_for is not None  # CLIP's or the caller's
