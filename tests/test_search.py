@@ -1,5 +1,6 @@
 """Search loops beside the sampler: noise search, Diffusion Tree Sampling, the shrinking beam."""
 
+import itertools
 import math
 
 import pytest
@@ -333,11 +334,12 @@ def test_records_run_through_the_api_within_their_budget(between, method):
 def test_beam_budget_spends_m_times_t(steps):
     """The width is solved on the beam's own cost formula: within 15 % of m·T per output."""
     assert beam_budget(1, steps) == {"N": 1, "W": 1, "B": steps // 5}
-    for m in (4, 16, 32):
-        knobs = beam_budget(m, steps)
+    for m, children, block in itertools.product((4, 16, 32), (2, 4), (None, steps // 10)):
+        knobs = beam_budget(m, steps, children=children, block=block)
+        assert knobs["N"] == children and knobs["B"] == (block or steps // 5)
         widths = beam_widths(knobs["W"], -(-steps // knobs["B"]))
         nfe = beam_nfe(steps, knobs["B"], knobs["N"], widths)
-        assert abs(nfe / (m * steps) - 1) < 0.15, (m, nfe)
+        assert abs(nfe / (m * steps) - 1) < 0.15, (m, children, block, nfe)
 
 
 @pytest.mark.parametrize(

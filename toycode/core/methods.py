@@ -233,19 +233,20 @@ def _weighted(settings: dict) -> bool:
     return settings.get("num_candidates", 1) * settings.get("particles", 1) > 1
 
 
-def beam_budget(m: int, steps: int) -> dict:
-    """DSearch's knobs for about m·T denoiser calls per output at T = ``steps``: N = 2 children
-    per member, B = T/5 (five selections) and the initial width W whose geometric shrink to 1
-    spends closest to m·T by :func:`~toycode.core.search.beam_nfe` (m = 1: the base model)."""
-    b = max(1, steps // 5)
+def beam_budget(m: int, steps: int, *, children: int = 2, block: int | None = None) -> dict:
+    """DSearch's knobs for about m·T denoiser calls per output at T = ``steps``: N =
+    ``children`` per member, B = ``block`` (T/5 by default: five selections) and the initial
+    width W whose geometric shrink to 1 spends closest to m·T by
+    :func:`~toycode.core.search.beam_nfe` (m = 1: the base model)."""
+    b = block or max(1, steps // 5)
     if m <= 1:
         return {"N": 1, "W": 1, "B": b}
     blocks = -(-steps // b)
     w = min(
         range(1, 8 * m + 2),
-        key=lambda w: abs(beam_nfe(steps, b, 2, beam_widths(w, blocks)) - m * steps),
+        key=lambda w: abs(beam_nfe(steps, b, children, beam_widths(w, blocks)) - m * steps),
     )
-    return {"N": 2, "W": w, "B": b}
+    return {"N": children, "W": w, "B": b}
 
 
 def psi_budget(m: int, steps: int) -> dict:
