@@ -1,8 +1,11 @@
 """The route study: every allocation tuned on some seeds, the best reported on fresh ones, the
 cheapest route read off the report seeds only."""
 
+import json
+
 import pytest
 
+from toycode.core.search import beam_nfe, beam_widths
 from toycode.leaderboard.board import Size
 from toycode.leaderboard.routes import (
     REPORT_SEEDS,
@@ -20,8 +23,19 @@ def test_the_grid_spends_the_budget_every_way():
     code = {tuple(sorted(k.items())) for e, v, k in grid if e == "code-softmax" and v == "tweedie"}
     assert code == {(("B", b), ("N", 4)) for b in (1, 5, 10, 50)}
     assert not any(e in ("tds", "code-gradient") for e, _, _ in grid)
-    assert {v for _, v, _ in grid} == {"tweedie", "posterior", "learned", "lookahead"}
+    assert {v for _, v, _ in grid} == {"tweedie", "posterior", "learned", "lookahead", "rollout"}
+    assert {v for e, v, _ in grid if e.startswith("dts")} == {"rollout"}  # a tree reads none
+    fk = {(e, k["B"]) for e, v, k in grid if e.startswith("fk-") and k["K"] == 4}
+    assert fk == {(e, b) for e in ("fk-max", "fk-add", "fk-rt") for b in (5, 10, 20)}
+    beams = {json.dumps(k) for e, _, k in grid if e == "dsearch"}
+    assert len(beams) == 4  # N ∈ {2, 4} × B ∈ {T/5, T/10}, each width spending about 4T
+    for knobs in map(json.loads, beams):
+        widths = beam_widths(knobs["W"], -(-50 // knobs["B"]))
+        assert abs(beam_nfe(50, knobs["B"], knobs["N"], widths) / (4 * 50) - 1) < 0.15
+    assert len(grid) == len({(e, v, json.dumps(k)) for e, v, k in grid})
     assert any(e == "tds" for e, _, _ in settings_grid(50, 4, differentiable=True))
+    short = settings_grid(6, 2, differentiable=False)  # no block longer than the chain
+    assert all(k.get("B", 1) <= 6 for _, _, k in short)
 
 
 @pytest.mark.slow

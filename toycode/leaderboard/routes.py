@@ -13,9 +13,17 @@ the report seeds.
     blockwise   code-softmax   N = m, B ∈ {1, 5, 10, T} (SVDD … BoN)  tweedie, posterior,
                                                                       learned, lookahead (B ≥ 5)
     smc         smc            K = m, B ∈ {1, 5, 10}                  tweedie, posterior, learned
+    fk          fk-max,        K = m, B ∈ {5, 10, 20}                 tweedie, posterior, learned
+                fk-add, fk-rt  (FK steering's potentials)
     tempered    das            K = m, B = 1                           tweedie, posterior, learned
+    tree        dts, dts-star  N = m (N·T calls a tree)               rollout: the tree's values
+                                                                      are its rollouts' rewards
+    beam        dsearch        N ∈ {2, 4} children, B ∈ {T/5, T/10},  tweedie, posterior, learned
+                               W spending m·T
     gradient    tds            K = m, B = 1 (DPS proposals)           tweedie
                 code-gradient  N = m, B ∈ {5, 10}                     tweedie
+
+Block sizes above T are left out (a short test chain); B = T/10 is left out where it equals T/5.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..core.methods import beam_budget
 from ..experiments import api
 from ..experiments.results import ResultsTable
 from ..experiments.shards import Shard, process_shard
@@ -38,27 +47,46 @@ __all__ = ["ROUTE_BENCHES", "TUNING_SEEDS", "REPORT_SEEDS", "settings_grid", "ru
 ROUTE_BENCHES = ("between", "box", "ring")
 TUNING_SEEDS = (0, 1)
 REPORT_SEEDS = (100, 101, 102)
-FAMILIES = {"code-softmax": "blockwise", "smc": "smc", "das": "tempered"}
+FAMILIES = {
+    "code-softmax": "blockwise",
+    "smc": "smc",
+    "fk-max": "fk",
+    "fk-add": "fk",
+    "fk-rt": "fk",
+    "das": "tempered",
+    "dts": "tree",
+    "dts-star": "tree",
+    "dsearch": "beam",
+}
 GRADIENT = {"tds": "gradient", "code-gradient": "gradient"}
+VALUES = ("tweedie", "posterior", "learned")
+"""The values every value-using family is tried with (look-ahead only with CoDe: its M·k
+calls per candidate would spend most of a small budget elsewhere)."""
 
 
 def settings_grid(steps: int, budget: int, differentiable: bool) -> list[tuple[str, str, dict]]:
     """(entry, value, knobs) for every allocation of ``budget``·T (module docstring)."""
     out = []
     for b in sorted({1, 5, 10, steps}):
-        for value in ("tweedie", "posterior", "learned"):
-            out.append(("code-softmax", value, {"N": budget, "B": b}))
+        out += [("code-softmax", v, {"N": budget, "B": b}) for v in VALUES]
         if b >= 5:
             out.append(("code-softmax", "lookahead", {"N": budget, "B": b, "M": 4, "k": 4}))
     for b in (1, 5, 10):
-        for value in ("tweedie", "posterior", "learned"):
-            out.append(("smc", value, {"K": budget, "B": b}))
-    for value in ("tweedie", "posterior", "learned"):
-        out.append(("das", value, {"K": budget, "B": 1}))
+        out += [("smc", v, {"K": budget, "B": b}) for v in VALUES]
+    for entry in ("fk-max", "fk-add", "fk-rt"):
+        for b in (5, 10, 20):
+            out += [(entry, v, {"K": budget, "B": b}) for v in VALUES]
+    out += [("das", v, {"K": budget, "B": 1}) for v in VALUES]
+    out += [(entry, "rollout", {"N": budget}) for entry in ("dts", "dts-star")]
+    for children in (2, 4):
+        for block in sorted({max(1, steps // 5), max(1, steps // 10)}):
+            knobs = beam_budget(budget, steps, children=children, block=block)
+            out += [("dsearch", v, knobs) for v in VALUES]
     if differentiable:
         out.append(("tds", "tweedie", {"K": budget, "B": 1}))
         out += [("code-gradient", "tweedie", {"N": budget, "B": b}) for b in (5, 10)]
-    return out
+    out = [(e, v, k) for e, v, k in out if k.get("B", 1) <= steps]
+    return list({(e, v, json.dumps(k)): (e, v, k) for e, v, k in out}.values())
 
 
 def _key(row: dict) -> tuple:
@@ -66,6 +94,8 @@ def _key(row: dict) -> tuple:
 
 
 def _value(bench: str, name: str, knobs: dict):
+    if name == "rollout":  # a tree reads no value: its nodes' values are rollout rewards
+        return "tweedie"
     return api.make_value(
         bench, name, value_samples=knobs.get("M", 4), lookahead_steps=knobs.get("k", 4)
     )
@@ -99,6 +129,7 @@ def run_routes(
     shard = shard or process_shard()
     table = ResultsTable(out, key=_key)
     config = {"steps": size.steps, "n": size.n, "budgets": list(budgets)}
+    config["entries"] = [*FAMILIES, *GRADIENT]  # a grown grid gets a new folder
     config.update(tuning=list(TUNING_SEEDS), report=list(REPORT_SEEDS))
     table.claim(config, name="routes.json", what="route study")
     for name in benches:
@@ -244,7 +275,9 @@ def routes_table(lines: list[dict]) -> str:
 
 
 def _knobs(line: dict) -> str:
-    return ",".join(f"{k}{v}" for k, v in line["knobs"].items() if k in ("B", "M", "k"))
+    """The allocation's knobs, less the N or K that is the budget itself."""
+    knobs = line["knobs"].items()
+    return ",".join(f"{k}{v}" for k, v in knobs if not (k in "NK" and v == line["budget"]))
 
 
 def plot_routes(lines: list[dict]):
