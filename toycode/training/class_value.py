@@ -222,7 +222,10 @@ def train_class_value(
     if alphas_cumprod is None:
         stored = {"name": schedule, "num_train_steps": num_train_steps}
     else:
-        stored = {"name": "alphas_cumprod", "alphas_cumprod": levels[0].square()}
+        stored = {
+            "name": "alphas_cumprod",
+            "alphas_cumprod": torch.as_tensor(alphas_cumprod, dtype=torch.float64),
+        }
     ckpt = {
         "kind": "class-value",
         "config": model.config,

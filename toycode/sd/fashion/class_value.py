@@ -227,7 +227,7 @@ def _share(res, kind: str, groups: int) -> tuple[float, float]:
     return f, math.sqrt(max(f * (1 - f), 1.0 / len(r)) / len(r))
 
 
-def _runs(steps: int, n: int, candidates: int, block: int, particles: int, pops: int) -> list:
+def _runs(steps: int, *, n: int, candidates: int, block: int, particles: int, pops: int) -> list:
     """(label, value, sampler options): CoDe-softmax with one block (B = T: the value is never
     read, one block ends at the clean end), with blocks of ``block`` at matched UNet calls (the
     learned value skips the denoiser at discarded children: (T − n_b)·N + n_b calls per start,
@@ -280,7 +280,7 @@ def tilt_shares(
     slope = (_exact(pi[0] + 1e-4, lam) - _exact(pi[0] - 1e-4, lam)) / 2e-4
     reward = FashionClassIndicator(c, classifier)
     rows = []
-    runs = _runs(steps, n, candidates, block, particles, pops)
+    runs = _runs(steps, n=n, candidates=candidates, block=block, particles=particles, pops=pops)
     for k, (label, vname, options) in enumerate(tqdm(runs, disable=not progress, desc="runs")):
         options = dict(options)
         m = options.pop("n")
