@@ -11,9 +11,10 @@ held-out log-loss per grid level against the class-prior predictor.
 No hint by default: the classifier reads pixels, so a hint costs one VAE decode of x_t/α per
 candidate (about 0.8 of a UNet call here on CPU, and counted in no ledger, which counts UNet
 calls only). ``--hint decode`` trains with it; measured on 2048 held-out latents at 600 steps of
-128 it helped only at the last two of the ten levels (log-loss 0.20 vs 0.44 at α = 0.999, equal
-elsewhere) at 14× the training time, and the hint-free fit at 3000 steps of 256 (~1 CPU-min)
-already reaches 0.32 there (docs/results.md). Without the hint the value reads neither the UNet
+128 it helped only at the last three of the ten levels (log-loss 0.41 / 0.30 / 0.19 vs 0.46 /
+0.43 / 0.44 at α = 0.87 / 0.95 / 0.999, equal within 1–2 s.e. elsewhere) at ~15× the training
+time, and the hint-free fit at 3000 steps of 256 (~1 CPU-min) reaches 0.38 / 0.33 / 0.32 there
+(docs/results.md). Without the hint the value reads neither the UNet
 nor the VAE: a small CNN on the 4×8×8 latent, counted nowhere in NFE.
 """
 
