@@ -111,8 +111,9 @@ docs: $(STAMP)
 
 # reproduces the committed checkpoints: the 2-D MLP (~2.5 min on 2 cores), the MNIST classifier
 # (~1 min), the MNIST UNet (~40 min) and the Fashion-MNIST text-to-image pipeline with its
-# classifier (~75 min on one thread), its rectified-flow SD3 sibling (~35 CPU-min) and tiny
-# decoder (~10 CPU-min); the data come from $$TOYCODE_DATA or are downloaded
+# classifier (~75 min on one thread) and learned class value (~3 CPU-min), its rectified-flow
+# SD3 sibling (~35 CPU-min) and tiny decoder (~10 CPU-min); the data come from $$TOYCODE_DATA
+# or are downloaded
 checkpoints: $(STAMP)
 	$(TOYCODE) train --problem between --out toycode/checkpoints/mlp_gmm3.pt \
 		--steps 8000 --seed 0 --restart
@@ -129,6 +130,8 @@ checkpoints: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m toycode.sd.fashion train --vae-steps 1500 --unet-steps 3000 \
 		--classifier-epochs 3 --seed 0
 	rm -rf toycode/checkpoints/fashion-vae
+	# the pipeline's learned class value: 4096 base latents, no reverse rollouts (~3 CPU-min)
+	OMP_NUM_THREADS=1 $(PY) -m toycode.sd.fashion class-value
 	# its rectified-flow StableDiffusion3Pipeline sibling on the same VAE latents, and the tiny
 	# decoder (AutoencoderTiny) distilled from that VAE for --score-decoder; one thread each
 	OMP_NUM_THREADS=1 $(PY) -m toycode.sd.fashion train-flow --steps 1800 --seed 0

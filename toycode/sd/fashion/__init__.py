@@ -10,7 +10,8 @@ UNet trained with prompt dropout (classifier-free guidance works) and a DDIM sch
 Modules: :mod:`.data` (the idx files, checksummed), :mod:`.prompts` (templates, tokenizer),
 :mod:`.train` (``python -m toycode.sd.fashion train``), :mod:`.rewards` (the classifier on
 decoded images), :mod:`.gates` (``python -m toycode.sd.fashion gates``), :mod:`.tradeoff` (reward
-vs prompt fidelity vs UNet calls, ``python -m toycode.sd.fashion tradeoff``).
+vs prompt fidelity vs UNet calls, ``python -m toycode.sd.fashion tradeoff``), :mod:`.class_value`
+(the learned class value on the latents, ``python -m toycode.sd.fashion class-value``).
 """
 
 from pathlib import Path

@@ -1,6 +1,6 @@
-"""``python -m toycode.sd.fashion train|train-flow|train-taesd|gates|taesd|tradeoff``: reproduce
-the pipelines and the tiny decoder, print their quality gates, run the reward-vs-prompt-fidelity
-study."""
+"""``python -m toycode.sd.fashion train|train-flow|train-taesd|gates|taesd|tradeoff|class-value|
+class-value-check``: reproduce the pipelines, the tiny decoder and the learned class value, print
+their quality gates and checks, run the reward-vs-prompt-fidelity study."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ def main(argv=None) -> int:
     _add_flow_and_taesd(sub)
     _add_gates(sub)
     _add_tradeoff(sub)
+    _add_class_value(sub)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command == "tradeoff":
         return _tradeoff(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -28,6 +30,8 @@ def main(argv=None) -> int:
         "train-taesd": _train_taesd,
         "taesd": _taesd,
         "gates": _gates,
+        "class-value": _class_value,
+        "class-value-check": _class_value_check,
     }
     try:
         return commands[args.command](args)
@@ -154,6 +158,72 @@ def _gates(args) -> int:
         data_dir=args.data_dir,
     )
     print(format_gates(gates))
+    return 0
+
+
+def _add_class_value(sub) -> None:
+    """The ``class-value`` and ``class-value-check`` subcommands' options."""
+    from .class_value import HINTS
+
+    cv = sub.add_parser(
+        "class-value",
+        help="fit the learned class value q_θ on base latents of tiny:fashion (one thread)",
+    )
+    cv.add_argument("--out", help="file (default: toycode/checkpoints/class_value_fashion.pt)")
+    cv.add_argument("--n", type=int, default=4096, help="base latents to draw and label")
+    cv.add_argument("--steps", type=int, default=3000, help="training steps")
+    cv.add_argument("--hint", default="none", choices=HINTS)
+    cv.add_argument("--seed", type=int, default=0)
+    ck = sub.add_parser(
+        "class-value-check",
+        help="the class tilt's shares with the learned value vs Tweedie against P*(c), and "
+        "q_θ's held-out log-loss per level",
+    )
+    ck.add_argument("--model", help="class-value file (default: the committed one)")
+    ck.add_argument("--class", dest="cls", type=int, default=8, help="the class c (8: bag)")
+    ck.add_argument("--lam", type=float, default=1.5)
+    ck.add_argument("--n", type=int, default=256, help="CoDe starts per run")
+    ck.add_argument("--n-base", type=int, default=2048, help="held-out base latents (π, loss)")
+    ck.add_argument("--candidates", type=int, default=4, help="CoDe's N (Tweedie)")
+    ck.add_argument("--block", type=int, default=2, help="the smaller B (CoDe, SMC)")
+    ck.add_argument("--particles", type=int, default=32, help="SMC's K")
+    ck.add_argument("--pops", type=int, default=12, help="SMC populations")
+    ck.add_argument("--seed", type=int, default=0)
+
+
+def _class_value(args) -> int:
+    import shlex
+
+    from ...utils.checks import check_out_file
+    from .class_value import CLASS_VALUE_PATH, train_fashion_class_value
+
+    out = check_out_file("--out", args.out or CLASS_VALUE_PATH)
+    command = "OMP_NUM_THREADS=1 python -m toycode.sd.fashion " + shlex.join(args.argv)
+    ckpt = train_fashion_class_value(
+        out, n=args.n, steps=args.steps, hint=args.hint, seed=args.seed, command=command
+    )
+    print(f"wrote {out}: final loss {ckpt['loss']:.4f}, seconds {ckpt['seconds']}")
+    return 0
+
+
+def _class_value_check(args) -> int:
+    from ...utils.checks import check_in_file
+    from .class_value import CLASS_VALUE_PATH, format_check, run_check
+
+    path = check_in_file("--model", args.model or CLASS_VALUE_PATH)
+    res = run_check(
+        path,
+        c=args.cls,
+        lam=args.lam,
+        n=args.n,
+        n_base=args.n_base,
+        candidates=args.candidates,
+        block=args.block,
+        particles=args.particles,
+        pops=args.pops,
+        seed=args.seed,
+    )
+    print(format_check(res))
     return 0
 
 
