@@ -275,15 +275,18 @@ def routes_table(lines: list[dict]) -> str:
 
 
 def _knobs(line: dict) -> str:
-    """The allocation's knobs, less the N or K that is the budget itself."""
+    """The allocation's knobs, less the N or K that is the budget itself (DSearch's N is its
+    children, shown always)."""
+    spent = "" if line["entry"] == "dsearch" else "NK"
     knobs = line["knobs"].items()
-    return ",".join(f"{k}{v}" for k, v in knobs if not (k in "NK" and v == line["budget"]))
+    return ",".join(f"{k}{v}" for k, v in knobs if not (k in spent and v == line["budget"]))
 
 
 def plot_routes(lines: list[dict]):
     """Distance to p* (report seeds, ±2 s.e.) against NFE per output for each family's best
     (value, allocation) at each budget, one panel per bench."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     benches = list(dict.fromkeys(line["bench"] for line in lines))
     fig, axes = plt.subplots(1, len(benches), figsize=(5.2 * len(benches), 4.2), squeeze=False)
@@ -320,10 +323,16 @@ def plot_routes(lines: list[dict]):
         ax.axhline(1.0, color="0.5", ls=":", lw=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(FixedLocator([50 * 2**k for k in range(8)]))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # log minor labels collide at 10²–10³
         ax.set_xlabel("denoiser calls per output (the value's included)")
         ax.set_ylabel("MMD² / noise floor, report seeds (±2 s.e.)")
         ax.set_title(f"{bench}: each family's tuned best", fontsize=9)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    legend = {}  # one legend for all panels, below them: inside, it hides points
+    for ax in axes[0]:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=len(legend), fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
