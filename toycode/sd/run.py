@@ -34,14 +34,18 @@ __all__ = [
 ]
 
 IMAGE_REWARDS = ("jpeg", "clip-image", "clip-text", "aesthetic", "pickscore")
-SD_METHODS = tuple(name for name, m in METHODS.items() if m.guidance is None)
+SD_METHODS = tuple(
+    name for name, m in METHODS.items() if m.guidance is None and not m.needs_gradient
+)
 """The gradient-free methods: image rewards (JPEG size, CLIP scores) are not differentiated."""
 SD_GRADIENT_METHODS = tuple(
-    name for name, m in METHODS.items() if m.needs_gradient and not m.needs_target
+    name for name, m in METHODS.items() if m.guidance is not None and not m.needs_target
 )
-"""The methods that ascend ∇r through the UNet and the VAE decoder: an SD sweep runs them for a
+"""The methods that wrap the backend with a gradient-guidance rule (DPS and its variants,
+universal guidance, CoDe and UniCoDe on guided proposals, TDS): an SD sweep runs them for a
 reward that says it is ``differentiable`` (the Fashion-MNIST classifier's log-probability);
-``toycode sd`` and ``toycode sd-sweep`` keep their image rewards gradient-free."""
+``toycode sd`` and ``toycode sd-sweep`` keep their image rewards gradient-free. The Ψ-Sampler,
+whose chain differentiates the whole ODE, is in neither list."""
 
 
 def load_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
