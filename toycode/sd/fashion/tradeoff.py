@@ -230,7 +230,9 @@ def summarize(rows: list[dict]) -> dict[str, list[dict]]:
     for r in rows:  # DPS's scales share one NFE: a setting is its knobs, not its cost
         groups[r["method"], r["nfe"], json.dumps(r["settings"], sort_keys=True)].append(r)
     points = defaultdict(list)
-    for (method, nfe, _), rs in sorted(groups.items(), key=lambda kv: kv[0][1:]):
+    # by cost, then by the knobs' values as numbers (scale 2 before 16)
+    order = sorted(groups, key=lambda k: (k[1], sorted(json.loads(k[2]).items())))
+    for (method, nfe, _), rs in ((k, groups[k]) for k in order):
         reward = _mean_se([r["reward"] for r in rs])
         fidelity = _mean_se([float(r["fidelity"]) for r in rs])
         points[method].append(
