@@ -324,6 +324,26 @@ class _CountDecodes(_Latents):
         return self.inner.decode(x0)
 
 
+def _fashion_checkpoint(path) -> dict:
+    """A class-value checkpoint for this pipeline's latents, or a one-line error before any
+    model loads (a file that is no checkpoint, or one fitted on other states: MNIST's)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises many kinds for a file that is not a checkpoint
+        raise ValueError(f"{path} is not a toycode class-value checkpoint (unreadable)") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "class-value":
+        raise ValueError(f"{path} is not a toycode class-value checkpoint")
+    channels, size = (ckpt["config"].get("channels", 1), ckpt["config"].get("size", 28))
+    if (channels, size) != (4, 8):
+        raise ValueError(
+            f"{path} was fitted on {channels}×{size}×{size} states, not on tiny:fashion's "
+            "4×8×8 latents"
+        )
+    if ckpt.get("hint") and ckpt.get("hint_kind") != "decode":
+        raise ValueError(f"{path} needs a pixel-space classifier hint this pipeline lacks")
+    return ckpt
+
+
 def run_check(
     path=CLASS_VALUE_PATH,
     *,
@@ -355,9 +375,7 @@ def run_check(
         raise ValueError(f"block must divide T = {STEPS}, got {block}")
     check_range("class", c, 0, 9)
     check_range("lam", lam, 0.0, None, low_open=True)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "class-value":
-        raise ValueError(f"{path} is not a toycode class-value checkpoint")
+    ckpt = _fashion_checkpoint(path)
     pipe, classifier = load_pipeline("tiny:fashion", device="cpu"), load_fashion_classifier()
     backend = fashion_backend(pipe)
     value = load_fashion_class_value(c, lam, path, backend=backend, classifier=classifier)
