@@ -32,7 +32,6 @@ def test_the_grid_spends_the_budget_every_way():
     for knobs in map(json.loads, beams):
         widths = beam_widths(knobs["W"], -(-50 // knobs["B"]))
         assert abs(beam_nfe(50, knobs["B"], knobs["N"], widths) / (4 * 50) - 1) < 0.15
-    assert len(grid) == len({(e, v, json.dumps(k)) for e, v, k in grid})
     assert any(e == "tds" for e, _, _ in settings_grid(50, 4, differentiable=True))
     short = settings_grid(6, 2, differentiable=False)  # no block longer than the chain
     assert all(k.get("B", 1) <= 6 for _, _, k in short)

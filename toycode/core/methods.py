@@ -237,8 +237,11 @@ def beam_budget(m: int, steps: int, *, children: int = 2, block: int | None = No
     """DSearch's knobs for about m·T denoiser calls per output at T = ``steps``: N =
     ``children`` per member, B = ``block`` (T/5 by default: five selections) and the initial
     width W whose geometric shrink to 1 spends closest to m·T by
-    :func:`~toycode.core.search.beam_nfe` (m = 1: the base model)."""
-    b = block or max(1, steps // 5)
+    :func:`~toycode.core.search.beam_nfe` (m = 1: the base model, N = W = 1)."""
+    check_range("children", children, 1, None)
+    if block is not None:
+        check_range("block", block, 1, steps)
+    b = max(1, steps // 5) if block is None else block
     if m <= 1:
         return {"N": 1, "W": 1, "B": b}
     blocks = -(-steps // b)

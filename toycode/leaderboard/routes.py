@@ -28,6 +28,7 @@ Block sizes above T are left out (a short test chain); B = T/10 is left out wher
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -129,7 +130,8 @@ def run_routes(
     shard = shard or process_shard()
     table = ResultsTable(out, key=_key)
     config = {"steps": size.steps, "n": size.n, "budgets": list(budgets)}
-    config["entries"] = [*FAMILIES, *GRADIENT]  # a grown grid gets a new folder
+    config["entries"] = [*FAMILIES, *GRADIENT]
+    config["grid"] = _grid_digest(size.steps, budgets)  # a changed grid gets a new folder
     config.update(tuning=list(TUNING_SEEDS), report=list(REPORT_SEEDS))
     table.claim(config, name="routes.json", what="route study")
     for name in benches:
@@ -153,6 +155,12 @@ def run_routes(
         _run(table, bench, jobs, size.n, phase="report", progress=progress)
         shard.wait()
     return read_results(out)
+
+
+def _grid_digest(steps: int, budgets) -> str:
+    """A short hash of every (entry, value, knobs) the grid runs at these budgets."""
+    grid = [settings_grid(steps, m, d) for m in budgets for d in (False, True)]
+    return hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _job_key(bench: str, job) -> tuple:
@@ -286,7 +294,7 @@ def plot_routes(lines: list[dict]):
     """Distance to p* (report seeds, ±2 s.e.) against NFE per output for each family's best
     (value, allocation) at each budget, one panel per bench."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     benches = list(dict.fromkeys(line["bench"] for line in lines))
     fig, axes = plt.subplots(1, len(benches), figsize=(5.2 * len(benches), 4.2), squeeze=False)
@@ -323,7 +331,7 @@ def plot_routes(lines: list[dict]):
         ax.axhline(1.0, color="0.5", ls=":", lw=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.xaxis.set_major_locator(FixedLocator([50 * 2**k for k in range(8)]))
+        ax.xaxis.set_major_locator(LogLocator(base=2))  # any T: 128, 256, ... calls
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}"))
         ax.xaxis.set_minor_formatter(NullFormatter())  # log minor labels collide at 10²–10³
         ax.set_xlabel("denoiser calls per output (the value's included)")
