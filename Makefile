@@ -91,7 +91,7 @@ figures: $(STAMP)
 	done
 
 # every method at equal compute against the exact targets: figures/leaderboard/ (resumable
-# table, leaderboard.md) and figures/leaderboard.png (its rows sample for 32 minutes on 2 cores)
+# table, leaderboard.md) and figures/leaderboard.png (16 minutes on 2 idle cores)
 leaderboard: $(STAMP)
 	$(TOYCODE) leaderboard --out figures/leaderboard --figure figures/leaderboard.png
 

@@ -116,8 +116,8 @@ SIZES = {
         "mnist-gmm": Size(4, 16, (1, 2), 1),
     },
 }
-"""Run sizes: ``default`` (``make leaderboard``; its rows' own sampling time is 32 minutes on
-2 cores, 5.4 of them the 784-D mixture at n = 512 by the Woodbury denoiser) and ``fast``
+"""Run sizes: ``default`` (``make leaderboard``: 16 minutes end to end on 2 idle cores, the
+784-D mixture at n = 512 by the Woodbury denoiser included) and ``fast``
 (the tests; the MNIST mixture is projected to d = 16 there)."""
 
 BENCHES = ("between", "box", "ring", "mnist-class", "mnist-gmm")
