@@ -70,7 +70,7 @@ figures: $(STAMP)
 	$(TOYCODE) compositions --out figures/compositions.png
 	# classifier-free guidance against its target and the reward tilt (about a minute)
 	$(PY) -m toycode.experiments.cfg_study --out figures/cfg_vs_tilt.png
-	# the cheapest route to p*: method × value × allocation, tuned then reported (about 20 min)
+	# the cheapest route to p*: method × value × allocation, tuned then reported (about 16 min)
 	rm -f figures/routes/results.jsonl figures/routes/routes.json
 	$(TOYCODE) routes --out figures/routes --figure figures/routes.png
 	# the curse of dimension: each family on the MNIST mixture in d = 2 … 784 (about 5 min)
