@@ -1,6 +1,7 @@
 """The leaderboard: equal compute, honest skips, a referee that tells p* from p, resumable rows."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from toycode.leaderboard.board import (
 )
 
 FAST = SIZES["fast"]["toy"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -246,3 +248,12 @@ def test_two_accelerate_processes_give_the_rows_of_one(tmp_path):
     assert (tmp_path / "two" / "leaderboard.md").read_text() == (
         tmp_path / "one" / "leaderboard.md"
     ).read_text()
+
+
+def test_the_committed_table_and_the_readme_show_the_committed_rows():
+    """leaderboard.md is ``table`` of the committed rows, and the README's copy is that table: a
+    column regenerated without copying its table over would show stale numbers."""
+    folder = ROOT / "figures" / "leaderboard"
+    committed = table(read_results(folder))
+    assert (folder / "leaderboard.md").read_text().strip() == committed
+    assert committed in (ROOT / "README.md").read_text()
