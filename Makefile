@@ -139,7 +139,7 @@ checkpoints: $(STAMP)
 
 # the Fashion-MNIST pipeline's quality gates: classifier accuracy, prompt fidelity, Fréchet
 fashion-gates: $(STAMP)
-	$(PY) -m toycode.sd.fashion gates
+	$(PY) -m toycode.sd.fashion gates --guidance 7.5 4.5 3 2 1
 
 # reward vs prompt fidelity vs UNet calls on the Fashion-MNIST pipeline, over the ten class
 # prompts, 4 seeds (resumable): JPEG compressibility with base, bon, code, svdd, smc at

@@ -100,8 +100,9 @@ def _add_gates(sub) -> None:
     gates.add_argument(
         "--guidance",
         type=float,
+        nargs="+",
         default=None,
-        help="classifier-free guidance scale (default: the pipeline's)",
+        help="classifier-free guidance scale(s), each gated in turn (default: the pipeline's)",
     )
     gates.add_argument("--data-dir")
 
@@ -147,17 +148,26 @@ def _taesd(args) -> int:
 
 
 def _gates(args) -> int:
-    from .gates import format_gates, quality_gates
+    from ...utils.checks import check_range
+    from .gates import format_gates, format_guidance_table, quality_gates
 
-    gates = quality_gates(
-        args.model,
-        n=args.n,
-        n_generic=args.n_generic,
-        steps=args.steps,
-        guidance_scale=args.guidance,
-        data_dir=args.data_dir,
-    )
-    print(format_gates(gates))
+    for g in args.guidance or []:  # every scale checked before the first is gated
+        check_range("--guidance", g, 0.0, None)
+    every = []
+    for g in args.guidance or [None]:
+        every.append(
+            quality_gates(
+                args.model,
+                n=args.n,
+                n_generic=args.n_generic,
+                steps=args.steps,
+                guidance_scale=g,
+                data_dir=args.data_dir,
+            )
+        )
+        print(format_gates(every[-1]), flush=True)
+    if len(every) > 1:
+        print(format_guidance_table(every))
     return 0
 
 

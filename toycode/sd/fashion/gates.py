@@ -7,7 +7,9 @@
 - Fréchet distance in the classifier's 64-d feature space between the pooled class-prompt images
   (ten classes in equal numbers, as in the test set) and a random half of the test images; its
   floor is the distance of the other half to the same reference (what a perfect model would
-  show with as many images). The generic prompt's class shares are reported too.
+  show with as many images), and beside it the distance of the VAE's reconstructions of those
+  test images, the part of the gap the autoencoder alone opens. The generic prompt's class
+  shares are reported too.
 """
 
 from __future__ import annotations
@@ -18,11 +20,18 @@ import time
 import torch
 
 from ...training.classifier import frechet_distance
-from .data import CLASSES, load_fashion
+from ...utils.checks import check_count, check_range
+from .data import CLASSES, load_fashion, pad32
 from .prompts import GENERIC_PROMPT, class_prompt
 from .rewards import classify, to_classifier_input
 
-__all__ = ["quality_gates", "format_gates", "pipeline_images", "classifier_test_accuracy"]
+__all__ = [
+    "quality_gates",
+    "format_gates",
+    "format_guidance_table",
+    "pipeline_images",
+    "classifier_test_accuracy",
+]
 
 
 def classifier_test_accuracy(classifier, data_dir=None) -> tuple[float, float]:
@@ -69,6 +78,14 @@ def _features(classifier, images: torch.Tensor) -> torch.Tensor:
         return classifier.features(images)
 
 
+def _reconstructions(vae, x: torch.Tensor, batch: int = 250) -> torch.Tensor:
+    """Test images (n, 1, 28, 28) in [−1, 1] through the VAE (posterior mean, decode) as (n, 3,
+    32, 32) in [0, 1]: what the latent model could at best reproduce."""
+    with torch.no_grad():
+        out = [vae.decode(vae.encode(pad32(c)).latent_dist.mean).sample for c in x.split(batch)]
+    return ((torch.cat(out).float().clamp(-1, 1) + 1) / 2).cpu()
+
+
 def quality_gates(
     model=None,
     *,
@@ -89,6 +106,11 @@ def quality_gates(
     from . import PIPELINE_DIR, resolve_model
     from .train import load_fashion_classifier
 
+    check_count("n", n, 2)  # a Fréchet distance needs a covariance
+    check_count("n_generic", n_generic, 2)
+    check_count("steps", steps)
+    if guidance_scale is not None:
+        check_range("guidance_scale", guidance_scale, 0.0, None)
     start = time.time()
     model = resolve_model(model or PIPELINE_DIR)
     pipe = load_pipeline(model, device="cpu")
@@ -115,6 +137,7 @@ def quality_gates(
     f_model = _features(classifier, to_classifier_input(pooled))
     f_ref = _features(classifier, ref)
     f_other = _features(classifier, other[:m])
+    f_vae = _features(classifier, to_classifier_input(_reconstructions(pipe.vae, other[:m])))
     f_generic = _features(classifier, to_classifier_input(generic))
     f_floor_generic = _features(classifier, other[: len(generic)])
     mean_fid = sum(fidelity) / len(fidelity)
@@ -132,6 +155,7 @@ def quality_gates(
         "frechet": frechet_distance(f_model, f_ref),
         "frechet_floor": frechet_distance(f_other, f_ref),
         "frechet_n": m,
+        "vae_frechet": frechet_distance(f_vae, f_ref),
         "generic_frechet": frechet_distance(f_generic, f_ref),
         "generic_frechet_floor": frechet_distance(f_floor_generic, f_ref),
         "generic_shares": dict(zip(CLASSES, shares.tolist())),
@@ -155,9 +179,25 @@ def format_gates(g: dict) -> str:
         f"Fréchet (classifier features), class prompts pooled vs test half: "
         f"{g['frechet']:.3f}; floor (other test half, {g['frechet_n']} images): "
         f"{g['frechet_floor']:.3f}; ratio {g['frechet'] / g['frechet_floor']:.1f}",
+        f"  the VAE's own reconstructions of those {g['frechet_n']} test images: "
+        f"{g['vae_frechet']:.3f} (ratio {g['vae_frechet'] / g['frechet_floor']:.1f})",
         f"generic prompt ({g['n_generic']} images): Fréchet {g['generic_frechet']:.3f}, "
         f"floor {g['generic_frechet_floor']:.3f}; class shares "
         + ", ".join(f"{k} {v:.2f}" for k, v in g["generic_shares"].items()),
         f"({g['seconds']:.0f} s)",
     ]
+    return "\n".join(lines)
+
+
+def format_guidance_table(every: list[dict]) -> str:
+    """Gates at several guidance scales side by side: CFG buys prompt fidelity with diversity."""
+    lines = [
+        "guidance  fidelity (mean ± s.e.)  Fréchet  in floors  (VAE reconstructions: "
+        f"{every[0]['vae_frechet'] / every[0]['frechet_floor']:.1f} floors)"
+    ]
+    for g in every:
+        lines.append(
+            f"{g['guidance_scale']:8g}  {g['fidelity_mean']:.3f} ± {g['fidelity_mean_se']:.3f}"
+            f"{'':10s}{g['frechet']:7.1f}  {g['frechet'] / g['frechet_floor']:9.1f}"
+        )
     return "\n".join(lines)
