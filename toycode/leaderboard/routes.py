@@ -46,7 +46,7 @@ from .board import SIZES, Size, make_bench, run_row
 __all__ = ["ROUTE_BENCHES", "TUNING_SEEDS", "REPORT_SEEDS", "settings_grid", "run_routes"]
 
 ROUTE_BENCHES = ("between", "box", "ring")
-TUNING_SEEDS = (0, 1, 2, 3)
+TUNING_SEEDS = (0, 1, 2, 3, 4, 5, 6, 7)
 REPORT_SEEDS = (100, 101, 102)
 FAMILIES = {
     "code-softmax": "blockwise",
